@@ -1,0 +1,157 @@
+// Package engine is the domain of terraform-provider-aml: workspaces, run
+// configurations, snapshots and runs on compute targets. It imports nothing from
+// terraform-plugin-*; the provider is a thin layer over it, and it is usable and
+// tested without Terraform.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/openaml/terraform-provider-aml/internal/engine/env"
+	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
+	"github.com/openaml/terraform-provider-aml/internal/engine/store"
+	"github.com/openaml/terraform-provider-aml/internal/engine/target/local"
+)
+
+// ErrNotFound is returned (wrapped) when a workspace, run configuration or run
+// does not exist.
+var ErrNotFound = store.ErrNotFound
+
+// FieldError names the configuration attribute at fault, so the provider can
+// attach the diagnostic to it.
+type FieldError = env.FieldError
+
+func fieldErr(attr, format string, args ...any) error {
+	return &FieldError{Attr: attr, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Options configure an Engine.
+type Options struct {
+	// AgentCommand starts this program's agent subcommands, e.g. [exe, "agent"].
+	AgentCommand []string
+	// WorkDir resolves relative paths; default: the current directory.
+	WorkDir string
+	// SnapshotLimits bound every snapshot (zero fields: Azure's 300 MB / 2000 files).
+	SnapshotLimits snapshot.Limits
+	// StatCacheDir keeps plan-time hashing fast; default: the user cache directory.
+	StatCacheDir string
+	// CancelGrace is the time between SIGTERM and SIGKILL; default 10s.
+	CancelGrace time.Duration
+}
+
+// Engine is goroutine-safe: Terraform calls resources in parallel in one process.
+type Engine struct {
+	opts  Options
+	owner string
+
+	mu     sync.Mutex
+	stores map[string]*store.Store
+}
+
+// New returns an Engine with defaults filled in.
+func New(opts Options) (*Engine, error) {
+	if opts.WorkDir == "" {
+		wd, err := os.Getwd()
+		if err != nil {
+			return nil, err
+		}
+		opts.WorkDir = wd
+	}
+	if opts.StatCacheDir == "" {
+		if d, err := os.UserCacheDir(); err == nil {
+			opts.StatCacheDir = filepath.Join(d, "terraform-provider-aml", "statcache")
+		}
+	}
+	if opts.CancelGrace == 0 {
+		opts.CancelGrace = 10 * time.Second
+	}
+	if len(opts.AgentCommand) == 0 {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		opts.AgentCommand = []string{exe, "agent"}
+	}
+	host, _ := os.Hostname()
+	return &Engine{
+		opts:   opts,
+		owner:  fmt.Sprintf("%s:%d:%d", host, os.Getpid(), local.SelfStartTicks()),
+		stores: map[string]*store.Store{},
+	}, nil
+}
+
+// Close closes every open workspace store.
+func (e *Engine) Close() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for k, s := range e.stores {
+		s.Close()
+		delete(e.stores, k)
+	}
+}
+
+// abs resolves p against the engine's working directory.
+func (e *Engine) abs(p string) string {
+	if filepath.IsAbs(p) {
+		return filepath.Clean(p)
+	}
+	return filepath.Join(e.opts.WorkDir, p)
+}
+
+// open returns the cached store for a workspace id (its absolute directory).
+func (e *Engine) open(ctx context.Context, id string) (*store.Store, error) {
+	if !filepath.IsAbs(id) {
+		return nil, fmt.Errorf("workspace id %q is not an absolute directory path", id)
+	}
+	id = filepath.Clean(id)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if s, ok := e.stores[id]; ok {
+		return s, nil
+	}
+	s, err := store.Open(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	e.stores[id] = s
+	return s, nil
+}
+
+func (e *Engine) forget(id string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if s, ok := e.stores[id]; ok {
+		s.Close()
+		delete(e.stores, id)
+	}
+}
+
+// ownerAlive reports whether an owner string names a live provider process.
+// Owners on other hosts are assumed alive: we cannot check them.
+func ownerAlive(owner string) bool {
+	parts := strings.Split(owner, ":")
+	if len(parts) != 3 {
+		return false
+	}
+	host, _ := os.Hostname()
+	if parts[0] != host {
+		return true
+	}
+	pid, err1 := strconv.Atoi(parts[1])
+	ticks, err2 := strconv.ParseUint(parts[2], 10, 64)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	return local.ProcessAlive(pid, ticks)
+}
+
+// IsNotFound reports whether err means the object does not exist.
+func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }

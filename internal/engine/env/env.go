@@ -1,0 +1,190 @@
+// Package env describes a run's Python environment, hashes it, and resolves it on
+// a target (user-managed interpreters today; system-managed builds later).
+package env
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// Environment is the environment section of a run configuration.
+// Nil sections are "not configured" and take defaults, so a stored configuration
+// reads back exactly as it was written.
+type Environment struct {
+	Python *Python `json:"python,omitempty"`
+	Docker *Docker `json:"docker,omitempty"`
+}
+
+// Py returns the Python section or its defaults (system-managed, like Azure).
+func (e Environment) Py() Python {
+	if e.Python == nil {
+		return Python{}
+	}
+	return *e.Python
+}
+
+// Dock returns the Docker section or its defaults (disabled).
+func (e Environment) Dock() Docker {
+	if e.Docker == nil {
+		return Docker{}
+	}
+	return *e.Docker
+}
+
+// Python says who manages the interpreter and which packages it needs.
+type Python struct {
+	UserManagedDependencies bool               `json:"user_managed_dependencies"`
+	InterpreterPath         string             `json:"interpreter_path"`
+	Conda                   *CondaDependencies `json:"conda_dependencies,omitempty"`
+}
+
+// CondaDependencies mirrors Azure's CondaDependencies.
+type CondaDependencies struct {
+	PythonVersion string     `json:"python_version,omitempty"`
+	Channels      []string   `json:"channels,omitempty"`
+	CondaPackages []string   `json:"conda_packages,omitempty"`
+	PipPackages   []string   `json:"pip_packages,omitempty"`
+	PipOptions    PipOptions `json:"pip_options"`
+}
+
+// PipOptions are the index settings given to pip or uv.
+type PipOptions struct {
+	IndexURL       string   `json:"index_url,omitempty"`
+	ExtraIndexURLs []string `json:"extra_index_urls,omitempty"`
+	FindLinks      []string `json:"find_links,omitempty"`
+}
+
+// Docker runs the script inside a container image.
+type Docker struct {
+	Enabled   bool     `json:"enabled"`
+	BaseImage string   `json:"base_image,omitempty"`
+	ShmSize   string   `json:"shm_size,omitempty"`
+	Arguments []string `json:"arguments,omitempty"`
+}
+
+// DefaultInterpreter is used when a user-managed environment names none.
+const DefaultInterpreter = "python3"
+
+// FieldError names the attribute (dotted path as in the Terraform schema) at fault.
+type FieldError struct {
+	Attr string
+	Msg  string
+}
+
+func (e *FieldError) Error() string { return e.Attr + ": " + e.Msg }
+
+// Validate checks rules that span fields.
+func (e Environment) Validate() error {
+	if d := e.Dock(); d.Enabled && strings.TrimSpace(d.BaseImage) == "" {
+		return &FieldError{"environment.docker.base_image", "is required when environment.docker.enabled is true"}
+	}
+	if c := e.Py().Conda; c != nil {
+		for i, p := range c.PipPackages {
+			if strings.HasPrefix(strings.TrimSpace(p), "-") {
+				return &FieldError{fmt.Sprintf("environment.python.conda_dependencies.pip_packages[%d]", i),
+					fmt.Sprintf("%q looks like a pip option; put index settings in pip_options", p)}
+			}
+		}
+	}
+	return nil
+}
+
+// Hash identifies the environment's definition: equal hashes mean an environment
+// built for one can serve the other. Package order does not count; channel order
+// does (it is conda's priority order).
+func (e Environment) Hash() string {
+	py := e.Py()
+	c := CondaDependencies{}
+	if py.Conda != nil {
+		c = *py.Conda
+	}
+	norm := func(in []string) []string {
+		out := make([]string, 0, len(in))
+		for _, s := range in {
+			out = append(out, strings.Join(strings.Fields(s), ""))
+		}
+		slices.Sort(out)
+		return slices.Compact(out)
+	}
+	canonical := struct {
+		UserManaged bool     `json:"user_managed"`
+		Interpreter string   `json:"interpreter,omitempty"`
+		Python      string   `json:"python,omitempty"`
+		Channels    []string `json:"channels"`
+		Conda       []string `json:"conda"`
+		Pip         []string `json:"pip"`
+		Index       string   `json:"index,omitempty"`
+		Extra       []string `json:"extra"`
+		FindLinks   []string `json:"find_links"`
+		Docker      Docker   `json:"docker"`
+	}{
+		UserManaged: py.UserManagedDependencies,
+		Python:      c.PythonVersion,
+		Channels:    c.Channels,
+		Conda:       norm(c.CondaPackages),
+		Pip:         norm(c.PipPackages),
+		Index:       c.PipOptions.IndexURL,
+		Extra:       norm(c.PipOptions.ExtraIndexURLs),
+		FindLinks:   norm(c.PipOptions.FindLinks),
+		Docker:      e.Dock(),
+	}
+	if py.UserManagedDependencies {
+		canonical.Interpreter = py.InterpreterPath
+		if canonical.Interpreter == "" {
+			canonical.Interpreter = DefaultInterpreter
+		}
+	}
+	b, _ := json.Marshal(canonical)
+	sum := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// ErrSystemManaged is returned for environments this release cannot build yet.
+var ErrSystemManaged = errors.New("system-managed Python environments (environment.python.user_managed_dependencies = false) are not supported by this release yet; set user_managed_dependencies = true and interpreter_path to an existing Python")
+
+// ResolveLocal finds the interpreter for a run on the engine host. pathEnv is the
+// PATH the run will see.
+func ResolveLocal(e Environment, pathEnv string) (string, error) {
+	if e.Dock().Enabled {
+		return "", &FieldError{"environment.docker.enabled", "Docker runs are not supported by this release yet; set enabled = false"}
+	}
+	py := e.Py()
+	if !py.UserManagedDependencies {
+		return "", &FieldError{"environment.python.user_managed_dependencies", ErrSystemManaged.Error()}
+	}
+	interp := py.InterpreterPath
+	if interp == "" {
+		interp = DefaultInterpreter
+	}
+	if strings.ContainsRune(interp, filepath.Separator) {
+		if _, err := exec.LookPath(interp); err != nil {
+			return "", &FieldError{"environment.python.interpreter_path", fmt.Sprintf("%q is not an executable file on this machine (%v)", interp, unwrapExec(err))}
+		}
+		return filepath.Abs(interp)
+	}
+	for _, dir := range filepath.SplitList(pathEnv) {
+		if dir == "" {
+			continue
+		}
+		cand := filepath.Join(dir, interp)
+		if p, err := exec.LookPath(cand); err == nil {
+			return p, nil
+		}
+	}
+	return "", &FieldError{"environment.python.interpreter_path", fmt.Sprintf("%q was not found on PATH (%s)", interp, pathEnv)}
+}
+
+func unwrapExec(err error) error {
+	var ee *exec.Error
+	if errors.As(err, &ee) {
+		return ee.Err
+	}
+	return err
+}

@@ -1,0 +1,554 @@
+package engine
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/openaml/terraform-provider-aml/internal/engine/env"
+	"github.com/openaml/terraform-provider-aml/internal/engine/run"
+	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
+	"github.com/openaml/terraform-provider-aml/internal/engine/store"
+	"github.com/openaml/terraform-provider-aml/internal/engine/target"
+	"github.com/openaml/terraform-provider-aml/internal/engine/target/local"
+)
+
+// LocalTarget is the reserved name of the machine running Terraform.
+const LocalTarget = "local"
+
+const runSep = "/runs/"
+
+// ErrSourceChanged means the source tree differs from what the plan hashed.
+var ErrSourceChanged = errors.New("source changed since plan; run plan again")
+
+// RunRequest is one aml_experiment_run as configured.
+type RunRequest struct {
+	WorkspaceID          string
+	Experiment           string
+	SourceDirectory      string
+	Script               string
+	Command              []string
+	Arguments            []string
+	ComputeTarget        string
+	RunConfigID          string
+	EnvironmentVariables map[string]string
+	Tags                 map[string]string
+	Triggers             map[string]string
+	// PlannedSnapshotHash, when set, must equal the hash at submit time.
+	PlannedSnapshotHash string
+}
+
+// Run is a run as reported to users.
+type Run struct {
+	ID              string // "<workspace_id>/runs/<run_id>"
+	RunID           string
+	WorkspaceID     string
+	Experiment      string
+	ComputeTarget   string
+	RunConfigName   string
+	Status          run.Status
+	FailureReason   string
+	Message         string
+	ExitCode        *int
+	StartTime       *time.Time
+	EndTime         *time.Time
+	DurationSeconds float64
+	Metrics         map[string]float64
+	OutputFiles     []string
+	OutputsPath     string
+	LogTail         string
+	LogPath         string
+	SnapshotHash    string
+	SnapshotFiles   int
+	SnapshotBytes   int64
+	EnvironmentHash string
+	Tags            map[string]string
+
+	SourceDirectory      string
+	Script               string
+	Command              []string
+	Arguments            []string
+	EnvironmentVariables map[string]string
+	Triggers             map[string]string
+	RunConfigID          string
+	// Adopted is true when SubmitRun found this run already submitted by an
+	// interrupted apply instead of starting a new one.
+	Adopted bool
+}
+
+// RunFailedError is returned by WaitRun for a run that did not complete.
+type RunFailedError struct{ Run *Run }
+
+func (e *RunFailedError) Error() string {
+	r := e.Run
+	msg := fmt.Sprintf("run %s ended %s", r.RunID, r.Status)
+	if r.FailureReason != "" {
+		msg += " (" + r.FailureReason
+		if r.ExitCode != nil {
+			msg += fmt.Sprintf(", exit code %d", *r.ExitCode)
+		}
+		msg += ")"
+	}
+	if r.Message != "" {
+		msg += ": " + r.Message
+	}
+	if strings.TrimSpace(r.LogTail) != "" {
+		msg += "\n\nLast lines of " + r.LogPath + ":\n" + r.LogTail
+	}
+	return msg
+}
+
+// ParseRunID splits "<workspace_id>/runs/<run_id>".
+func ParseRunID(id string) (workspaceID, runID string, err error) {
+	i := strings.LastIndex(id, runSep)
+	if i <= 0 || !filepath.IsAbs(id[:i]) || !NamePattern.MatchString(id[i+len(runSep):]) {
+		return "", "", fmt.Errorf("run id %q is not of the form {workspace_id}/runs/{run_id}", id)
+	}
+	return id[:i], id[i+len(runSep):], nil
+}
+
+// SnapshotSummary is what a plan shows about a source directory.
+type SnapshotSummary struct {
+	Hash  string
+	Files int
+	Bytes int64
+}
+
+func (e *Engine) snapshotOptions() snapshot.Options {
+	return snapshot.Options{Limits: e.opts.SnapshotLimits, StatCacheDir: e.opts.StatCacheDir}
+}
+
+// PlanSnapshot hashes a source directory for the plan (stat-cached, so re-plans of
+// an unchanged tree read no file contents).
+func (e *Engine) PlanSnapshot(ctx context.Context, dir string) (*SnapshotSummary, *snapshot.Manifest, error) {
+	m, err := snapshot.Build(ctx, e.abs(dir), e.snapshotOptions())
+	if err != nil {
+		return nil, nil, fieldErr("source_directory", "%v", err)
+	}
+	return &SnapshotSummary{Hash: m.Hash, Files: m.Files, Bytes: m.Bytes}, m, nil
+}
+
+// CheckScript verifies the script is part of a manifest.
+func CheckScript(m *snapshot.Manifest, dir, script string) error {
+	clean, err := snapshot.SanitizeRelPath(filepath.ToSlash(script))
+	if err != nil {
+		return fieldErr("script", "%q must be a relative path inside source_directory: %v", script, err)
+	}
+	if _, ok := m.Lookup(clean); !ok {
+		return fieldErr("script", "%q is not in the snapshot of %s (missing, or excluded by .amlignore/.gitignore)", script, dir)
+	}
+	return nil
+}
+
+// SubmitRun snapshots the source, starts the run on its target and returns at
+// once (see WaitRun). A run with the same submission that an interrupted apply
+// left behind is adopted instead of started again.
+func (e *Engine) SubmitRun(ctx context.Context, req RunRequest) (*Run, error) {
+	s, err := e.open(ctx, req.WorkspaceID)
+	if err != nil {
+		return nil, fieldErr("workspace_id", "%v", err)
+	}
+	if !NamePattern.MatchString(req.Experiment) {
+		return nil, fieldErr("experiment_name", "%q is not a valid experiment name: use up to 128 letters, digits, '.', '-' or '_', starting with a letter or digit", req.Experiment)
+	}
+	rcWS, _, err := ParseRunConfigID(req.RunConfigID)
+	if err != nil {
+		return nil, fieldErr("run_configuration_id", "%v", err)
+	}
+	if filepath.Clean(rcWS) != s.Dir {
+		return nil, fieldErr("run_configuration_id", "%q belongs to workspace %s, not to this run's workspace %s", req.RunConfigID, rcWS, s.Dir)
+	}
+	rc, err := e.ReadRunConfig(ctx, req.RunConfigID)
+	if err != nil {
+		return nil, fieldErr("run_configuration_id", "%v", err)
+	}
+	if req.ComputeTarget != LocalTarget {
+		return nil, fieldErr("compute_target", "unknown compute target %q; this workspace has: %s", req.ComputeTarget, LocalTarget)
+	}
+	if rc.Spec.NodeCount > 1 {
+		return nil, fieldErr("run_configuration_id", "run configuration %q asks for node_count = %d, but compute target %q runs one node", rc.Spec.Name, rc.Spec.NodeCount, req.ComputeTarget)
+	}
+	if (req.Script == "") == (len(req.Command) == 0) {
+		return nil, fieldErr("script", "exactly one of script or command must be set")
+	}
+	srcDir := e.abs(req.SourceDirectory)
+	sum, manifest, err := e.PlanSnapshot(ctx, srcDir)
+	if err != nil {
+		return nil, err
+	}
+	if req.PlannedSnapshotHash != "" && req.PlannedSnapshotHash != sum.Hash {
+		return nil, fieldErr("source_directory", "%s: %v (planned %s, now %s)", srcDir, ErrSourceChanged, req.PlannedSnapshotHash, sum.Hash)
+	}
+	var argv []string
+	if req.Script != "" {
+		if err := CheckScript(manifest, srcDir, req.Script); err != nil {
+			return nil, err
+		}
+		interp, err := env.ResolveLocal(rc.Spec.Environment, os.Getenv("PATH"))
+		if err != nil {
+			return nil, err
+		}
+		argv = append([]string{interp, filepath.FromSlash(req.Script)}, req.Arguments...)
+	} else {
+		argv = append(append([]string{}, req.Command...), req.Arguments...)
+	}
+
+	key := submitKey(s.Dir, sum.Hash, req, rc)
+	if rec, err := s.ClaimOrphan(ctx, key, e.owner, ownerAlive); err != nil {
+		return nil, err
+	} else if rec != nil {
+		if len(rec.Handle) > 0 {
+			r, err := e.refresh(ctx, s, rec)
+			if err == nil {
+				r.Adopted = true
+			}
+			return r, err
+		}
+		// Killed between recording and starting: nothing runs; close it out.
+		_, _ = s.UpdateRun(ctx, rec.ID, func(r *run.Record) error {
+			r.Status, r.FailureReason, r.Error = run.Failed, run.ReasonLost, "submission was interrupted before the run started"
+			return nil
+		})
+		_ = s.MarkReleased(ctx, rec.ID)
+	}
+
+	blobs := snapshot.BlobStore{Root: s.BlobsPath()}
+	if err := blobs.Ingest(ctx, srcDir, manifest); err != nil {
+		if errors.Is(err, snapshot.ErrSourceChanged) {
+			return nil, fieldErr("source_directory", "%v; run plan again", err)
+		}
+		return nil, fmt.Errorf("storing snapshot: %w", err)
+	}
+	envVars := map[string]string{}
+	for k, v := range rc.Spec.EnvironmentVariables {
+		envVars[k] = v
+	}
+	for k, v := range req.EnvironmentVariables {
+		envVars[k] = v
+	}
+	now := time.Now().UTC()
+	rec := &run.Record{
+		ID:              newRunID(req.Experiment, now),
+		Experiment:      req.Experiment,
+		Target:          req.ComputeTarget,
+		RunConfig:       rc.Spec.Name,
+		SubmitKey:       key,
+		Status:          run.NotStarted,
+		CreatedAt:       now,
+		SnapshotHash:    sum.Hash,
+		SnapshotFiles:   sum.Files,
+		SnapshotBytes:   sum.Bytes,
+		Tags:            req.Tags,
+		EnvironmentHash: rc.EnvironmentHash,
+
+		SourceDirectory:      req.SourceDirectory,
+		Script:               req.Script,
+		Command:              req.Command,
+		Arguments:            req.Arguments,
+		EnvironmentVariables: req.EnvironmentVariables,
+		Triggers:             req.Triggers,
+	}
+	rec.RunDir = s.RunDir(rec.ID)
+	if err := s.InsertRun(ctx, rec, e.owner); err != nil {
+		return nil, err
+	}
+	drv := e.driver(s)
+	h, err := drv.Start(ctx, target.RunSpec{
+		RunID:       rec.ID,
+		Manifest:    manifest,
+		Blobs:       blobs,
+		Argv:        argv,
+		Env:         envVars,
+		MaxDuration: time.Duration(rc.Spec.MaxRunDurationSeconds) * time.Second,
+		Grace:       e.opts.CancelGrace,
+	})
+	if err != nil {
+		failed, uerr := s.UpdateRun(ctx, rec.ID, func(r *run.Record) error {
+			r.Status, r.FailureReason, r.Error = run.Failed, run.ReasonSetupFailed, err.Error()
+			end := time.Now().UTC()
+			r.EndTime = &end
+			return nil
+		})
+		if uerr != nil {
+			return nil, errors.Join(err, uerr)
+		}
+		return e.toRun(s, failed), &RunFailedError{Run: e.toRun(s, failed)}
+	}
+	rec, err = s.UpdateRun(ctx, rec.ID, func(r *run.Record) error {
+		r.Handle = h
+		r.Status = run.Starting
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return e.toRun(s, rec), nil
+}
+
+func (e *Engine) driver(s *store.Store) target.Driver {
+	return &local.Driver{RunsRoot: filepath.Join(s.Dir, store.RunsDir), AgentCommand: e.opts.AgentCommand}
+}
+
+// submitKey identifies "the same submission": same workspace, code, command,
+// target, configuration and inputs.
+func submitKey(ws, snapshotHash string, req RunRequest, rc *RunConfig) string {
+	spec, _ := json.Marshal(rc.Spec)
+	k, _ := json.Marshal(struct {
+		WS, Experiment, Snapshot, Script, Target, RC string
+		Cmd, Args                                    []string
+		Env, Tags, Triggers                          map[string]string
+		Spec                                         json.RawMessage
+	}{ws, req.Experiment, snapshotHash, req.Script, req.ComputeTarget, req.RunConfigID,
+		req.Command, req.Arguments, req.EnvironmentVariables, req.Tags, req.Triggers, spec})
+	sum := sha256.Sum256(k)
+	return hex.EncodeToString(sum[:])
+}
+
+func newRunID(experiment string, t time.Time) string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return fmt.Sprintf("%s_%d_%s", experiment, t.Unix(), hex.EncodeToString(b))
+}
+
+// ReadRun returns a run, observing its target only while it is active.
+func (e *Engine) ReadRun(ctx context.Context, id string) (*Run, error) {
+	s, rec, err := e.load(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return e.refresh(ctx, s, rec)
+}
+
+func (e *Engine) load(ctx context.Context, id string) (*store.Store, *run.Record, error) {
+	wsID, runID, err := ParseRunID(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := e.open(ctx, wsID)
+	if err != nil {
+		return nil, nil, err
+	}
+	rec, err := s.GetRun(ctx, runID)
+	return s, rec, err
+}
+
+// refresh brings an active run's record up to date from its target.
+func (e *Engine) refresh(ctx context.Context, s *store.Store, rec *run.Record) (*Run, error) {
+	if rec.Status.Terminal() || len(rec.Handle) == 0 {
+		return e.toRun(s, rec), nil
+	}
+	ex, err := e.driver(s).Recover(ctx, rec.Handle)
+	if err != nil {
+		return nil, err
+	}
+	st, err := ex.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return e.record(ctx, s, rec.ID, ex, st)
+}
+
+// record stores an observation, collecting results once the run is terminal (and
+// metrics along the way while it runs).
+func (e *Engine) record(ctx context.Context, s *store.Store, id string, ex target.Execution, st target.State) (*Run, error) {
+	col, cerr := ex.Collect(ctx)
+	rec, err := s.UpdateRun(ctx, id, func(r *run.Record) error {
+		if run.CanTransition(r.Status, st.Status) {
+			r.Status = st.Status
+		}
+		r.FailureReason = st.FailureReason
+		r.ExitCode = st.ExitCode
+		r.StartTime = st.StartTime
+		r.EndTime = st.EndTime
+		if st.Message != "" {
+			r.Error = st.Message
+		}
+		if cerr == nil {
+			r.Metrics = run.LastValues(col.Metrics)
+			r.OutputFiles = col.OutputFiles
+			r.LogTail = col.LogTail
+		}
+		if r.ExitCode != nil {
+			r.NodeExitCodes = []int{*r.ExitCode}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if cerr == nil && rec.Status.Terminal() {
+		if err := s.ReplaceMetrics(ctx, id, col.Metrics); err != nil {
+			return nil, err
+		}
+	}
+	return e.toRun(s, rec), nil
+}
+
+// WaitRun blocks until the run is terminal. When ctx ends first (the create
+// timeout) the run is canceled with reason timed_out. A run that did not complete
+// returns *RunFailedError along with the run.
+func (e *Engine) WaitRun(ctx context.Context, id string) (*Run, error) {
+	s, rec, err := e.load(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if rec.Status.Active() && len(rec.Handle) > 0 {
+		ex, err := e.driver(s).Recover(ctx, rec.Handle)
+		if err != nil {
+			return nil, err
+		}
+		st, werr := ex.Wait(ctx)
+		if werr != nil {
+			if ctx.Err() == nil {
+				return nil, werr
+			}
+			// Timed out: stop the run, under a context of our own.
+			cctx, cancel := context.WithTimeout(context.Background(), e.opts.CancelGrace+30*time.Second)
+			defer cancel()
+			r, err := e.cancel(cctx, s, rec.ID, run.ReasonTimedOut)
+			if err != nil {
+				return nil, errors.Join(werr, err)
+			}
+			return r, fmt.Errorf("timed out waiting for run %s; it was canceled: %w", rec.ID, &RunFailedError{Run: r})
+		}
+		if _, err := e.record(ctx, s, rec.ID, ex, st); err != nil {
+			return nil, err
+		}
+		rec, err = s.GetRun(ctx, rec.ID)
+		if err != nil {
+			return nil, err
+		}
+	}
+	r := e.toRun(s, rec)
+	if r.Status != run.Completed {
+		return r, &RunFailedError{Run: r}
+	}
+	return r, nil
+}
+
+// CancelRun stops an active run and waits (up to the grace period and a margin)
+// for it to end. The record stays as history.
+func (e *Engine) CancelRun(ctx context.Context, id string) (*Run, error) {
+	s, rec, err := e.load(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return e.cancel(ctx, s, rec.ID, run.ReasonCanceled)
+}
+
+func (e *Engine) cancel(ctx context.Context, s *store.Store, runID, reason string) (*Run, error) {
+	rec, err := s.GetRun(ctx, runID)
+	if err != nil {
+		return nil, err
+	}
+	if rec.Status.Terminal() || len(rec.Handle) == 0 {
+		return e.toRun(s, rec), nil
+	}
+	ex, err := e.driver(s).Recover(ctx, rec.Handle)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.UpdateRun(ctx, runID, func(r *run.Record) error { r.Status = run.CancelRequested; return nil }); err != nil {
+		return nil, err
+	}
+	if err := ex.Cancel(ctx, e.opts.CancelGrace, reason); err != nil {
+		return nil, fmt.Errorf("canceling run %s: %w", runID, err)
+	}
+	wctx, stop := context.WithTimeout(ctx, e.opts.CancelGrace+15*time.Second)
+	defer stop()
+	st, err := ex.Wait(wctx)
+	if err != nil {
+		return nil, fmt.Errorf("run %s did not stop after cancel: %w", runID, err)
+	}
+	return e.record(ctx, s, runID, ex, st)
+}
+
+// AcknowledgeRun records that Terraform now tracks the run (no adoption after this).
+func (e *Engine) AcknowledgeRun(ctx context.Context, id string) error {
+	s, rec, err := e.load(ctx, id)
+	if err != nil {
+		return err
+	}
+	return s.MarkReturned(ctx, rec.ID)
+}
+
+// ReleaseRun is destroy: cancel if active, keep the record as history.
+func (e *Engine) ReleaseRun(ctx context.Context, id string) error {
+	s, rec, err := e.load(ctx, id)
+	if IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := e.cancel(ctx, s, rec.ID, run.ReasonCanceled); err != nil {
+		return err
+	}
+	return s.MarkReleased(ctx, rec.ID)
+}
+
+func (e *Engine) toRun(s *store.Store, rec *run.Record) *Run {
+	l := local.Layout{Dir: rec.RunDir}
+	metrics := rec.Metrics
+	if metrics == nil {
+		metrics = map[string]float64{}
+	}
+	outputs := rec.OutputFiles
+	if outputs == nil {
+		outputs = []string{}
+	}
+	return &Run{
+		ID:              s.Dir + runSep + rec.ID,
+		RunID:           rec.ID,
+		WorkspaceID:     s.Dir,
+		Experiment:      rec.Experiment,
+		ComputeTarget:   rec.Target,
+		RunConfigName:   rec.RunConfig,
+		Status:          rec.Status,
+		FailureReason:   rec.FailureReason,
+		Message:         rec.Error,
+		ExitCode:        rec.ExitCode,
+		StartTime:       rec.StartTime,
+		EndTime:         rec.EndTime,
+		DurationSeconds: rec.DurationSeconds(time.Now()),
+		Metrics:         metrics,
+		OutputFiles:     outputs,
+		OutputsPath:     l.Outputs(),
+		LogTail:         rec.LogTail,
+		LogPath:         l.StdLog(),
+		SnapshotHash:    rec.SnapshotHash,
+		SnapshotFiles:   rec.SnapshotFiles,
+		SnapshotBytes:   rec.SnapshotBytes,
+		EnvironmentHash: rec.EnvironmentHash,
+		Tags:            rec.Tags,
+
+		SourceDirectory:      rec.SourceDirectory,
+		Script:               rec.Script,
+		Command:              rec.Command,
+		Arguments:            rec.Arguments,
+		EnvironmentVariables: rec.EnvironmentVariables,
+		Triggers:             rec.Triggers,
+		RunConfigID:          RunConfigID(s.Dir, rec.RunConfig),
+	}
+}
+
+// SetRunTags replaces a run's tags (the one thing about a run that changes in place).
+func (e *Engine) SetRunTags(ctx context.Context, id string, tags map[string]string) (*Run, error) {
+	s, rec, err := e.load(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	rec, err = s.UpdateRun(ctx, rec.ID, func(r *run.Record) error { r.Tags = tags; return nil })
+	if err != nil {
+		return nil, err
+	}
+	return e.toRun(s, rec), nil
+}

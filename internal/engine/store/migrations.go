@@ -1,0 +1,90 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+)
+
+// migrations[i] moves the schema from version i to i+1. Append only: a released
+// migration is never edited.
+var migrations = []string{
+	// 1: initial schema.
+	`CREATE TABLE meta (
+		id          INTEGER PRIMARY KEY CHECK (id = 1),
+		name        TEXT NOT NULL,
+		description TEXT NOT NULL DEFAULT '',
+		tags        TEXT NOT NULL DEFAULT '{}',
+		created_at  TEXT NOT NULL
+	);
+	CREATE TABLE run_configurations (
+		name             TEXT PRIMARY KEY,
+		spec             TEXT NOT NULL,
+		environment_hash TEXT NOT NULL,
+		created_at       TEXT NOT NULL,
+		updated_at       TEXT NOT NULL
+	);
+	CREATE TABLE runs (
+		id          TEXT PRIMARY KEY,
+		experiment  TEXT NOT NULL,
+		submit_key  TEXT NOT NULL,
+		status      TEXT NOT NULL,
+		owner       TEXT NOT NULL DEFAULT '',
+		returned    INTEGER NOT NULL DEFAULT 0,
+		released    INTEGER NOT NULL DEFAULT 0,
+		created_at  TEXT NOT NULL,
+		record      TEXT NOT NULL
+	);
+	CREATE INDEX runs_submit_key ON runs (submit_key, returned, released);
+	CREATE INDEX runs_experiment ON runs (experiment, created_at);
+	CREATE TABLE run_metrics (
+		run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+		seq    INTEGER NOT NULL,
+		name   TEXT NOT NULL,
+		value  REAL NOT NULL,
+		step   REAL,
+		PRIMARY KEY (run_id, seq)
+	);`,
+}
+
+// SchemaVersion is the newest schema this build knows.
+var SchemaVersion = len(migrations)
+
+func migrate(ctx context.Context, db *sql.DB) error {
+	var v int
+	if err := db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+		return fmt.Errorf("reading schema version: %w", err)
+	}
+	if v > SchemaVersion {
+		return fmt.Errorf("schema version %d, this provider knows up to %d; upgrade the provider: %w", v, SchemaVersion, ErrNewerVersion)
+	}
+	for ; v < SchemaVersion; v++ {
+		if err := applyMigration(ctx, db, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func applyMigration(ctx context.Context, db *sql.DB, from int) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	// Re-check inside the write lock: another process may have migrated meanwhile.
+	var v int
+	if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+		return err
+	}
+	if v != from {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, migrations[from]); err != nil {
+		return fmt.Errorf("migrating schema %d -> %d: %w", from, from+1, err)
+	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", from+1)); err != nil {
+		return err
+	}
+	return tx.Commit()
+}

@@ -1,0 +1,141 @@
+// Package local is the driver for the machine running Terraform (target "local"),
+// and the run supervisor that every process-based driver reuses.
+package local
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/openaml/terraform-provider-aml/internal/engine/target"
+)
+
+// Paths inside a run directory. The run's working directory is the run directory
+// itself (the materialized snapshot), as in Azure ML.
+const (
+	OutputsDir  = "outputs"
+	LogsDir     = "logs"
+	ControlDir  = ".aml" // engine files; the snapshot never contains a top-level .aml
+	StdLogFile  = "std_log.txt"
+	metricsFile = "metrics.jsonl"
+	specFile    = "spec.json"
+	statusFile  = "status.json"
+	cancelFile  = "cancel.json"
+	helperDir   = "lib"
+)
+
+// Layout names the files of one run directory.
+type Layout struct{ Dir string }
+
+func (l Layout) Outputs() string   { return filepath.Join(l.Dir, OutputsDir) }
+func (l Layout) Logs() string      { return filepath.Join(l.Dir, LogsDir) }
+func (l Layout) StdLog() string    { return filepath.Join(l.Dir, LogsDir, StdLogFile) }
+func (l Layout) Control() string   { return filepath.Join(l.Dir, ControlDir) }
+func (l Layout) Metrics() string   { return filepath.Join(l.Dir, ControlDir, metricsFile) }
+func (l Layout) Spec() string      { return filepath.Join(l.Dir, ControlDir, specFile) }
+func (l Layout) Status() string    { return filepath.Join(l.Dir, ControlDir, statusFile) }
+func (l Layout) CancelReq() string { return filepath.Join(l.Dir, ControlDir, cancelFile) }
+func (l Layout) HelperLib() string { return filepath.Join(l.Dir, ControlDir, helperDir) }
+func (l Layout) SupervisorLog() string {
+	return filepath.Join(l.Dir, ControlDir, "supervisor.log")
+}
+
+// SupervisorSpec is what the supervisor reads at start.
+type SupervisorSpec struct {
+	RunID          string            `json:"run_id"`
+	Argv           []string          `json:"argv"`
+	Env            []string          `json:"env"`
+	MaxDurationSec float64           `json:"max_duration_seconds,omitempty"`
+	GraceSec       float64           `json:"grace_seconds"`
+	Extra          map[string]string `json:"extra,omitempty"`
+}
+
+// SupervisorStatus is the supervisor's running account of the run, rewritten
+// atomically at every change.
+type SupervisorStatus struct {
+	target.State
+	SupervisorPID   int    `json:"supervisor_pid"`
+	SupervisorTicks uint64 `json:"supervisor_ticks"`
+	ChildPID        int    `json:"child_pid,omitempty"`
+}
+
+// CancelRequest is written before the supervisor is signalled.
+type CancelRequest struct {
+	GraceSec float64   `json:"grace_seconds"`
+	Reason   string    `json:"reason"`
+	At       time.Time `json:"at"`
+}
+
+func writeJSONAtomic(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := fmt.Sprintf("%s.tmp-%d", path, os.Getpid())
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func readJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+func readStatus(l Layout) (*SupervisorStatus, error) {
+	var st SupervisorStatus
+	if err := readJSON(l.Status(), &st); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	return &st, nil
+}
+
+// helperPy is the `aml_run` module put on the run's PYTHONPATH.
+const helperPy = `"""aml_run: log metrics from a training script run by terraform-provider-aml."""
+import json
+import math
+import os
+
+__all__ = ["log", "log_row", "outputs_dir", "run_id"]
+
+
+def run_id():
+    return os.environ.get("AML_RUN_ID", "")
+
+
+def outputs_dir():
+    return os.environ.get("AML_OUTPUTS_DIR", "outputs")
+
+
+def log(name, value, step=None):
+    """Record one value of a metric; the run's metrics attribute keeps the last."""
+    value = float(value)
+    if math.isnan(value) or math.isinf(value):
+        raise ValueError("metric %r must be a finite number, got %r" % (name, value))
+    rec = {"name": str(name), "value": value}
+    if step is not None:
+        rec["step"] = float(step)
+    path = os.environ.get("AML_METRICS_FILE")
+    if not path:
+        return
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
+def log_row(step=None, **values):
+    for name, value in values.items():
+        log(name, value, step)
+`

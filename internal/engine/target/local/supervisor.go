@@ -1,0 +1,176 @@
+package local
+
+import (
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/openaml/terraform-provider-aml/internal/engine/run"
+	"github.com/openaml/terraform-provider-aml/internal/engine/target"
+)
+
+// Supervise runs one run to completion: it is the body of the detached
+// `terraform-provider-aml agent supervise <run-dir>` process. It starts the script in
+// a process group of its own, enforces the maximum duration, turns SIGTERM into a
+// graceful cancel of the group, and records every change in status.json. It returns
+// the process exit code.
+func Supervise(runDir string) int {
+	l := Layout{Dir: runDir}
+	logger := log.New(os.Stderr, "aml-supervisor ", log.LstdFlags|log.LUTC|log.Lmicroseconds)
+	var spec SupervisorSpec
+	if err := readJSON(l.Spec(), &spec); err != nil {
+		logger.Printf("cannot read spec: %v", err)
+		return 2
+	}
+	sv := &supervisor{l: l, spec: spec, log: logger}
+	return sv.run()
+}
+
+type supervisor struct {
+	l    Layout
+	spec SupervisorSpec
+	log  *log.Logger
+	st   SupervisorStatus
+}
+
+func (s *supervisor) save() {
+	if err := writeJSONAtomic(s.l.Status(), s.st); err != nil {
+		s.log.Printf("writing status: %v", err)
+	}
+}
+
+func (s *supervisor) finish(status run.Status, reason string, code *int, sig, msg string) int {
+	now := time.Now().UTC()
+	s.st.Status, s.st.FailureReason, s.st.ExitCode, s.st.Signal, s.st.Message = status, reason, code, sig, msg
+	s.st.EndTime = &now
+	s.save()
+	s.log.Printf("run %s finished: %s %s", s.spec.RunID, status, reason)
+	return 0
+}
+
+func (s *supervisor) run() int {
+	s.st.SupervisorPID = os.Getpid()
+	s.st.SupervisorTicks = SelfStartTicks()
+	s.st.Status = run.Starting
+
+	// Subscribe before starting the child so an early cancel is not lost.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+
+	logf, err := os.OpenFile(s.l.StdLog(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return s.finish(run.Failed, run.ReasonSetupFailed, nil, "", fmt.Sprintf("opening log: %v", err))
+	}
+	defer logf.Close()
+
+	if len(s.spec.Argv) == 0 {
+		return s.finish(run.Failed, run.ReasonSetupFailed, nil, "", "empty command")
+	}
+	cmd := exec.Command(s.spec.Argv[0], s.spec.Argv[1:]...)
+	cmd.Dir = s.l.Dir
+	cmd.Env = s.spec.Env
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(logf, "aml: cannot start %q: %v\n", s.spec.Argv[0], err)
+		return s.finish(run.Failed, run.ReasonSetupFailed, nil, "", fmt.Sprintf("cannot start %s: %v", s.spec.Argv[0], err))
+	}
+	start := time.Now().UTC()
+	s.st.ChildPID, s.st.StartTime, s.st.Status = cmd.Process.Pid, &start, run.Running
+	s.save()
+	s.log.Printf("run %s started pid %d", s.spec.RunID, cmd.Process.Pid)
+
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+
+	var deadline <-chan time.Time
+	if s.spec.MaxDurationSec > 0 {
+		t := time.NewTimer(time.Duration(s.spec.MaxDurationSec * float64(time.Second)))
+		defer t.Stop()
+		deadline = t.C
+	}
+	grace := time.Duration(s.spec.GraceSec * float64(time.Second))
+	pgid := cmd.Process.Pid
+
+	// stopping is set once we have asked the group to stop; it decides the outcome.
+	var stopping run.Status
+	var stopReason string
+	var killTimer <-chan time.Time
+	stop := func(status run.Status, reason string, g time.Duration) {
+		if stopping != "" {
+			return
+		}
+		stopping, stopReason = status, reason
+		if status == run.Canceled {
+			s.st.Status = run.CancelRequested
+			s.save()
+		}
+		s.log.Printf("stopping run %s (%s): SIGTERM to group %d, SIGKILL after %s", s.spec.RunID, reason, pgid, g)
+		_ = killGroup(pgid, syscall.SIGTERM)
+		killTimer = time.After(g)
+	}
+
+	for {
+		select {
+		case werr := <-done:
+			// Whatever the script left behind in its group goes with it.
+			_ = killGroup(pgid, syscall.SIGKILL)
+			return s.exited(werr, stopping, stopReason)
+		case <-deadline:
+			fmt.Fprintf(logf, "\naml: run exceeded max_run_duration_seconds=%g; stopping it\n", s.spec.MaxDurationSec)
+			stop(run.Failed, run.ReasonTimedOut, grace)
+		case <-sigs:
+			g, reason := grace, run.ReasonCanceled
+			var req CancelRequest
+			if err := readJSON(s.l.CancelReq(), &req); err == nil {
+				g = time.Duration(req.GraceSec * float64(time.Second))
+				if req.Reason != "" {
+					reason = req.Reason
+				}
+			}
+			fmt.Fprintf(logf, "\naml: cancel requested (%s); stopping the run\n", reason)
+			stop(run.Canceled, reason, g)
+		case <-killTimer:
+			s.log.Printf("grace period over: SIGKILL to group %d", pgid)
+			_ = killGroup(pgid, syscall.SIGKILL)
+			killTimer = nil
+		}
+	}
+}
+
+func (s *supervisor) exited(werr error, stopping run.Status, stopReason string) int {
+	code := 0
+	sig := ""
+	if werr != nil {
+		var ee *exec.ExitError
+		if !errors.As(werr, &ee) {
+			return s.finish(run.Failed, run.ReasonLost, nil, "", werr.Error())
+		}
+		code = ee.ExitCode()
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			sig = ws.Signal().String()
+			code = 128 + int(ws.Signal())
+		}
+	}
+	codep := &code
+	switch {
+	case stopping != "":
+		return s.finish(stopping, stopReason, codep, sig, "")
+	case sig != "":
+		return s.finish(run.Failed, run.ReasonKilled, codep, sig, "killed by signal "+sig)
+	case code != 0:
+		return s.finish(run.Failed, run.ReasonNonzeroExit, codep, "", fmt.Sprintf("exit code %d", code))
+	default:
+		s.st.Status = run.Finalizing
+		s.save()
+		return s.finish(run.Completed, "", codep, "", "")
+	}
+}
+
+var _ = target.State{}

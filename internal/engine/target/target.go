@@ -1,0 +1,84 @@
+// Package target defines the contract every compute target kind implements (shaped
+// after Nomad's task drivers): probe at attach time, start a run detached, recover
+// it from a serialized handle, then observe, cancel and collect it.
+package target
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/openaml/terraform-provider-aml/internal/engine/run"
+	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
+)
+
+// Facts are what a probe learned about a target.
+type Facts struct {
+	Hostname    string `json:"hostname"`
+	OS          string `json:"os"`
+	Arch        string `json:"arch"`
+	Cores       int    `json:"cores"`
+	MemoryBytes int64  `json:"memory_bytes"`
+	GPUs        int    `json:"gpus"`
+	Python      string `json:"python"`
+	Docker      bool   `json:"docker"`
+}
+
+// RunSpec is everything a driver needs to start one run.
+type RunSpec struct {
+	RunID    string
+	Manifest *snapshot.Manifest
+	Blobs    snapshot.BlobStore
+	// Argv is the program and its arguments; Argv[0] is resolved for the target.
+	Argv []string
+	// Env holds the variables the run adds to the target's base environment.
+	Env         map[string]string
+	MaxDuration time.Duration // zero: unlimited
+	Grace       time.Duration // between SIGTERM and SIGKILL
+}
+
+// Handle is a driver's serialized reference to a started run; it is stored in the
+// run record so any later process can Recover the execution.
+type Handle = json.RawMessage
+
+// State is one observation of a run.
+type State struct {
+	Status        run.Status `json:"status"`
+	FailureReason string     `json:"failure_reason,omitempty"`
+	ExitCode      *int       `json:"exit_code,omitempty"`
+	Signal        string     `json:"signal,omitempty"`
+	Message       string     `json:"message,omitempty"`
+	StartTime     *time.Time `json:"start_time,omitempty"`
+	EndTime       *time.Time `json:"end_time,omitempty"`
+}
+
+// Collected is what a finished run leaves behind, as seen from the engine host.
+type Collected struct {
+	Metrics     []run.Metric
+	OutputFiles []string // slash paths relative to OutputsPath
+	OutputsPath string
+	LogPath     string
+	LogTail     string
+}
+
+// Driver is one compute target kind.
+type Driver interface {
+	Probe(ctx context.Context) (Facts, error)
+	Start(ctx context.Context, spec RunSpec) (Handle, error)
+	Recover(ctx context.Context, h Handle) (Execution, error)
+}
+
+// Execution is a started run.
+type Execution interface {
+	Status(ctx context.Context) (State, error)
+	// Wait blocks until the run is terminal or ctx ends.
+	Wait(ctx context.Context) (State, error)
+	// Logs returns log bytes from offset and the next offset (resumable).
+	Logs(ctx context.Context, offset int64) ([]byte, int64, error)
+	// Cancel sends SIGTERM to the run's process group and SIGKILL after grace.
+	Cancel(ctx context.Context, grace time.Duration, reason string) error
+	Collect(ctx context.Context) (Collected, error)
+}
+
+// LogTailLines is how many lines of log a run record keeps for diagnostics.
+const LogTailLines = 50

@@ -1,0 +1,132 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"time"
+
+	"github.com/openaml/terraform-provider-aml/internal/engine/store"
+)
+
+// WorkspaceNamePattern is Azure ML's rule for workspace names.
+var WorkspaceNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{2,32}$`)
+
+// DefaultWorkspaceRoot is where workspaces live when storage_path is not set,
+// relative to the working directory.
+const DefaultWorkspaceRoot = ".aml/workspaces"
+
+// WorkspaceSpec is what a user declares.
+type WorkspaceSpec struct {
+	Name        string
+	StoragePath string // optional; default <workdir>/.aml/workspaces/<name>
+	Description string
+	Tags        map[string]string
+}
+
+// Workspace is a workspace as stored.
+type Workspace struct {
+	ID          string // the absolute directory
+	Name        string
+	Description string
+	Tags        map[string]string
+	CreatedAt   time.Time
+	RunCount    int
+}
+
+// WorkspacePath resolves where a workspace lives.
+func (e *Engine) WorkspacePath(name, storagePath string) string {
+	if storagePath != "" {
+		return e.abs(storagePath)
+	}
+	return e.abs(filepath.Join(DefaultWorkspaceRoot, name))
+}
+
+// CreateWorkspace creates (or adopts an existing same-named) workspace.
+func (e *Engine) CreateWorkspace(ctx context.Context, spec WorkspaceSpec) (*Workspace, error) {
+	if !WorkspaceNamePattern.MatchString(spec.Name) {
+		return nil, fieldErr("name", "%q is not a valid workspace name: use 3 to 33 letters, digits, '-' or '_', starting with a letter or digit", spec.Name)
+	}
+	dir := e.WorkspacePath(spec.Name, spec.StoragePath)
+	if st, err := os.Stat(dir); err == nil && !st.IsDir() {
+		return nil, fieldErr("storage_path", "%s is a file, not a directory; choose a directory for the workspace", dir)
+	}
+	s, err := store.Create(ctx, dir, store.Meta{Name: spec.Name, Description: spec.Description, Tags: spec.Tags})
+	if err != nil {
+		return nil, fieldErr("storage_path", "cannot create workspace at %s: %v", dir, err)
+	}
+	s.Close()
+	s, err = e.open(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.UpdateMeta(ctx, spec.Description, spec.Tags); err != nil {
+		return nil, err
+	}
+	return e.ReadWorkspace(ctx, dir)
+}
+
+// ReadWorkspace returns a wrapped ErrNotFound when the directory holds no workspace.
+func (e *Engine) ReadWorkspace(ctx context.Context, id string) (*Workspace, error) {
+	s, err := e.open(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	m, err := s.Meta(ctx)
+	if err != nil {
+		return nil, err
+	}
+	n, err := s.CountRuns(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &Workspace{ID: s.Dir, Name: m.Name, Description: m.Description, Tags: m.Tags, CreatedAt: m.CreatedAt, RunCount: n}, nil
+}
+
+// UpdateWorkspace changes description and tags.
+func (e *Engine) UpdateWorkspace(ctx context.Context, id, description string, tags map[string]string) (*Workspace, error) {
+	s, err := e.open(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.UpdateMeta(ctx, description, tags); err != nil {
+		return nil, err
+	}
+	return e.ReadWorkspace(ctx, id)
+}
+
+// DeleteWorkspace removes a workspace directory. Without force it refuses while
+// the workspace holds run history; with force it still refuses while runs are active.
+func (e *Engine) DeleteWorkspace(ctx context.Context, id string, force bool) error {
+	s, err := e.open(ctx, id)
+	if IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	n, err := s.CountRuns(ctx)
+	if err != nil {
+		return err
+	}
+	if n > 0 && !force {
+		return fmt.Errorf("workspace %s holds %d run record(s); it is kept so run history is not lost. Set force_destroy = true (and apply) to delete it with its history", id, n)
+	}
+	active, err := s.CountActiveRuns(ctx)
+	if err != nil {
+		return err
+	}
+	if active > 0 {
+		return fmt.Errorf("workspace %s has %d active run(s); destroy or cancel them first", id, active)
+	}
+	e.forget(id)
+	// Rename first so a crash mid-removal never leaves a half-deleted workspace
+	// that still looks valid.
+	trash := filepath.Join(filepath.Dir(id), "."+filepath.Base(id)+".deleting-"+time.Now().Format("20060102150405.000000000"))
+	if err := os.Rename(id, trash); err != nil {
+		return fmt.Errorf("deleting workspace %s: %w", id, err)
+	}
+	return os.RemoveAll(trash)
+}

@@ -1,0 +1,71 @@
+package provider
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/hashicorp/terraform-plugin-framework/datasource"
+	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/resource"
+
+	"github.com/openaml/terraform-provider-aml/internal/engine"
+)
+
+// addEngineError turns an engine error into a diagnostic, attached to the
+// attribute the engine named when it named one.
+func addEngineError(diags *diag.Diagnostics, summary string, err error) {
+	var fe *engine.FieldError
+	if errors.As(err, &fe) {
+		diags.AddAttributeError(attrPath(fe.Attr), summary, fmt.Sprintf("%s: %s", fe.Attr, fe.Msg))
+		return
+	}
+	diags.AddError(summary, err.Error())
+}
+
+// attrPath converts "environment.python.interpreter_path" or "x.y[2]" to a path.
+func attrPath(dotted string) path.Path {
+	var p path.Path
+	for i, part := range strings.Split(dotted, ".") {
+		name, idx, hasIdx := strings.Cut(part, "[")
+		if i == 0 {
+			p = path.Root(name)
+		} else {
+			p = p.AtName(name)
+		}
+		if hasIdx {
+			var n int
+			if _, err := fmt.Sscanf(idx, "%d]", &n); err == nil {
+				p = p.AtListIndex(n)
+			}
+		}
+	}
+	return p
+}
+
+func engineFromResource(req resource.ConfigureRequest, resp *resource.ConfigureResponse) *engine.Engine {
+	if req.ProviderData == nil {
+		return nil
+	}
+	eng, ok := req.ProviderData.(*engine.Engine)
+	if !ok {
+		resp.Diagnostics.AddError("Unexpected Resource Configure Type",
+			fmt.Sprintf("Expected *engine.Engine, got: %T. Please report this issue to the provider developers.", req.ProviderData))
+		return nil
+	}
+	return eng
+}
+
+func engineFromDataSource(req datasource.ConfigureRequest, resp *datasource.ConfigureResponse) *engine.Engine {
+	if req.ProviderData == nil {
+		return nil
+	}
+	eng, ok := req.ProviderData.(*engine.Engine)
+	if !ok {
+		resp.Diagnostics.AddError("Unexpected Data Source Configure Type",
+			fmt.Sprintf("Expected *engine.Engine, got: %T. Please report this issue to the provider developers.", req.ProviderData))
+		return nil
+	}
+	return eng
+}

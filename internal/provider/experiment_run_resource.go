@@ -1,0 +1,427 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
+	"github.com/hashicorp/terraform-plugin-framework-validators/listvalidator"
+	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
+	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/booldefault"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/listplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/mapplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringdefault"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
+	"github.com/hashicorp/terraform-plugin-framework/types"
+	"github.com/hashicorp/terraform-plugin-log/tflog"
+
+	"github.com/openaml/terraform-provider-aml/internal/engine"
+)
+
+var (
+	_ resource.ResourceWithConfigure   = &ExperimentRunResource{}
+	_ resource.ResourceWithImportState = &ExperimentRunResource{}
+	_ resource.ResourceWithModifyPlan  = &ExperimentRunResource{}
+)
+
+const (
+	defaultCreateTimeout = 12 * time.Hour
+	defaultDeleteTimeout = 5 * time.Minute
+)
+
+// NewExperimentRunResource is the aml_experiment_run factory.
+func NewExperimentRunResource() resource.Resource { return &ExperimentRunResource{} }
+
+// ExperimentRunResource submits a training run and exposes its results.
+type ExperimentRunResource struct{ eng *engine.Engine }
+
+// ExperimentRunResourceModel is aml_experiment_run's state.
+type ExperimentRunResourceModel struct {
+	ID                   types.String   `tfsdk:"id"`
+	WorkspaceID          types.String   `tfsdk:"workspace_id"`
+	ExperimentName       types.String   `tfsdk:"experiment_name"`
+	SourceDirectory      types.String   `tfsdk:"source_directory"`
+	Script               types.String   `tfsdk:"script"`
+	Command              types.List     `tfsdk:"command"`
+	Arguments            types.List     `tfsdk:"arguments"`
+	ComputeTarget        types.String   `tfsdk:"compute_target"`
+	RunConfigurationID   types.String   `tfsdk:"run_configuration_id"`
+	EnvironmentVariables types.Map      `tfsdk:"environment_variables"`
+	WaitForCompletion    types.Bool     `tfsdk:"wait_for_completion"`
+	AllowFailure         types.Bool     `tfsdk:"allow_failure"`
+	Triggers             types.Map      `tfsdk:"triggers"`
+	Tags                 types.Map      `tfsdk:"tags"`
+	Timeouts             timeouts.Value `tfsdk:"timeouts"`
+
+	RunID           types.String  `tfsdk:"run_id"`
+	Status          types.String  `tfsdk:"status"`
+	FailureReason   types.String  `tfsdk:"failure_reason"`
+	ExitCode        types.Int64   `tfsdk:"exit_code"`
+	StartTime       types.String  `tfsdk:"start_time"`
+	EndTime         types.String  `tfsdk:"end_time"`
+	DurationSeconds types.Float64 `tfsdk:"duration_seconds"`
+	Metrics         types.Map     `tfsdk:"metrics"`
+	OutputFiles     types.List    `tfsdk:"output_files"`
+	OutputsPath     types.String  `tfsdk:"outputs_path"`
+	LogTail         types.String  `tfsdk:"log_tail"`
+	LogPath         types.String  `tfsdk:"log_path"`
+	SnapshotHash    types.String  `tfsdk:"snapshot_hash"`
+	SnapshotFiles   types.Int64   `tfsdk:"snapshot_files"`
+	SnapshotBytes   types.Int64   `tfsdk:"snapshot_bytes"`
+}
+
+func (r *ExperimentRunResource) Metadata(ctx context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
+	resp.TypeName = req.ProviderTypeName + "_experiment_run"
+}
+
+func (r *ExperimentRunResource) Schema(ctx context.Context, req resource.SchemaRequest, resp *resource.SchemaResponse) {
+	replaceStr := []planmodifier.String{stringplanmodifier.RequiresReplace()}
+	replaceList := []planmodifier.List{listplanmodifier.RequiresReplace()}
+	keepStr := []planmodifier.String{stringplanmodifier.UseStateForUnknown()}
+	computedStr := func(desc string) schema.StringAttribute {
+		return schema.StringAttribute{Computed: true, MarkdownDescription: desc, PlanModifiers: keepStr}
+	}
+	resp.Schema = schema.Schema{
+		MarkdownDescription: "A training run (Azure ML's `ScriptRunConfig` + `Experiment.submit` + `Run`): apply snapshots `source_directory`, " +
+			"runs `script` (or `command`) on `compute_target` with a run configuration, waits, and exposes status, exit code, metrics, outputs and the log tail. " +
+			"The snapshot hash is computed at plan time, so editing a file of the snapshot shows the run as replaced; files excluded by " +
+			"`.amlignore` (or `.gitignore`) do not.",
+		Attributes: map[string]schema.Attribute{
+			"id": computedStr("`{workspace_id}/runs/{run_id}`: the run's directory in the workspace."),
+			"workspace_id": schema.StringAttribute{
+				Required: true, PlanModifiers: replaceStr,
+				MarkdownDescription: "The `id` of the `aml_workspace` the run belongs to.",
+			},
+			"experiment_name": schema.StringAttribute{
+				Required: true, PlanModifiers: replaceStr,
+				MarkdownDescription: "Experiment the run is grouped under: up to 128 letters, digits, `.`, `-` or `_`.",
+				Validators:          []validator.String{stringvalidator.RegexMatches(engine.NamePattern, "must be up to 128 letters, digits, '.', '-' or '_', starting with a letter or digit")},
+			},
+			"source_directory": schema.StringAttribute{
+				Required: true, PlanModifiers: replaceStr,
+				MarkdownDescription: "Directory snapshotted for the run (relative to Terraform's working directory, or absolute). `.amlignore`, else `.gitignore`, excludes files; `.git/` is always excluded.",
+				Validators:          []validator.String{stringvalidator.LengthAtLeast(1)},
+			},
+			"script": schema.StringAttribute{
+				Optional: true, PlanModifiers: replaceStr,
+				MarkdownDescription: "Python script to run, relative to `source_directory`, with the run configuration's interpreter. Exactly one of `script` and `command`.",
+				Validators: []validator.String{
+					stringvalidator.LengthAtLeast(1),
+					stringvalidator.ExactlyOneOf(path.MatchRoot("script"), path.MatchRoot("command")),
+				},
+			},
+			"command": schema.ListAttribute{
+				ElementType: types.StringType, Optional: true, PlanModifiers: replaceList,
+				MarkdownDescription: "Program and arguments to run in the snapshot directory instead of a script (no shell: use `[\"bash\", \"-c\", \"...\"]` for one).",
+				Validators:          []validator.List{listvalidator.SizeAtLeast(1)},
+			},
+			"arguments": schema.ListAttribute{
+				ElementType: types.StringType, Optional: true, PlanModifiers: replaceList,
+				MarkdownDescription: "Arguments appended to the script or command.",
+			},
+			"compute_target": schema.StringAttribute{
+				Optional: true, Computed: true, PlanModifiers: replaceStr,
+				Default:             stringdefault.StaticString(engine.LocalTarget),
+				MarkdownDescription: "Where the run executes. `local` (default) is the machine running Terraform.",
+			},
+			"run_configuration_id": schema.StringAttribute{
+				Required: true, PlanModifiers: replaceStr,
+				MarkdownDescription: "The `id` of an `aml_run_configuration` in the same workspace. Replacing the configuration replaces the run.",
+			},
+			"environment_variables": schema.MapAttribute{
+				ElementType: types.StringType, Optional: true,
+				PlanModifiers:       []planmodifier.Map{mapplanmodifier.RequiresReplace()},
+				Validators:          []validator.Map{envNamesValidator{}},
+				MarkdownDescription: "Environment variables for this run, merged over the run configuration's.",
+			},
+			"wait_for_completion": schema.BoolAttribute{
+				Optional: true, Computed: true, Default: booldefault.StaticBool(true),
+				MarkdownDescription: "Wait for the run to finish during apply (under the `create` timeout). With `false`, apply returns once the run has started and later refreshes update its status.",
+			},
+			"allow_failure": schema.BoolAttribute{
+				Optional: true, Computed: true, Default: booldefault.StaticBool(false),
+				MarkdownDescription: "With `false` (default) a run that does not complete fails the apply, showing the log tail, and the resource is tainted. With `true` the failed run is kept in state with its `status`, `failure_reason` and `exit_code`.",
+			},
+			"triggers": schema.MapAttribute{
+				ElementType: types.StringType, Optional: true,
+				PlanModifiers:       []planmodifier.Map{mapplanmodifier.RequiresReplace()},
+				MarkdownDescription: "Arbitrary values; changing any forces a new run (like `random`'s `keepers`).",
+			},
+			"tags": schema.MapAttribute{
+				ElementType: types.StringType, Optional: true,
+				MarkdownDescription: "Tags stored with the run record; they update in place.",
+			},
+			"timeouts": timeouts.Attributes(ctx, timeouts.Opts{Create: true, Delete: true, CreateDescription: "How long apply waits for the run (default 12h); when it passes the run is canceled.", DeleteDescription: "How long destroy waits for a running run to stop (default 5m)."}),
+
+			"run_id":         computedStr("Run id, `{experiment_name}_{unix_time}_{random}`."),
+			"status":         computedStr("`NotStarted`, `Queued`, `Preparing`, `Starting`, `Running`, `Finalizing`, `Completed`, `Failed`, `CancelRequested` or `Canceled`."),
+			"failure_reason": computedStr("Why a run did not complete: `setup_failed`, `nonzero_exit`, `timed_out`, `killed_by_signal`, `lost`, `canceled`; empty otherwise."),
+			"exit_code": schema.Int64Attribute{
+				Computed: true, MarkdownDescription: "The script's exit code (128+signal when killed by a signal); null before it exits.",
+			},
+			"start_time":       computedStr("When the script started (RFC 3339)."),
+			"end_time":         computedStr("When the run ended (RFC 3339)."),
+			"duration_seconds": schema.Float64Attribute{Computed: true, MarkdownDescription: "Seconds between start and end."},
+			"metrics": schema.MapAttribute{
+				ElementType: types.Float64Type, Computed: true,
+				MarkdownDescription: "Last value of each metric the run logged (`aml_run.log(name, value)` or JSON lines in `AML_METRICS_FILE`).",
+			},
+			"output_files": schema.ListAttribute{
+				ElementType: types.StringType, Computed: true,
+				MarkdownDescription: "Files the run wrote under `outputs/`, relative to `outputs_path`.",
+			},
+			"outputs_path": computedStr("Local directory holding the run's outputs."),
+			"log_tail":     computedStr("The last 50 lines of the run's log."),
+			"log_path":     computedStr("Local path of the run's full log."),
+			"snapshot_hash": schema.StringAttribute{
+				Computed:            true,
+				MarkdownDescription: "Hash of the snapshot manifest (path, mode, content of every file), computed at plan time; a change replaces the run.",
+			},
+			"snapshot_files": schema.Int64Attribute{Computed: true, MarkdownDescription: "Number of files in the snapshot."},
+			"snapshot_bytes": schema.Int64Attribute{Computed: true, MarkdownDescription: "Total size of the snapshot's files."},
+		},
+	}
+}
+
+func (r *ExperimentRunResource) Configure(ctx context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
+	r.eng = engineFromResource(req, resp)
+}
+
+// ModifyPlan hashes the source directory so a changed file shows as a replacement.
+func (r *ExperimentRunResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
+	if req.Plan.Raw.IsNull() || r.eng == nil {
+		return
+	}
+	var plan ExperimentRunResourceModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	if plan.SourceDirectory.IsUnknown() {
+		// Known only after apply: nothing to hash yet.
+		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("snapshot_hash"), types.StringUnknown())...)
+		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("snapshot_files"), types.Int64Unknown())...)
+		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("snapshot_bytes"), types.Int64Unknown())...)
+		return
+	}
+	sum, manifest, err := r.eng.PlanSnapshot(ctx, plan.SourceDirectory.ValueString())
+	if err != nil {
+		addEngineError(&resp.Diagnostics, "Cannot snapshot source_directory", err)
+		return
+	}
+	if !plan.Script.IsNull() && !plan.Script.IsUnknown() {
+		if err := engine.CheckScript(manifest, plan.SourceDirectory.ValueString(), plan.Script.ValueString()); err != nil {
+			addEngineError(&resp.Diagnostics, "Script not in snapshot", err)
+			return
+		}
+	}
+	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("snapshot_hash"), sum.Hash)...)
+	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("snapshot_files"), int64(sum.Files))...)
+	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("snapshot_bytes"), sum.Bytes)...)
+	if req.State.Raw.IsNull() {
+		return
+	}
+	var state ExperimentRunResourceModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if !state.SnapshotHash.IsNull() && state.SnapshotHash.ValueString() != sum.Hash {
+		tflog.Info(ctx, "source snapshot changed; the run will be replaced", map[string]any{"old": state.SnapshotHash.ValueString(), "new": sum.Hash})
+		resp.RequiresReplace = append(resp.RequiresReplace, path.Root("snapshot_hash"))
+	}
+}
+
+func (m *ExperimentRunResourceModel) request(ctx context.Context, diags *diag.Diagnostics) engine.RunRequest {
+	req := engine.RunRequest{
+		WorkspaceID:          m.WorkspaceID.ValueString(),
+		Experiment:           m.ExperimentName.ValueString(),
+		SourceDirectory:      m.SourceDirectory.ValueString(),
+		Script:               m.Script.ValueString(),
+		Command:              stringList(ctx, m.Command, diags),
+		Arguments:            stringList(ctx, m.Arguments, diags),
+		ComputeTarget:        m.ComputeTarget.ValueString(),
+		RunConfigID:          m.RunConfigurationID.ValueString(),
+		EnvironmentVariables: stringMap(ctx, m.EnvironmentVariables, diags),
+		Tags:                 stringMap(ctx, m.Tags, diags),
+		Triggers:             stringMap(ctx, m.Triggers, diags),
+	}
+	if !m.SnapshotHash.IsUnknown() && !m.SnapshotHash.IsNull() {
+		req.PlannedSnapshotHash = m.SnapshotHash.ValueString()
+	}
+	return req
+}
+
+// fillComputed copies a run's results into the model.
+func (m *ExperimentRunResourceModel) fillComputed(ctx context.Context, run *engine.Run, diags *diag.Diagnostics) {
+	m.ID = types.StringValue(run.ID)
+	m.RunID = types.StringValue(run.RunID)
+	m.Status = types.StringValue(string(run.Status))
+	m.FailureReason = types.StringValue(run.FailureReason)
+	if run.ExitCode != nil {
+		m.ExitCode = types.Int64Value(int64(*run.ExitCode))
+	} else {
+		m.ExitCode = types.Int64Null()
+	}
+	m.StartTime = timePtr(run.StartTime)
+	m.EndTime = timePtr(run.EndTime)
+	m.DurationSeconds = types.Float64Value(run.DurationSeconds)
+	m.Metrics = numberMap(run.Metrics)
+	m.OutputFiles = listValue(ctx, run.OutputFiles, diags)
+	m.OutputsPath = types.StringValue(run.OutputsPath)
+	m.LogTail = types.StringValue(run.LogTail)
+	m.LogPath = types.StringValue(run.LogPath)
+	m.SnapshotHash = types.StringValue(run.SnapshotHash)
+	m.SnapshotFiles = types.Int64Value(int64(run.SnapshotFiles))
+	m.SnapshotBytes = types.Int64Value(run.SnapshotBytes)
+}
+
+// fillInputs restores configuration from the run record (import).
+func (m *ExperimentRunResourceModel) fillInputs(ctx context.Context, run *engine.Run, diags *diag.Diagnostics) {
+	m.WorkspaceID = types.StringValue(run.WorkspaceID)
+	m.ExperimentName = types.StringValue(run.Experiment)
+	m.SourceDirectory = types.StringValue(run.SourceDirectory)
+	m.Script = optString(run.Script)
+	m.Command = optList(ctx, run.Command, diags)
+	m.Arguments = optList(ctx, run.Arguments, diags)
+	m.ComputeTarget = types.StringValue(run.ComputeTarget)
+	m.RunConfigurationID = types.StringValue(run.RunConfigID)
+	m.EnvironmentVariables = optMap(ctx, run.EnvironmentVariables, diags)
+	m.Triggers = optMap(ctx, run.Triggers, diags)
+	m.Tags = optMap(ctx, run.Tags, diags)
+	m.WaitForCompletion = types.BoolValue(true)
+	m.AllowFailure = types.BoolValue(false)
+}
+
+func optMap(ctx context.Context, v map[string]string, diags *diag.Diagnostics) types.Map {
+	if v == nil {
+		return types.MapNull(types.StringType)
+	}
+	return mapValue(ctx, v, diags)
+}
+
+func (r *ExperimentRunResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
+	var plan ExperimentRunResourceModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	timeout, d := plan.Timeouts.Create(ctx, defaultCreateTimeout)
+	resp.Diagnostics.Append(d...)
+	runReq := plan.request(ctx, &resp.Diagnostics)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	run, err := r.eng.SubmitRun(ctx, runReq)
+	if err != nil && run == nil {
+		addEngineError(&resp.Diagnostics, "Cannot submit run", err)
+		return
+	}
+	if run.Adopted {
+		tflog.Info(ctx, "adopted a run submitted by an interrupted apply", map[string]any{"run_id": run.RunID})
+		resp.Diagnostics.AddWarning("Adopted an earlier run",
+			fmt.Sprintf("Run %s was submitted by an earlier apply that was interrupted before Terraform saved it; this apply adopted it instead of submitting the same run twice.", run.RunID))
+	}
+	if err == nil && plan.WaitForCompletion.ValueBool() {
+		tflog.Debug(ctx, "waiting for run", map[string]any{"run_id": run.RunID, "timeout": timeout.String()})
+		var waited *engine.Run
+		waited, err = r.eng.WaitRun(ctx, run.ID)
+		if waited != nil {
+			run = waited
+		} else if err != nil {
+			addEngineError(&resp.Diagnostics, "Lost track of run "+run.RunID, err)
+			return
+		}
+	}
+	plan.fillComputed(ctx, run, &resp.Diagnostics)
+	var failed *engine.RunFailedError
+	switch {
+	case err == nil:
+	case errors.As(err, &failed) && plan.AllowFailure.ValueBool():
+		resp.Diagnostics.AddWarning("Run did not complete (allow_failure = true)", err.Error())
+	default:
+		// Saving state with an error taints the resource: the next apply replaces it.
+		resp.Diagnostics.AddError(fmt.Sprintf("Run %s did not complete", run.RunID), err.Error())
+	}
+	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+	if ackErr := r.eng.AcknowledgeRun(context.WithoutCancel(ctx), run.ID); ackErr != nil {
+		resp.Diagnostics.AddWarning("Could not mark run as tracked", ackErr.Error())
+	}
+}
+
+func (r *ExperimentRunResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
+	var state ExperimentRunResourceModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	run, err := r.eng.ReadRun(ctx, state.ID.ValueString())
+	if engine.IsNotFound(err) {
+		resp.State.RemoveResource(ctx)
+		return
+	}
+	if err != nil {
+		addEngineError(&resp.Diagnostics, "Cannot read run", err)
+		return
+	}
+	if state.WorkspaceID.IsNull() {
+		state.fillInputs(ctx, run, &resp.Diagnostics) // import
+		state.Timeouts = timeouts.Value{Object: types.ObjectNull(state.Timeouts.AttributeTypes(ctx))}
+	}
+	state.fillComputed(ctx, run, &resp.Diagnostics)
+	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
+}
+
+// Update changes only what does not re-run anything: tags, wait_for_completion,
+// allow_failure and timeouts. Results stay as they were planned.
+func (r *ExperimentRunResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
+	var plan, state ExperimentRunResourceModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	tags := stringMap(ctx, plan.Tags, &resp.Diagnostics)
+	if _, err := r.eng.SetRunTags(ctx, state.ID.ValueString(), tags); err != nil {
+		addEngineError(&resp.Diagnostics, "Cannot update run tags", err)
+		return
+	}
+	state.Tags = plan.Tags
+	state.WaitForCompletion = plan.WaitForCompletion
+	state.AllowFailure = plan.AllowFailure
+	state.Timeouts = plan.Timeouts
+	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
+}
+
+// Delete cancels a running run; the record stays in the workspace as history.
+func (r *ExperimentRunResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
+	var state ExperimentRunResourceModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	timeout, d := state.Timeouts.Delete(ctx, defaultDeleteTimeout)
+	resp.Diagnostics.Append(d...)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := r.eng.ReleaseRun(ctx, state.ID.ValueString()); err != nil {
+		addEngineError(&resp.Diagnostics, "Cannot cancel run", err)
+	}
+}
+
+// ImportState takes "{workspace_id}/runs/{run_id}".
+func (r *ExperimentRunResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
+	if _, _, err := engine.ParseRunID(req.ID); err != nil {
+		resp.Diagnostics.AddError("Invalid import id", fmt.Sprintf("%v; expecting {workspace_id}/runs/{run_id}, e.g. /home/me/project/.aml/workspaces/quickstart/runs/iris_1732800000_1a2b3c4d", err))
+		return
+	}
+	resource.ImportStatePassthroughID(ctx, path.Root("id"), req, resp)
+}

@@ -1,0 +1,99 @@
+// Package provider is the Terraform glue of terraform-provider-aml: schemas,
+// validators, plan modifiers, model <-> engine conversion and diagnostics. It does
+// no I/O of its own; everything goes through internal/engine.
+package provider
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
+	"github.com/hashicorp/terraform-plugin-framework/datasource"
+	"github.com/hashicorp/terraform-plugin-framework/provider"
+	"github.com/hashicorp/terraform-plugin-framework/provider/schema"
+	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
+	"github.com/hashicorp/terraform-plugin-framework/types"
+
+	"github.com/openaml/terraform-provider-aml/internal/engine"
+	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
+)
+
+var _ provider.Provider = &AmlProvider{}
+
+// AmlProvider is the aml provider.
+type AmlProvider struct {
+	version string
+}
+
+// AmlProviderModel is the provider block.
+type AmlProviderModel struct {
+	SnapshotMaxBytes types.Int64 `tfsdk:"snapshot_max_bytes"`
+	SnapshotMaxFiles types.Int64 `tfsdk:"snapshot_max_files"`
+}
+
+// New returns the provider factory.
+func New(version string) func() provider.Provider {
+	return func() provider.Provider { return &AmlProvider{version: version} }
+}
+
+func (p *AmlProvider) Metadata(ctx context.Context, req provider.MetadataRequest, resp *provider.MetadataResponse) {
+	resp.TypeName = "aml"
+	resp.Version = p.version
+}
+
+func (p *AmlProvider) Schema(ctx context.Context, req provider.SchemaRequest, resp *provider.SchemaResponse) {
+	resp.Schema = schema.Schema{
+		MarkdownDescription: "Azure-ML-style compute targets and training runs on machines you own. " +
+			"Workspaces live in a directory; `local` is the machine running Terraform.",
+		Attributes: map[string]schema.Attribute{
+			"snapshot_max_bytes": schema.Int64Attribute{
+				MarkdownDescription: fmt.Sprintf("Largest total size of a run's source snapshot, in bytes. Default %d (300 MB, as Azure ML).", snapshot.DefaultMaxBytes),
+				Optional:            true,
+				Validators:          []validator.Int64{int64validator.AtLeast(1)},
+			},
+			"snapshot_max_files": schema.Int64Attribute{
+				MarkdownDescription: fmt.Sprintf("Largest number of files in a run's source snapshot. Default %d (as Azure ML).", snapshot.DefaultMaxFiles),
+				Optional:            true,
+				Validators:          []validator.Int64{int64validator.AtLeast(1)},
+			},
+		},
+	}
+}
+
+func (p *AmlProvider) Configure(ctx context.Context, req provider.ConfigureRequest, resp *provider.ConfigureResponse) {
+	var data AmlProviderModel
+	resp.Diagnostics.Append(req.Config.Get(ctx, &data)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	opts := engine.Options{}
+	if !data.SnapshotMaxBytes.IsNull() && !data.SnapshotMaxBytes.IsUnknown() {
+		opts.SnapshotLimits.MaxBytes = data.SnapshotMaxBytes.ValueInt64()
+	}
+	if !data.SnapshotMaxFiles.IsNull() && !data.SnapshotMaxFiles.IsUnknown() {
+		opts.SnapshotLimits.MaxFiles = int(data.SnapshotMaxFiles.ValueInt64())
+	}
+	eng, err := engine.New(opts)
+	if err != nil {
+		resp.Diagnostics.AddError("Cannot start the aml engine", err.Error())
+		return
+	}
+	resp.DataSourceData = eng
+	resp.ResourceData = eng
+}
+
+func (p *AmlProvider) Resources(ctx context.Context) []func() resource.Resource {
+	return []func() resource.Resource{
+		NewWorkspaceResource,
+		NewRunConfigurationResource,
+		NewExperimentRunResource,
+	}
+}
+
+func (p *AmlProvider) DataSources(ctx context.Context) []func() datasource.DataSource {
+	return []func() datasource.DataSource{
+		NewWorkspaceDataSource,
+		NewRunDataSource,
+	}
+}

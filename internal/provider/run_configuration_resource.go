@@ -1,0 +1,481 @@
+package provider
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
+	"github.com/hashicorp/terraform-plugin-framework-validators/listvalidator"
+	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
+	"github.com/hashicorp/terraform-plugin-framework/attr"
+	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/booldefault"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64default"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/mapplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/objectplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringdefault"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
+	"github.com/hashicorp/terraform-plugin-framework/types"
+	"github.com/hashicorp/terraform-plugin-framework/types/basetypes"
+
+	"github.com/openaml/terraform-provider-aml/internal/engine"
+	"github.com/openaml/terraform-provider-aml/internal/engine/env"
+)
+
+var (
+	_ resource.ResourceWithConfigure      = &RunConfigurationResource{}
+	_ resource.ResourceWithImportState    = &RunConfigurationResource{}
+	_ resource.ResourceWithValidateConfig = &RunConfigurationResource{}
+)
+
+// NewRunConfigurationResource is the aml_run_configuration factory.
+func NewRunConfigurationResource() resource.Resource { return &RunConfigurationResource{} }
+
+// RunConfigurationResource stores a run configuration in a workspace.
+type RunConfigurationResource struct{ eng *engine.Engine }
+
+// RunConfigurationResourceModel is aml_run_configuration's state.
+type RunConfigurationResourceModel struct {
+	ID                    types.String `tfsdk:"id"`
+	WorkspaceID           types.String `tfsdk:"workspace_id"`
+	Name                  types.String `tfsdk:"name"`
+	Framework             types.String `tfsdk:"framework"`
+	Communicator          types.String `tfsdk:"communicator"`
+	NodeCount             types.Int64  `tfsdk:"node_count"`
+	Environment           types.Object `tfsdk:"environment"`
+	EnvironmentVariables  types.Map    `tfsdk:"environment_variables"`
+	MaxRunDurationSeconds types.Int64  `tfsdk:"max_run_duration_seconds"`
+	EnvironmentHash       types.String `tfsdk:"environment_hash"`
+}
+
+type environmentModel struct {
+	Python types.Object `tfsdk:"python"`
+	Docker types.Object `tfsdk:"docker"`
+}
+
+type pythonModel struct {
+	UserManagedDependencies types.Bool   `tfsdk:"user_managed_dependencies"`
+	InterpreterPath         types.String `tfsdk:"interpreter_path"`
+	CondaDependencies       types.Object `tfsdk:"conda_dependencies"`
+}
+
+type condaModel struct {
+	PythonVersion types.String `tfsdk:"python_version"`
+	Channels      types.List   `tfsdk:"channels"`
+	CondaPackages types.List   `tfsdk:"conda_packages"`
+	PipPackages   types.List   `tfsdk:"pip_packages"`
+	PipOptions    types.Object `tfsdk:"pip_options"`
+}
+
+type pipOptionsModel struct {
+	IndexURL       types.String `tfsdk:"index_url"`
+	ExtraIndexURLs types.List   `tfsdk:"extra_index_urls"`
+	FindLinks      types.List   `tfsdk:"find_links"`
+}
+
+type dockerModel struct {
+	Enabled   types.Bool   `tfsdk:"enabled"`
+	BaseImage types.String `tfsdk:"base_image"`
+	ShmSize   types.String `tfsdk:"shm_size"`
+	Arguments types.List   `tfsdk:"arguments"`
+}
+
+var (
+	strList         = types.ListType{ElemType: types.StringType}
+	pipOptionsTypes = map[string]attr.Type{"index_url": types.StringType, "extra_index_urls": strList, "find_links": strList}
+	condaTypes      = map[string]attr.Type{
+		"python_version": types.StringType, "channels": strList, "conda_packages": strList, "pip_packages": strList,
+		"pip_options": types.ObjectType{AttrTypes: pipOptionsTypes},
+	}
+	pythonTypes = map[string]attr.Type{
+		"user_managed_dependencies": types.BoolType, "interpreter_path": types.StringType,
+		"conda_dependencies": types.ObjectType{AttrTypes: condaTypes},
+	}
+	dockerTypes      = map[string]attr.Type{"enabled": types.BoolType, "base_image": types.StringType, "shm_size": types.StringType, "arguments": strList}
+	environmentTypes = map[string]attr.Type{
+		"python": types.ObjectType{AttrTypes: pythonTypes},
+		"docker": types.ObjectType{AttrTypes: dockerTypes},
+	}
+)
+
+func (r *RunConfigurationResource) Metadata(ctx context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
+	resp.TypeName = req.ProviderTypeName + "_run_configuration"
+}
+
+func oneOfDescription(values []string) string {
+	quoted := make([]string, len(values))
+	for i, v := range values {
+		quoted[i] = "`" + v + "`"
+	}
+	return strings.Join(quoted, ", ")
+}
+
+func (r *RunConfigurationResource) Schema(ctx context.Context, req resource.SchemaRequest, resp *resource.SchemaResponse) {
+	// Everything that changes what a run executes forces replacement, so the runs
+	// that use this configuration show in the plan as replaced too.
+	replace := []planmodifier.String{stringplanmodifier.RequiresReplace()}
+	resp.Schema = schema.Schema{
+		MarkdownDescription: "A run configuration (Azure ML's `RunConfiguration`): framework, communicator, node count, Python environment, " +
+			"environment variables and maximum duration, stored in a workspace and referenced by `aml_experiment_run`. " +
+			"Changing anything that affects what a run executes replaces the configuration and, through `run_configuration_id`, " +
+			"every run that uses it; `max_run_duration_seconds` updates in place.",
+		Attributes: map[string]schema.Attribute{
+			"id": schema.StringAttribute{
+				Computed:            true,
+				MarkdownDescription: "`{workspace_id}/runconfigs/{name}`.",
+				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
+			},
+			"workspace_id": schema.StringAttribute{
+				Required:            true,
+				MarkdownDescription: "The `id` of the `aml_workspace` that stores the configuration.",
+				PlanModifiers:       replace,
+			},
+			"name": schema.StringAttribute{
+				Required:            true,
+				MarkdownDescription: "Name, unique in the workspace: up to 128 letters, digits, `.`, `-` or `_`.",
+				Validators:          []validator.String{stringvalidator.RegexMatches(engine.NamePattern, "must be up to 128 letters, digits, '.', '-' or '_', starting with a letter or digit")},
+				PlanModifiers:       replace,
+			},
+			"framework": schema.StringAttribute{
+				Optional: true, Computed: true,
+				Default:             stringdefault.StaticString("Python"),
+				MarkdownDescription: "The framework: one of " + oneOfDescription(engine.Frameworks) + ". Default `Python`.",
+				Validators:          []validator.String{stringvalidator.OneOf(engine.Frameworks...)},
+				PlanModifiers:       replace,
+			},
+			"communicator": schema.StringAttribute{
+				Optional: true, Computed: true,
+				Default:             stringdefault.StaticString("None"),
+				MarkdownDescription: "How the nodes of a distributed run talk: one of " + oneOfDescription(engine.Communicators) + ". Default `None`.",
+				Validators:          []validator.String{stringvalidator.OneOf(engine.Communicators...)},
+				PlanModifiers:       replace,
+			},
+			"node_count": schema.Int64Attribute{
+				Optional: true, Computed: true,
+				Default:             int64default.StaticInt64(1),
+				MarkdownDescription: "Number of nodes a run uses. Default 1. The `local` target runs one node.",
+				Validators:          []validator.Int64{int64validator.AtLeast(1)},
+				PlanModifiers:       []planmodifier.Int64{int64planmodifier.RequiresReplace()},
+			},
+			"environment": schema.SingleNestedAttribute{
+				Optional:            true,
+				MarkdownDescription: "The Python environment. Omitted means system-managed (built by the provider; not supported by this release yet).",
+				PlanModifiers:       []planmodifier.Object{objectplanmodifier.RequiresReplace()},
+				Attributes: map[string]schema.Attribute{
+					"python": schema.SingleNestedAttribute{
+						Optional:            true,
+						MarkdownDescription: "Who provides the interpreter and packages.",
+						Attributes: map[string]schema.Attribute{
+							"user_managed_dependencies": schema.BoolAttribute{
+								Optional: true, Computed: true,
+								Default: booldefault.StaticBool(false),
+								MarkdownDescription: "`true`: run with `interpreter_path` as it is on the target. `false` (default, as Azure): the provider builds an environment " +
+									"from `conda_dependencies` (not supported by this release yet: runs fail with an error saying so).",
+							},
+							"interpreter_path": schema.StringAttribute{
+								Optional:            true,
+								MarkdownDescription: "Interpreter for user-managed environments: a name looked up on `PATH` or a path. Default `" + env.DefaultInterpreter + "`.",
+								Validators:          []validator.String{stringvalidator.LengthAtLeast(1)},
+							},
+							"conda_dependencies": schema.SingleNestedAttribute{
+								Optional:            true,
+								MarkdownDescription: "Packages of a system-managed environment.",
+								Attributes: map[string]schema.Attribute{
+									"python_version": schema.StringAttribute{Optional: true, MarkdownDescription: "Python version, e.g. `3.11`."},
+									"channels":       schema.ListAttribute{ElementType: types.StringType, Optional: true, MarkdownDescription: "Conda channels, in priority order."},
+									"conda_packages": schema.ListAttribute{ElementType: types.StringType, Optional: true, MarkdownDescription: "Conda package specs."},
+									"pip_packages": schema.ListAttribute{
+										ElementType: types.StringType, Optional: true,
+										MarkdownDescription: "pip requirement specs, e.g. `scikit-learn==1.5.*`. Options such as `--index-url` belong in `pip_options`.",
+										Validators:          []validator.List{listvalidator.ValueStringsAre(stringvalidator.RegexMatches(notOption, "must be a requirement, not a pip option; put index settings in pip_options"))},
+									},
+									"pip_options": schema.SingleNestedAttribute{
+										Optional:            true,
+										MarkdownDescription: "Package index settings.",
+										Attributes: map[string]schema.Attribute{
+											"index_url":        schema.StringAttribute{Optional: true, MarkdownDescription: "Replaces the default package index."},
+											"extra_index_urls": schema.ListAttribute{ElementType: types.StringType, Optional: true, MarkdownDescription: "Additional indexes."},
+											"find_links":       schema.ListAttribute{ElementType: types.StringType, Optional: true, MarkdownDescription: "Directories or pages of wheels."},
+										},
+									},
+								},
+							},
+						},
+					},
+					"docker": schema.SingleNestedAttribute{
+						Optional:            true,
+						MarkdownDescription: "Run inside a container image (not supported by this release yet).",
+						Attributes: map[string]schema.Attribute{
+							"enabled":    schema.BoolAttribute{Optional: true, Computed: true, Default: booldefault.StaticBool(false), MarkdownDescription: "Run in Docker. Default `false`."},
+							"base_image": schema.StringAttribute{Optional: true, MarkdownDescription: "Image to run in; required when `enabled`."},
+							"shm_size":   schema.StringAttribute{Optional: true, MarkdownDescription: "Shared memory size, e.g. `2g`."},
+							"arguments":  schema.ListAttribute{ElementType: types.StringType, Optional: true, MarkdownDescription: "Extra `docker run` arguments."},
+						},
+					},
+				},
+			},
+			"environment_variables": schema.MapAttribute{
+				ElementType:         types.StringType,
+				Optional:            true,
+				MarkdownDescription: "Environment variables for every run; a run's own `environment_variables` override them.",
+				Validators:          []validator.Map{envNamesValidator{}},
+				PlanModifiers:       []planmodifier.Map{mapplanmodifier.RequiresReplace()},
+			},
+			"max_run_duration_seconds": schema.Int64Attribute{
+				Optional:            true,
+				MarkdownDescription: "Runs longer than this are stopped (SIGTERM, then SIGKILL) and fail with `failure_reason = \"timed_out\"`. Unset: no limit. Updates in place.",
+				Validators:          []validator.Int64{int64validator.AtLeast(1)},
+			},
+			"environment_hash": schema.StringAttribute{
+				Computed:            true,
+				MarkdownDescription: "Hash of the environment definition (package order does not count). Put it in a run's `triggers` to re-run on environment changes explicitly.",
+				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
+			},
+		},
+	}
+}
+
+func (r *RunConfigurationResource) Configure(ctx context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
+	r.eng = engineFromResource(req, resp)
+}
+
+// ValidateConfig checks cross-attribute rules at plan time.
+func (r *RunConfigurationResource) ValidateConfig(ctx context.Context, req resource.ValidateConfigRequest, resp *resource.ValidateConfigResponse) {
+	var m RunConfigurationResourceModel
+	resp.Diagnostics.Append(req.Config.Get(ctx, &m)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	if tv, err := m.Environment.ToTerraformValue(ctx); err != nil || !tv.IsFullyKnown() {
+		return // checked again at apply
+	}
+	e := environmentFromModel(ctx, m.Environment, &resp.Diagnostics)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	if err := e.Validate(); err != nil {
+		addEngineError(&resp.Diagnostics, "Invalid run configuration", err)
+	}
+}
+
+func (m *RunConfigurationResourceModel) spec(ctx context.Context, diags *diag.Diagnostics) engine.RunConfigSpec {
+	s := engine.RunConfigSpec{
+		Name:                  m.Name.ValueString(),
+		Framework:             m.Framework.ValueString(),
+		Communicator:          m.Communicator.ValueString(),
+		NodeCount:             int(m.NodeCount.ValueInt64()),
+		Environment:           environmentFromModel(ctx, m.Environment, diags),
+		EnvironmentVariables:  stringMap(ctx, m.EnvironmentVariables, diags),
+		MaxRunDurationSeconds: m.MaxRunDurationSeconds.ValueInt64(),
+	}
+	return s
+}
+
+func (m *RunConfigurationResourceModel) fill(ctx context.Context, rc *engine.RunConfig, diags *diag.Diagnostics) {
+	m.ID = types.StringValue(rc.ID)
+	m.WorkspaceID = types.StringValue(rc.WorkspaceID)
+	m.Name = types.StringValue(rc.Spec.Name)
+	m.Framework = types.StringValue(rc.Spec.Framework)
+	m.Communicator = types.StringValue(rc.Spec.Communicator)
+	m.NodeCount = types.Int64Value(int64(rc.Spec.NodeCount))
+	m.Environment = environmentToModel(ctx, rc.Spec.Environment, diags)
+	if len(rc.Spec.EnvironmentVariables) > 0 || !m.EnvironmentVariables.IsNull() {
+		m.EnvironmentVariables = mapValue(ctx, rc.Spec.EnvironmentVariables, diags)
+	}
+	if rc.Spec.MaxRunDurationSeconds > 0 {
+		m.MaxRunDurationSeconds = types.Int64Value(rc.Spec.MaxRunDurationSeconds)
+	} else {
+		m.MaxRunDurationSeconds = types.Int64Null()
+	}
+	m.EnvironmentHash = types.StringValue(rc.EnvironmentHash)
+}
+
+func (r *RunConfigurationResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
+	var plan RunConfigurationResourceModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	r.put(ctx, &plan, &resp.Diagnostics)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+}
+
+func (r *RunConfigurationResource) put(ctx context.Context, m *RunConfigurationResourceModel, diags *diag.Diagnostics) {
+	spec := m.spec(ctx, diags)
+	if diags.HasError() {
+		return
+	}
+	rc, err := r.eng.PutRunConfig(ctx, m.WorkspaceID.ValueString(), spec)
+	if err != nil {
+		addEngineError(diags, "Cannot store run configuration", err)
+		return
+	}
+	m.fill(ctx, rc, diags)
+}
+
+func (r *RunConfigurationResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
+	var state RunConfigurationResourceModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	rc, err := r.eng.ReadRunConfig(ctx, state.ID.ValueString())
+	if engine.IsNotFound(err) {
+		resp.State.RemoveResource(ctx)
+		return
+	}
+	if err != nil {
+		addEngineError(&resp.Diagnostics, "Cannot read run configuration", err)
+		return
+	}
+	state.fill(ctx, rc, &resp.Diagnostics)
+	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
+}
+
+// Update only ever changes max_run_duration_seconds: every other input forces replacement.
+func (r *RunConfigurationResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
+	var plan RunConfigurationResourceModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	r.put(ctx, &plan, &resp.Diagnostics)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+}
+
+func (r *RunConfigurationResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
+	var state RunConfigurationResourceModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	if err := r.eng.DeleteRunConfig(ctx, state.ID.ValueString()); err != nil && !engine.IsNotFound(err) {
+		addEngineError(&resp.Diagnostics, "Cannot delete run configuration", err)
+	}
+}
+
+// ImportState takes "{workspace_id}/runconfigs/{name}".
+func (r *RunConfigurationResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
+	if _, _, err := engine.ParseRunConfigID(req.ID); err != nil {
+		resp.Diagnostics.AddError("Invalid import id", fmt.Sprintf("%v; expecting {workspace_id}/runconfigs/{name}, e.g. /home/me/project/.aml/workspaces/quickstart/runconfigs/user-python", err))
+		return
+	}
+	resource.ImportStatePassthroughID(ctx, path.Root("id"), req, resp)
+}
+
+func environmentFromModel(ctx context.Context, obj types.Object, diags *diag.Diagnostics) env.Environment {
+	var out env.Environment
+	if obj.IsNull() || obj.IsUnknown() {
+		return out
+	}
+	var em environmentModel
+	diags.Append(obj.As(ctx, &em, basetypes.ObjectAsOptions{})...)
+	if !em.Python.IsNull() && !em.Python.IsUnknown() {
+		var pm pythonModel
+		diags.Append(em.Python.As(ctx, &pm, basetypes.ObjectAsOptions{})...)
+		py := &env.Python{UserManagedDependencies: pm.UserManagedDependencies.ValueBool(), InterpreterPath: pm.InterpreterPath.ValueString()}
+		if !pm.CondaDependencies.IsNull() && !pm.CondaDependencies.IsUnknown() {
+			var cm condaModel
+			diags.Append(pm.CondaDependencies.As(ctx, &cm, basetypes.ObjectAsOptions{})...)
+			c := &env.CondaDependencies{
+				PythonVersion: cm.PythonVersion.ValueString(),
+				Channels:      stringList(ctx, cm.Channels, diags),
+				CondaPackages: stringList(ctx, cm.CondaPackages, diags),
+				PipPackages:   stringList(ctx, cm.PipPackages, diags),
+			}
+			if !cm.PipOptions.IsNull() && !cm.PipOptions.IsUnknown() {
+				var pom pipOptionsModel
+				diags.Append(cm.PipOptions.As(ctx, &pom, basetypes.ObjectAsOptions{})...)
+				c.PipOptions = env.PipOptions{
+					IndexURL:       pom.IndexURL.ValueString(),
+					ExtraIndexURLs: stringList(ctx, pom.ExtraIndexURLs, diags),
+					FindLinks:      stringList(ctx, pom.FindLinks, diags),
+				}
+			}
+			py.Conda = c
+		}
+		out.Python = py
+	}
+	if !em.Docker.IsNull() && !em.Docker.IsUnknown() {
+		var dm dockerModel
+		diags.Append(em.Docker.As(ctx, &dm, basetypes.ObjectAsOptions{})...)
+		out.Docker = &env.Docker{
+			Enabled:   dm.Enabled.ValueBool(),
+			BaseImage: dm.BaseImage.ValueString(),
+			ShmSize:   dm.ShmSize.ValueString(),
+			Arguments: stringList(ctx, dm.Arguments, diags),
+		}
+	}
+	return out
+}
+
+func optString(s string) types.String {
+	if s == "" {
+		return types.StringNull()
+	}
+	return types.StringValue(s)
+}
+
+func optList(ctx context.Context, l []string, diags *diag.Diagnostics) types.List {
+	if l == nil {
+		return types.ListNull(types.StringType)
+	}
+	return listValue(ctx, l, diags)
+}
+
+func environmentToModel(ctx context.Context, e env.Environment, diags *diag.Diagnostics) types.Object {
+	if e.Python == nil && e.Docker == nil {
+		return types.ObjectNull(environmentTypes)
+	}
+	em := environmentModel{Python: types.ObjectNull(pythonTypes), Docker: types.ObjectNull(dockerTypes)}
+	if py := e.Python; py != nil {
+		pm := pythonModel{
+			UserManagedDependencies: types.BoolValue(py.UserManagedDependencies),
+			InterpreterPath:         optString(py.InterpreterPath),
+			CondaDependencies:       types.ObjectNull(condaTypes),
+		}
+		if c := py.Conda; c != nil {
+			cm := condaModel{
+				PythonVersion: optString(c.PythonVersion),
+				Channels:      optList(ctx, c.Channels, diags),
+				CondaPackages: optList(ctx, c.CondaPackages, diags),
+				PipPackages:   optList(ctx, c.PipPackages, diags),
+				PipOptions:    types.ObjectNull(pipOptionsTypes),
+			}
+			if po := c.PipOptions; po.IndexURL != "" || po.ExtraIndexURLs != nil || po.FindLinks != nil {
+				pom := pipOptionsModel{IndexURL: optString(po.IndexURL), ExtraIndexURLs: optList(ctx, po.ExtraIndexURLs, diags), FindLinks: optList(ctx, po.FindLinks, diags)}
+				v, d := types.ObjectValueFrom(ctx, pipOptionsTypes, pom)
+				diags.Append(d...)
+				cm.PipOptions = v
+			}
+			v, d := types.ObjectValueFrom(ctx, condaTypes, cm)
+			diags.Append(d...)
+			pm.CondaDependencies = v
+		}
+		v, d := types.ObjectValueFrom(ctx, pythonTypes, pm)
+		diags.Append(d...)
+		em.Python = v
+	}
+	if dk := e.Docker; dk != nil {
+		dm := dockerModel{Enabled: types.BoolValue(dk.Enabled), BaseImage: optString(dk.BaseImage), ShmSize: optString(dk.ShmSize), Arguments: optList(ctx, dk.Arguments, diags)}
+		v, d := types.ObjectValueFrom(ctx, dockerTypes, dm)
+		diags.Append(d...)
+		em.Docker = v
+	}
+	v, d := types.ObjectValueFrom(ctx, environmentTypes, em)
+	diags.Append(d...)
+	return v
+}

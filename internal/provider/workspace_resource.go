@@ -1,0 +1,216 @@
+package provider
+
+import (
+	"context"
+
+	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
+	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/booldefault"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringdefault"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
+	"github.com/hashicorp/terraform-plugin-framework/types"
+
+	"github.com/openaml/terraform-provider-aml/internal/engine"
+)
+
+var (
+	_ resource.ResourceWithConfigure   = &WorkspaceResource{}
+	_ resource.ResourceWithImportState = &WorkspaceResource{}
+	_ resource.ResourceWithModifyPlan  = &WorkspaceResource{}
+)
+
+// NewWorkspaceResource is the aml_workspace factory.
+func NewWorkspaceResource() resource.Resource { return &WorkspaceResource{} }
+
+// WorkspaceResource manages a workspace store.
+type WorkspaceResource struct{ eng *engine.Engine }
+
+// WorkspaceResourceModel is aml_workspace's state.
+type WorkspaceResourceModel struct {
+	ID           types.String `tfsdk:"id"`
+	Name         types.String `tfsdk:"name"`
+	StoragePath  types.String `tfsdk:"storage_path"`
+	Description  types.String `tfsdk:"description"`
+	Tags         types.Map    `tfsdk:"tags"`
+	ForceDestroy types.Bool   `tfsdk:"force_destroy"`
+	CreatedTime  types.String `tfsdk:"created_time"`
+}
+
+func (r *WorkspaceResource) Metadata(ctx context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
+	resp.TypeName = req.ProviderTypeName + "_workspace"
+}
+
+func (r *WorkspaceResource) Schema(ctx context.Context, req resource.SchemaRequest, resp *resource.SchemaResponse) {
+	resp.Schema = schema.Schema{
+		MarkdownDescription: "A workspace: the store that holds run configurations, compute targets, source snapshots and the history of every run " +
+			"(Azure ML's `Workspace`). It is a directory with a SQLite database and a content-addressed blob store.",
+		Attributes: map[string]schema.Attribute{
+			"id": schema.StringAttribute{
+				Computed:            true,
+				MarkdownDescription: "The absolute path of the workspace directory.",
+				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
+			},
+			"name": schema.StringAttribute{
+				Required:            true,
+				MarkdownDescription: "Workspace name: 3 to 33 letters, digits, `-` or `_`, starting with a letter or digit.",
+				Validators: []validator.String{
+					stringvalidator.RegexMatches(engine.WorkspaceNamePattern, "must be 3 to 33 letters, digits, '-' or '_', starting with a letter or digit"),
+				},
+				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
+			},
+			"storage_path": schema.StringAttribute{
+				Optional:            true,
+				Computed:            true,
+				MarkdownDescription: "Directory of the workspace. Default: `" + engine.DefaultWorkspaceRoot + "/<name>` under Terraform's working directory. Relative paths are resolved against the working directory; the computed value is absolute.",
+				Validators:          []validator.String{stringvalidator.LengthAtLeast(1)},
+				PlanModifiers:       []planmodifier.String{stringplanmodifier.RequiresReplaceIfConfigured(), stringplanmodifier.UseStateForUnknown()},
+			},
+			"description": schema.StringAttribute{
+				Optional:            true,
+				Computed:            true,
+				Default:             stringdefault.StaticString(""),
+				MarkdownDescription: "Free-form description.",
+			},
+			"tags": schema.MapAttribute{
+				ElementType:         types.StringType,
+				Optional:            true,
+				MarkdownDescription: "Tags stored with the workspace.",
+			},
+			"force_destroy": schema.BoolAttribute{
+				Optional: true,
+				Computed: true,
+				Default:  booldefault.StaticBool(false),
+				MarkdownDescription: "Destroying a workspace that holds run records fails unless this is `true`, so run history is never deleted by accident. " +
+					"Set it and apply before destroying.",
+			},
+			"created_time": schema.StringAttribute{
+				Computed:            true,
+				MarkdownDescription: "When the workspace was created (RFC 3339).",
+				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
+			},
+		},
+	}
+}
+
+func (r *WorkspaceResource) Configure(ctx context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
+	r.eng = engineFromResource(req, resp)
+}
+
+// ModifyPlan resolves where the workspace will live so the plan shows the path.
+func (r *WorkspaceResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
+	if req.Plan.Raw.IsNull() || r.eng == nil {
+		return
+	}
+	var plan WorkspaceResourceModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	if resp.Diagnostics.HasError() || plan.Name.IsUnknown() || plan.StoragePath.IsUnknown() && !req.State.Raw.IsNull() {
+		return
+	}
+	var cfgPath types.String
+	resp.Diagnostics.Append(req.Config.GetAttribute(ctx, path.Root("storage_path"), &cfgPath)...)
+	if cfgPath.IsUnknown() {
+		return
+	}
+	dir := r.eng.WorkspacePath(plan.Name.ValueString(), cfgPath.ValueString())
+	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("storage_path"), dir)...)
+	if req.State.Raw.IsNull() {
+		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("id"), dir)...)
+	}
+}
+
+func (r *WorkspaceResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
+	var plan WorkspaceResourceModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	tags := stringMap(ctx, plan.Tags, &resp.Diagnostics)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	ws, err := r.eng.CreateWorkspace(ctx, engine.WorkspaceSpec{
+		Name:        plan.Name.ValueString(),
+		StoragePath: plan.StoragePath.ValueString(),
+		Description: plan.Description.ValueString(),
+		Tags:        tags,
+	})
+	if err != nil {
+		addEngineError(&resp.Diagnostics, "Cannot create workspace", err)
+		return
+	}
+	plan.fill(ctx, ws, &resp.Diagnostics)
+	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+}
+
+func (r *WorkspaceResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
+	var state WorkspaceResourceModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	ws, err := r.eng.ReadWorkspace(ctx, state.ID.ValueString())
+	if engine.IsNotFound(err) {
+		resp.State.RemoveResource(ctx)
+		return
+	}
+	if err != nil {
+		addEngineError(&resp.Diagnostics, "Cannot read workspace", err)
+		return
+	}
+	if state.ForceDestroy.IsNull() {
+		state.ForceDestroy = types.BoolValue(false) // after import
+	}
+	state.fill(ctx, ws, &resp.Diagnostics)
+	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
+}
+
+func (r *WorkspaceResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
+	var plan WorkspaceResourceModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	tags := stringMap(ctx, plan.Tags, &resp.Diagnostics)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	// force_destroy lives only in state; description and tags live in the store.
+	ws, err := r.eng.UpdateWorkspace(ctx, plan.ID.ValueString(), plan.Description.ValueString(), tags)
+	if err != nil {
+		addEngineError(&resp.Diagnostics, "Cannot update workspace", err)
+		return
+	}
+	plan.fill(ctx, ws, &resp.Diagnostics)
+	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+}
+
+func (r *WorkspaceResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
+	var state WorkspaceResourceModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	if err := r.eng.DeleteWorkspace(ctx, state.ID.ValueString(), state.ForceDestroy.ValueBool()); err != nil {
+		addEngineError(&resp.Diagnostics, "Cannot destroy workspace", err)
+	}
+}
+
+// ImportState takes the workspace directory's absolute path.
+func (r *WorkspaceResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
+	resource.ImportStatePassthroughID(ctx, path.Root("id"), req, resp)
+}
+
+func (m *WorkspaceResourceModel) fill(ctx context.Context, ws *engine.Workspace, diags diagAppender) {
+	m.ID = types.StringValue(ws.ID)
+	m.Name = types.StringValue(ws.Name)
+	m.StoragePath = types.StringValue(ws.ID)
+	m.Description = types.StringValue(ws.Description)
+	m.CreatedTime = types.StringValue(rfc3339(ws.CreatedAt))
+	if len(ws.Tags) > 0 || !m.Tags.IsNull() {
+		m.Tags = mapValue(ctx, ws.Tags, diags)
+	}
+}
