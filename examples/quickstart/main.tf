@@ -76,3 +76,7 @@ output "output_files" {
 output "outputs_path" {
   value = aml_experiment_run.train.outputs_path
 }
+
+output "log_tail" {
+  value = aml_experiment_run.train.log_tail
+}

@@ -19,7 +19,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -197,7 +196,15 @@ func normalizeMode(m fs.FileMode) uint32 {
 	return 0o644
 }
 
-// Build walks dir and returns its manifest; see the package documentation and DESIGN.md for the rules.
+// Build walks dir and returns its manifest.
+//   - .git is always excluded, at any depth.
+//   - Each directory's .amlignore, or else its .gitignore, applies to that directory and below with
+//     git's syntax and precedence (deeper files win, negation, last match wins). Excluded directories
+//     are not descended into. Ignore files are part of the snapshot unless they ignore themselves.
+//   - Only paths, normalized modes and contents are hashed; empty directories are not recorded.
+//   - Symlinks are recorded, not followed; an absolute one, or one that leaves dir lexically or through
+//     other links, is refused with *SymlinkError. Sockets, pipes and devices are refused.
+//   - Over the limits, *LimitError is returned before anything is hashed.
 func Build(ctx context.Context, dir string, opts Options) (*Manifest, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -281,9 +288,8 @@ func checkLimits(dir string, files []file, l Limits) *LimitError {
 		for name, n := range counts {
 			e.topDirs = append(e.topDirs, dirCount{name, n})
 		}
-		sort.Slice(e.topDirs, func(i, j int) bool {
-			a, b := e.topDirs[i], e.topDirs[j]
-			return a.count > b.count || (a.count == b.count && a.name < b.name)
+		slices.SortFunc(e.topDirs, func(a, b dirCount) int {
+			return cmp.Or(cmp.Compare(b.count, a.count), strings.Compare(a.name, b.name))
 		})
 		e.topDirs = e.topDirs[:min(len(e.topDirs), 5)]
 	}

@@ -3,6 +3,7 @@ package snapshot
 import (
 	"context"
 	"errors"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -16,7 +17,7 @@ import (
 // to the rest of the string instead.
 func writeTree(t testing.TB, dir string, files map[string]string) {
 	t.Helper()
-	for _, p := range slices.Sorted(mapKeys(files)) {
+	for _, p := range slices.Sorted(maps.Keys(files)) {
 		full := filepath.Join(dir, filepath.FromSlash(p))
 		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
 			t.Fatal(err)
@@ -30,16 +31,6 @@ func writeTree(t testing.TB, dir string, files map[string]string) {
 		}
 		if err := os.WriteFile(full, []byte(c), 0o644); err != nil {
 			t.Fatal(err)
-		}
-	}
-}
-
-func mapKeys(m map[string]string) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
 		}
 	}
 }
@@ -78,7 +69,7 @@ func TestBuildDeterministic(t *testing.T) {
 	d1, d2 := t.TempDir(), t.TempDir()
 	writeTree(t, d1, files)
 	// Second tree: reverse creation order and scrambled mtimes.
-	keys := slices.Sorted(mapKeys(files))
+	keys := slices.Sorted(maps.Keys(files))
 	slices.Reverse(keys)
 	for i, k := range keys {
 		writeTree(t, d2, map[string]string{k: files[k]})
