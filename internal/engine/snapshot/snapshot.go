@@ -196,8 +196,11 @@ func normalizeMode(m fs.FileMode) uint32 {
 	return 0o644
 }
 
+// ReservedDir is the top-level directory name a snapshot never contains.
+const ReservedDir = ".aml"
+
 // Build walks dir and returns its manifest.
-//   - .git is always excluded, at any depth.
+//   - .git is always excluded, at any depth, and so is a top-level .aml (ReservedDir).
 //   - Each directory's .amlignore, or else its .gitignore, applies to that directory and below with
 //     git's syntax and precedence (deeper files win, negation, last match wins). Excluded directories
 //     are not descended into. Ignore files are part of the snapshot unless they ignore themselves.
@@ -318,6 +321,11 @@ func (w *walker) walk(relDir, absDir string, rules []rule) error {
 		name := de.Name()
 		// .git is never part of a snapshot; a .git file (worktree or submodule pointer) neither.
 		if name == ".git" {
+			continue
+		}
+		// A top-level .aml holds workspaces and, in a run directory, the engine's
+		// control files: it changes with every run, so it is never snapshotted.
+		if name == ReservedDir && relDir == "" {
 			continue
 		}
 		rel := name

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
 	"github.com/openaml/terraform-provider-aml/internal/engine/target"
 )
 
@@ -18,7 +19,7 @@ import (
 const (
 	OutputsDir  = "outputs"
 	LogsDir     = "logs"
-	ControlDir  = ".aml" // engine files; the snapshot never contains a top-level .aml
+	ControlDir  = snapshot.ReservedDir // engine files; never part of a snapshot
 	StdLogFile  = "std_log.txt"
 	metricsFile = "metrics.jsonl"
 	specFile    = "spec.json"
