@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/store"
@@ -114,12 +115,27 @@ func (e *Engine) DeleteWorkspace(ctx context.Context, id string, force bool) err
 	if n > 0 && !force {
 		return fmt.Errorf("workspace %s holds %d run record(s); it is kept so run history is not lost. Set force_destroy = true (and apply) to delete it with its history", id, n)
 	}
-	active, err := s.CountActiveRuns(ctx)
+	ids, err := s.ActiveRunIDs(ctx)
 	if err != nil {
 		return err
 	}
-	if active > 0 {
-		return fmt.Errorf("workspace %s has %d active run(s); destroy or cancel them first", id, active)
+	var active []string
+	for _, runID := range ids {
+		// The record may be stale: observe the run before refusing.
+		rec, err := s.GetRun(ctx, runID)
+		if err != nil {
+			return err
+		}
+		r, err := e.refresh(ctx, s, rec)
+		if err != nil {
+			return err
+		}
+		if r.Status.Active() {
+			active = append(active, runID)
+		}
+	}
+	if len(active) > 0 {
+		return fmt.Errorf("workspace %s has %d active run(s) (%s); destroy or cancel them first", id, len(active), strings.Join(active, ", "))
 	}
 	e.forget(id)
 	// Rename first so a crash mid-removal never leaves a half-deleted workspace

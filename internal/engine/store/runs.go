@@ -161,10 +161,27 @@ func (s *Store) CountRuns(ctx context.Context) (int, error) {
 	return n, err
 }
 
-// CountActiveRuns counts runs whose status is not terminal.
+// ActiveRunIDs lists runs whose recorded status is not terminal.
+func (s *Store) ActiveRunIDs(ctx context.Context) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id FROM runs WHERE status NOT IN (?, ?, ?) ORDER BY created_at`,
+		string(run.Completed), string(run.Failed), string(run.Canceled))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
+}
+
+// CountActiveRuns counts runs whose recorded status is not terminal.
 func (s *Store) CountActiveRuns(ctx context.Context) (int, error) {
-	var n int
-	err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM runs WHERE status NOT IN (?, ?, ?)`,
-		string(run.Completed), string(run.Failed), string(run.Canceled)).Scan(&n)
-	return n, err
+	ids, err := s.ActiveRunIDs(ctx)
+	return len(ids), err
 }
