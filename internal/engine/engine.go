@@ -43,6 +43,9 @@ type Options struct {
 	SnapshotLimits snapshot.Limits
 	// StatCacheDir keeps plan-time hashing fast; default: the user cache directory.
 	StatCacheDir string
+	// EnvCacheMaxBytes bounds each workspace's environment cache (LRU eviction of
+	// environments no run is using); 0 means unbounded.
+	EnvCacheMaxBytes int64
 	// CancelGrace is the time between SIGTERM and SIGKILL; default 10s.
 	CancelGrace time.Duration
 }

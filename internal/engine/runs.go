@@ -70,7 +70,11 @@ type Run struct {
 	SnapshotFiles   int
 	SnapshotBytes   int64
 	EnvironmentHash string
-	Tags            map[string]string
+	// EnvironmentCacheHit and EnvironmentBuildSeconds are nil for user-managed
+	// environments and until a system-managed one is ready.
+	EnvironmentCacheHit     *bool
+	EnvironmentBuildSeconds *float64
+	Tags                    map[string]string
 
 	SourceDirectory      string
 	Script               string
@@ -187,18 +191,14 @@ func (e *Engine) SubmitRun(ctx context.Context, req RunRequest) (*Run, error) {
 	if req.PlannedSnapshotHash != "" && req.PlannedSnapshotHash != sum.Hash {
 		return nil, fieldErr("source_directory", "%s: %v (planned %s, now %s)", srcDir, ErrSourceChanged, req.PlannedSnapshotHash, sum.Hash)
 	}
-	var argv []string
 	if req.Script != "" {
 		if err := CheckScript(manifest, srcDir, req.Script); err != nil {
 			return nil, err
 		}
-		interp, err := env.ResolveLocal(rc.Spec.Environment, os.Getenv("PATH"))
-		if err != nil {
-			return nil, err
-		}
-		argv = append([]string{interp, filepath.FromSlash(req.Script)}, req.Arguments...)
-	} else {
-		argv = append(append([]string{}, req.Command...), req.Arguments...)
+	}
+	launch, err := env.PrepareLocal(ctx, rc.Spec.Environment, os.Getenv("PATH"))
+	if err != nil {
+		return nil, err
 	}
 
 	key := submitKey(s.Dir, sum.Hash, req, rc)
@@ -257,6 +257,7 @@ func (e *Engine) SubmitRun(ctx context.Context, req RunRequest) (*Run, error) {
 		Triggers:             req.Triggers,
 	}
 	rec.RunDir = s.RunDir(rec.ID)
+	argv := runArgv(req, launch, rec, envVars)
 	if err := s.InsertRun(ctx, rec, e.owner); err != nil {
 		return nil, err
 	}
@@ -267,6 +268,7 @@ func (e *Engine) SubmitRun(ctx context.Context, req RunRequest) (*Run, error) {
 		Blobs:       blobs,
 		Argv:        argv,
 		Env:         envVars,
+		Environment: launch.System,
 		MaxDuration: time.Duration(rc.Spec.MaxRunDurationSeconds) * time.Second,
 		Grace:       e.opts.CancelGrace,
 	})
@@ -294,7 +296,49 @@ func (e *Engine) SubmitRun(ctx context.Context, req RunRequest) (*Run, error) {
 }
 
 func (e *Engine) driver(s *store.Store) target.Driver {
-	return &local.Driver{RunsRoot: filepath.Join(s.Dir, store.RunsDir), AgentCommand: e.opts.AgentCommand}
+	return &local.Driver{
+		RunsRoot:      filepath.Join(s.Dir, store.RunsDir),
+		EnvRoot:       filepath.Join(s.Dir, EnvsDir),
+		EnvCacheBytes: e.opts.EnvCacheMaxBytes,
+		AgentCommand:  e.opts.AgentCommand,
+	}
+}
+
+// EnvsDir holds a workspace's cache of built environments.
+const EnvsDir = "envs"
+
+// runArgv is the program a run executes. For a system-managed environment the
+// interpreter is left empty: the supervisor fills it in once the environment is
+// ready. Docker runs wrap the script in `docker run`.
+func runArgv(req RunRequest, launch env.Launch, rec *run.Record, envVars map[string]string) []string {
+	var prog []string
+	if req.Script != "" {
+		prog = append([]string{filepath.FromSlash(req.Script)}, req.Arguments...)
+	} else {
+		prog = append(append([]string{}, req.Command...), req.Arguments...)
+	}
+	switch {
+	case launch.Docker != nil:
+		l := local.Layout{Dir: rec.RunDir}
+		vars := map[string]string{
+			"AML_RUN_ID": rec.ID, "AML_OUTPUTS_DIR": l.Outputs(), "AML_LOGS_DIR": l.Logs(),
+			"AML_METRICS_FILE": l.Metrics(), "PYTHONPATH": l.HelperLib(), "PYTHONUNBUFFERED": "1",
+		}
+		for k, v := range envVars {
+			vars[k] = v
+		}
+		dr := env.DockerRun{Name: "aml-" + rec.ID, RunDir: rec.RunDir, Env: vars, Python: launch.Interpreter}
+		if req.Script != "" {
+			dr.Script = prog
+		} else {
+			dr.Python, dr.Script = prog[0], prog[1:]
+		}
+		return env.DockerArgs(*launch.Docker, dr)
+	case req.Script == "":
+		return prog
+	default:
+		return append([]string{launch.Interpreter}, prog...)
+	}
 }
 
 // submitKey identifies "the same submission": same workspace, code, command,
@@ -378,6 +422,10 @@ func (e *Engine) record(ctx context.Context, s *store.Store, id string, ex targe
 		}
 		if r.ExitCode != nil {
 			r.NodeExitCodes = []int{*r.ExitCode}
+		}
+		if ei := st.Environment; ei != nil {
+			hit, secs := ei.CacheHit, ei.BuildSeconds
+			r.EnvironmentHash, r.EnvironmentCacheHit, r.EnvironmentBuildSeconds, r.EnvironmentBuilder = ei.Key, &hit, &secs, ei.Builder
 		}
 		return nil
 	})
@@ -506,29 +554,31 @@ func (e *Engine) toRun(s *store.Store, rec *run.Record) *Run {
 		outputs = []string{}
 	}
 	return &Run{
-		ID:              s.Dir + runSep + rec.ID,
-		RunID:           rec.ID,
-		WorkspaceID:     s.Dir,
-		Experiment:      rec.Experiment,
-		ComputeTarget:   rec.Target,
-		RunConfigName:   rec.RunConfig,
-		Status:          rec.Status,
-		FailureReason:   rec.FailureReason,
-		Message:         rec.Error,
-		ExitCode:        rec.ExitCode,
-		StartTime:       rec.StartTime,
-		EndTime:         rec.EndTime,
-		DurationSeconds: rec.DurationSeconds(time.Now()),
-		Metrics:         metrics,
-		OutputFiles:     outputs,
-		OutputsPath:     l.Outputs(),
-		LogTail:         rec.LogTail,
-		LogPath:         l.StdLog(),
-		SnapshotHash:    rec.SnapshotHash,
-		SnapshotFiles:   rec.SnapshotFiles,
-		SnapshotBytes:   rec.SnapshotBytes,
-		EnvironmentHash: rec.EnvironmentHash,
-		Tags:            rec.Tags,
+		ID:                      s.Dir + runSep + rec.ID,
+		RunID:                   rec.ID,
+		WorkspaceID:             s.Dir,
+		Experiment:              rec.Experiment,
+		ComputeTarget:           rec.Target,
+		RunConfigName:           rec.RunConfig,
+		Status:                  rec.Status,
+		FailureReason:           rec.FailureReason,
+		Message:                 rec.Error,
+		ExitCode:                rec.ExitCode,
+		StartTime:               rec.StartTime,
+		EndTime:                 rec.EndTime,
+		DurationSeconds:         rec.DurationSeconds(time.Now()),
+		Metrics:                 metrics,
+		OutputFiles:             outputs,
+		OutputsPath:             l.Outputs(),
+		LogTail:                 rec.LogTail,
+		LogPath:                 l.StdLog(),
+		SnapshotHash:            rec.SnapshotHash,
+		SnapshotFiles:           rec.SnapshotFiles,
+		SnapshotBytes:           rec.SnapshotBytes,
+		EnvironmentHash:         rec.EnvironmentHash,
+		EnvironmentCacheHit:     rec.EnvironmentCacheHit,
+		EnvironmentBuildSeconds: rec.EnvironmentBuildSeconds,
+		Tags:                    rec.Tags,
 
 		SourceDirectory:      rec.SourceDirectory,
 		Script:               rec.Script,

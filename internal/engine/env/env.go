@@ -3,6 +3,7 @@
 package env
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -59,6 +60,8 @@ type PipOptions struct {
 	IndexURL       string   `json:"index_url,omitempty"`
 	ExtraIndexURLs []string `json:"extra_index_urls,omitempty"`
 	FindLinks      []string `json:"find_links,omitempty"`
+	// NoIndex installs from find_links only (pip's --no-index).
+	NoIndex bool `json:"no_index,omitempty"`
 }
 
 // Docker runs the script inside a container image.
@@ -123,6 +126,7 @@ func (e Environment) Hash() string {
 		Index       string   `json:"index,omitempty"`
 		Extra       []string `json:"extra"`
 		FindLinks   []string `json:"find_links"`
+		NoIndex     bool     `json:"no_index,omitempty"`
 		Docker      Docker   `json:"docker"`
 	}{
 		UserManaged: py.UserManagedDependencies,
@@ -133,6 +137,7 @@ func (e Environment) Hash() string {
 		Index:       c.PipOptions.IndexURL,
 		Extra:       norm(c.PipOptions.ExtraIndexURLs),
 		FindLinks:   norm(c.PipOptions.FindLinks),
+		NoIndex:     c.PipOptions.NoIndex,
 		Docker:      e.Dock(),
 	}
 	if py.UserManagedDependencies {
@@ -146,11 +151,60 @@ func (e Environment) Hash() string {
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
-// ErrSystemManaged is returned for environments this release cannot build yet.
-var ErrSystemManaged = errors.New("system-managed Python environments (environment.python.user_managed_dependencies = false) are not supported by this release yet; set user_managed_dependencies = true and interpreter_path to an existing Python")
+// ErrSystemManaged is returned when a user-managed interpreter is asked of a
+// system-managed environment.
+var ErrSystemManaged = errors.New("the environment is system-managed (user_managed_dependencies = false), so the provider builds its interpreter; to run an existing Python instead set user_managed_dependencies = true and interpreter_path")
 
-// ResolveLocal finds the interpreter for a run on the engine host. pathEnv is the
-// PATH the run will see.
+// Launch says how a run on a host gets its Python.
+type Launch struct {
+	Interpreter string       // user-managed: the resolved interpreter
+	System      *Environment // system-managed: built (or found cached) before the run
+	Docker      *Docker      // run inside this image
+}
+
+// PrepareLocal checks, before anything is submitted, that this host can provide
+// the environment, and says how. Errors are *FieldError naming the attribute.
+func PrepareLocal(ctx context.Context, e Environment, pathEnv string) (Launch, error) {
+	if d := e.Dock(); d.Enabled {
+		if err := CheckDocker(ctx, pathEnv); err != nil {
+			return Launch{}, &FieldError{"environment.docker.enabled", fmt.Sprintf("Docker runs need a Docker engine on the target: %v", err)}
+		}
+		return Launch{Docker: &d, Interpreter: e.Py().InterpreterPath}, nil
+	}
+	if e.Py().UserManagedDependencies {
+		interp, err := ResolveLocal(e, pathEnv)
+		return Launch{Interpreter: interp}, err
+	}
+	if err := Precheck(ctx, e, pathEnv); err != nil {
+		return Launch{}, err
+	}
+	return Launch{System: &e}, nil
+}
+
+// Precheck finds the tools a system-managed build needs, without building.
+func Precheck(ctx context.Context, e Environment, pathEnv string) error {
+	c := CondaDependencies{}
+	if e.Py().Conda != nil {
+		c = *e.Py().Conda
+	}
+	if len(c.CondaPackages) > 0 {
+		if DiscoverTools(pathEnv).Conda == "" {
+			return condaMissing(c.CondaPackages, pathEnv)
+		}
+		return nil
+	}
+	_, err := FindInterpreter(ctx, c.PythonVersion, pathEnv)
+	return err
+}
+
+func condaMissing(pkgs []string, pathEnv string) error {
+	return &FieldError{"environment.python.conda_dependencies.conda_packages",
+		fmt.Sprintf("conda packages %s need %s on the target, and none was found on PATH (%s); install one or move the packages to pip_packages",
+			strings.Join(pkgs, ", "), strings.Join(CondaTools, ", "), pathEnv)}
+}
+
+// ResolveLocal finds a user-managed interpreter on the engine host. pathEnv is
+// the PATH the run will see.
 func ResolveLocal(e Environment, pathEnv string) (string, error) {
 	if e.Dock().Enabled {
 		return "", &FieldError{"environment.docker.enabled", "Docker runs are not supported by this release yet; set enabled = false"}

@@ -37,6 +37,11 @@ type Record struct {
 	RunDir          string
 	Tags            map[string]string
 	EnvironmentHash string
+	// Set once a system-managed environment is ready: EnvironmentHash then is the
+	// environment's cache key (definition + platform).
+	EnvironmentCacheHit     *bool
+	EnvironmentBuildSeconds *float64
+	EnvironmentBuilder      string
 	// The submission as configured, so a run can be imported into Terraform.
 	SourceDirectory      string
 	Script               string

@@ -52,7 +52,7 @@ var transitions = map[Status][]Status{
 	NotStarted: {Queued, Preparing, Starting, Running},
 	Queued:     {Preparing, Starting, Running},
 	Preparing:  {Starting, Running},
-	Starting:   {Running, Finalizing, Completed},
+	Starting:   {Preparing, Running, Finalizing, Completed},
 	Running:    {Finalizing, Completed},
 	Finalizing: {Completed},
 	// A run may finish on its own before a cancel reaches it (or may already have

@@ -121,7 +121,10 @@ func (s *Store) ClaimOrphan(ctx context.Context, submitKey, newOwner string, ali
 			rows.Close()
 			return nil, err
 		}
-		if owner == newOwner || !alive(owner) {
+		// A run of our own process is never an orphan: it is another resource's
+		// submission in flight (count = 2 of one identical run), not an
+		// interrupted apply's.
+		if owner != newOwner && !alive(owner) {
 			id = cand
 			break
 		}

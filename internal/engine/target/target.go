@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"time"
 
+	"github.com/openaml/terraform-provider-aml/internal/engine/env"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
 )
@@ -32,7 +33,11 @@ type RunSpec struct {
 	// Argv is the program and its arguments; Argv[0] is resolved for the target.
 	Argv []string
 	// Env holds the variables the run adds to the target's base environment.
-	Env         map[string]string
+	Env map[string]string
+	// Environment, when set, is a system-managed environment the run's target
+	// builds (or takes from its cache) before starting; Argv[0] is then replaced
+	// by the environment's interpreter.
+	Environment *env.Environment
 	MaxDuration time.Duration // zero: unlimited
 	Grace       time.Duration // between SIGTERM and SIGKILL
 }
@@ -50,6 +55,15 @@ type State struct {
 	Message       string     `json:"message,omitempty"`
 	StartTime     *time.Time `json:"start_time,omitempty"`
 	EndTime       *time.Time `json:"end_time,omitempty"`
+	Environment   *EnvInfo   `json:"environment,omitempty"`
+}
+
+// EnvInfo reports which environment a run used and what preparing it cost.
+type EnvInfo struct {
+	Key          string  `json:"key"`
+	CacheHit     bool    `json:"cache_hit"`
+	BuildSeconds float64 `json:"build_seconds"`
+	Builder      string  `json:"builder,omitempty"`
 }
 
 // Collected is what a finished run leaves behind, as seen from the engine host.

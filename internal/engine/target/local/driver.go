@@ -24,8 +24,10 @@ import (
 // Driver runs on the engine host. RunsRoot is the workspace's runs directory;
 // AgentCommand is how to start this program's agent (e.g. [exe, "agent"]).
 type Driver struct {
-	RunsRoot     string
-	AgentCommand []string
+	RunsRoot      string
+	EnvRoot       string // cache of system-managed environments
+	EnvCacheBytes int64
+	AgentCommand  []string
 }
 
 var _ target.Driver = (*Driver)(nil)
@@ -85,6 +87,9 @@ func (d *Driver) Start(ctx context.Context, spec target.RunSpec) (target.Handle,
 		Env:            env,
 		MaxDurationSec: spec.MaxDuration.Seconds(),
 		GraceSec:       spec.Grace.Seconds(),
+	}
+	if spec.Environment != nil {
+		sspec.Environment = &EnvironmentSpec{Definition: *spec.Environment, CacheRoot: d.EnvRoot, CacheMaxBytes: d.EnvCacheBytes, PathEnv: os.Getenv("PATH")}
 	}
 	if err := writeJSONAtomic(l.Spec(), sspec); err != nil {
 		return nil, err

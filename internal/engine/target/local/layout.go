@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/openaml/terraform-provider-aml/internal/engine/env"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
 	"github.com/openaml/terraform-provider-aml/internal/engine/target"
 )
@@ -31,27 +32,38 @@ const (
 // Layout names the files of one run directory.
 type Layout struct{ Dir string }
 
-func (l Layout) Outputs() string   { return filepath.Join(l.Dir, OutputsDir) }
-func (l Layout) Logs() string      { return filepath.Join(l.Dir, LogsDir) }
-func (l Layout) StdLog() string    { return filepath.Join(l.Dir, LogsDir, StdLogFile) }
-func (l Layout) Control() string   { return filepath.Join(l.Dir, ControlDir) }
-func (l Layout) Metrics() string   { return filepath.Join(l.Dir, ControlDir, metricsFile) }
-func (l Layout) Spec() string      { return filepath.Join(l.Dir, ControlDir, specFile) }
-func (l Layout) Status() string    { return filepath.Join(l.Dir, ControlDir, statusFile) }
-func (l Layout) CancelReq() string { return filepath.Join(l.Dir, ControlDir, cancelFile) }
-func (l Layout) HelperLib() string { return filepath.Join(l.Dir, ControlDir, helperDir) }
+func (l Layout) Outputs() string     { return filepath.Join(l.Dir, OutputsDir) }
+func (l Layout) Logs() string        { return filepath.Join(l.Dir, LogsDir) }
+func (l Layout) StdLog() string      { return filepath.Join(l.Dir, LogsDir, StdLogFile) }
+func (l Layout) Control() string     { return filepath.Join(l.Dir, ControlDir) }
+func (l Layout) Metrics() string     { return filepath.Join(l.Dir, ControlDir, metricsFile) }
+func (l Layout) Spec() string        { return filepath.Join(l.Dir, ControlDir, specFile) }
+func (l Layout) Status() string      { return filepath.Join(l.Dir, ControlDir, statusFile) }
+func (l Layout) CancelReq() string   { return filepath.Join(l.Dir, ControlDir, cancelFile) }
+func (l Layout) HelperLib() string   { return filepath.Join(l.Dir, ControlDir, helperDir) }
+func (l Layout) EnvBuildLog() string { return filepath.Join(l.Dir, LogsDir, "environment_build.log") }
 func (l Layout) SupervisorLog() string {
 	return filepath.Join(l.Dir, ControlDir, "supervisor.log")
 }
 
 // SupervisorSpec is what the supervisor reads at start.
 type SupervisorSpec struct {
-	RunID          string            `json:"run_id"`
-	Argv           []string          `json:"argv"`
-	Env            []string          `json:"env"`
-	MaxDurationSec float64           `json:"max_duration_seconds,omitempty"`
-	GraceSec       float64           `json:"grace_seconds"`
-	Extra          map[string]string `json:"extra,omitempty"`
+	RunID          string   `json:"run_id"`
+	Argv           []string `json:"argv"`
+	Env            []string `json:"env"`
+	MaxDurationSec float64  `json:"max_duration_seconds,omitempty"`
+	GraceSec       float64  `json:"grace_seconds"`
+	// Environment is built (or found in the cache) before the script starts.
+	Environment *EnvironmentSpec  `json:"environment,omitempty"`
+	Extra       map[string]string `json:"extra,omitempty"`
+}
+
+// EnvironmentSpec tells the supervisor which system-managed environment to prepare.
+type EnvironmentSpec struct {
+	Definition    env.Environment `json:"definition"`
+	CacheRoot     string          `json:"cache_root"`
+	CacheMaxBytes int64           `json:"cache_max_bytes,omitempty"`
+	PathEnv       string          `json:"path_env"`
 }
 
 // SupervisorStatus is the supervisor's running account of the run, rewritten

@@ -1,15 +1,19 @@
 package local
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log"
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/openaml/terraform-provider-aml/internal/engine/env"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/target"
 )
@@ -72,6 +76,17 @@ func (s *supervisor) run() int {
 	if len(s.spec.Argv) == 0 {
 		return s.finish(run.Failed, run.ReasonSetupFailed, nil, "", "empty command")
 	}
+	if s.spec.Environment != nil {
+		python, release, code, ok := s.prepare(logf, sigs)
+		if !ok {
+			return code
+		}
+		defer release()
+		if s.spec.Argv[0] == "" {
+			s.spec.Argv[0] = python
+		}
+		s.spec.Env = activate(s.spec.Env, filepath.Dir(filepath.Dir(python)))
+	}
 	cmd := exec.Command(s.spec.Argv[0], s.spec.Argv[1:]...)
 	cmd.Dir = s.l.Dir
 	cmd.Env = s.spec.Env
@@ -126,14 +141,7 @@ func (s *supervisor) run() int {
 			fmt.Fprintf(logf, "\naml: run exceeded max_run_duration_seconds=%g; stopping it\n", s.spec.MaxDurationSec)
 			stop(run.Failed, run.ReasonTimedOut, grace)
 		case <-sigs:
-			g, reason := grace, run.ReasonCanceled
-			var req CancelRequest
-			if err := readJSON(s.l.CancelReq(), &req); err == nil {
-				g = time.Duration(req.GraceSec * float64(time.Second))
-				if req.Reason != "" {
-					reason = req.Reason
-				}
-			}
+			g, reason := s.cancelRequest(grace)
 			fmt.Fprintf(logf, "\naml: cancel requested (%s); stopping the run\n", reason)
 			stop(run.Canceled, reason, g)
 		case <-killTimer:
@@ -142,6 +150,91 @@ func (s *supervisor) run() int {
 			killTimer = nil
 		}
 	}
+}
+
+// activate puts a virtual environment first on PATH, as `source bin/activate` would.
+func activate(envv []string, venv string) []string {
+	out := make([]string, 0, len(envv)+1)
+	path := ""
+	for _, kv := range envv {
+		switch {
+		case strings.HasPrefix(kv, "PATH="):
+			path = kv[len("PATH="):]
+		case strings.HasPrefix(kv, "VIRTUAL_ENV="), strings.HasPrefix(kv, "PYTHONHOME="):
+		default:
+			out = append(out, kv)
+		}
+	}
+	bin := filepath.Join(venv, "bin")
+	if path != "" {
+		bin += string(os.PathListSeparator) + path
+	}
+	return append(out, "PATH="+bin, "VIRTUAL_ENV="+venv)
+}
+
+// cancelRequest reads the grace period and reason the engine left for us.
+func (s *supervisor) cancelRequest(grace time.Duration) (time.Duration, string) {
+	reason := run.ReasonCanceled
+	var req CancelRequest
+	if err := readJSON(s.l.CancelReq(), &req); err == nil {
+		grace = time.Duration(req.GraceSec * float64(time.Second))
+		if req.Reason != "" {
+			reason = req.Reason
+		}
+	}
+	return grace, reason
+}
+
+// prepare builds or finds the run's system-managed environment (status
+// Preparing), then holds it in use so it is not evicted while the run lasts.
+// A cancel during the build stops it. ok is false when the run has ended.
+func (s *supervisor) prepare(logf *os.File, sigs <-chan os.Signal) (python string, release func(), code int, ok bool) {
+	es := s.spec.Environment
+	s.st.Status = run.Preparing
+	s.save()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	canceled := make(chan string, 1)
+	stop := make(chan struct{})
+	go func() {
+		select {
+		case <-sigs:
+			_, reason := s.cancelRequest(0)
+			canceled <- reason
+			cancel()
+		case <-stop:
+		}
+	}()
+	fmt.Fprintf(logf, "aml: preparing the Python environment (build log: %s/%s)\n", LogsDir, filepath.Base(s.l.EnvBuildLog()))
+	blog, err := os.OpenFile(s.l.EnvBuildLog(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		close(stop)
+		return "", nil, s.finish(run.Failed, run.ReasonSetupFailed, nil, "", err.Error()), false
+	}
+	defer blog.Close()
+	res, err := env.Cache{Root: es.CacheRoot, MaxBytes: es.CacheMaxBytes}.Ensure(ctx, es.Definition, es.PathEnv, blog)
+	close(stop)
+	select {
+	case reason := <-canceled:
+		fmt.Fprintf(logf, "aml: cancel requested (%s) while preparing the environment\n", reason)
+		return "", nil, s.finish(run.Canceled, reason, nil, "", "canceled while preparing the environment"), false
+	default:
+	}
+	if err != nil {
+		fmt.Fprintf(logf, "aml: %v\n", err)
+		return "", nil, s.finish(run.Failed, run.ReasonSetupFailed, nil, "", err.Error()), false
+	}
+	if res.CacheHit {
+		fmt.Fprintf(logf, "aml: environment %s found in the cache; nothing to install\n", res.Key)
+	} else {
+		fmt.Fprintf(logf, "aml: environment %s built with %s in %.1fs\n", res.Key, res.Builder, res.BuildSeconds)
+	}
+	s.st.Environment = &target.EnvInfo{Key: res.Key, CacheHit: res.CacheHit, BuildSeconds: res.BuildSeconds, Builder: res.Builder}
+	release, err = env.HoldInUse(res.Dir)
+	if err != nil {
+		release = func() {}
+	}
+	return res.Python, release, 0, true
 }
 
 func (s *supervisor) exited(werr error, stopping run.Status, stopReason string) int {
@@ -172,5 +265,3 @@ func (s *supervisor) exited(werr error, stopping run.Status, stopReason string) 
 		return s.finish(run.Completed, "", codep, "", "")
 	}
 }
-
-var _ = target.State{}
