@@ -76,6 +76,10 @@ type ExperimentRunResourceModel struct {
 	SnapshotHash    types.String  `tfsdk:"snapshot_hash"`
 	SnapshotFiles   types.Int64   `tfsdk:"snapshot_files"`
 	SnapshotBytes   types.Int64   `tfsdk:"snapshot_bytes"`
+
+	EnvironmentHash         types.String  `tfsdk:"environment_hash"`
+	EnvironmentCacheHit     types.Bool    `tfsdk:"environment_cache_hit"`
+	EnvironmentBuildSeconds types.Float64 `tfsdk:"environment_build_seconds"`
 }
 
 func (r *ExperimentRunResource) Metadata(ctx context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
@@ -185,7 +189,14 @@ func (r *ExperimentRunResource) Schema(ctx context.Context, req resource.SchemaR
 				Computed:            true,
 				MarkdownDescription: "Hash of the snapshot manifest (path, mode, content of every file), computed at plan time; a change replaces the run.",
 			},
-			"snapshot_files": schema.Int64Attribute{Computed: true, MarkdownDescription: "Number of files in the snapshot."},
+			"snapshot_files":   schema.Int64Attribute{Computed: true, MarkdownDescription: "Number of files in the snapshot."},
+			"environment_hash": computedStr("For a system-managed environment, the key of the environment the run used (definition + target platform: OS, arch, Python ABI); otherwise the run configuration's `environment_hash`."),
+			"environment_cache_hit": schema.BoolAttribute{
+				Computed: true, MarkdownDescription: "Whether the system-managed environment was already built (nothing installed). Null for user-managed environments.",
+			},
+			"environment_build_seconds": schema.Float64Attribute{
+				Computed: true, MarkdownDescription: "Seconds spent building the system-managed environment (0 on a cache hit). Null for user-managed environments.",
+			},
 			"snapshot_bytes": schema.Int64Attribute{Computed: true, MarkdownDescription: "Total size of the snapshot's files."},
 		},
 	}
@@ -279,6 +290,9 @@ func (m *ExperimentRunResourceModel) fillComputed(ctx context.Context, run *engi
 	m.SnapshotHash = types.StringValue(run.SnapshotHash)
 	m.SnapshotFiles = types.Int64Value(int64(run.SnapshotFiles))
 	m.SnapshotBytes = types.Int64Value(run.SnapshotBytes)
+	m.EnvironmentHash = types.StringValue(run.EnvironmentHash)
+	m.EnvironmentCacheHit = types.BoolPointerValue(run.EnvironmentCacheHit)
+	m.EnvironmentBuildSeconds = types.Float64PointerValue(run.EnvironmentBuildSeconds)
 }
 
 // fillInputs restores configuration from the run record (import).

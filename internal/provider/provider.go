@@ -30,6 +30,7 @@ type AmlProvider struct {
 type AmlProviderModel struct {
 	SnapshotMaxBytes types.Int64 `tfsdk:"snapshot_max_bytes"`
 	SnapshotMaxFiles types.Int64 `tfsdk:"snapshot_max_files"`
+	EnvCacheMaxBytes types.Int64 `tfsdk:"environment_cache_max_bytes"`
 }
 
 // New returns the provider factory.
@@ -49,6 +50,11 @@ func (p *AmlProvider) Schema(ctx context.Context, req provider.SchemaRequest, re
 		Attributes: map[string]schema.Attribute{
 			"snapshot_max_bytes": schema.Int64Attribute{
 				MarkdownDescription: fmt.Sprintf("Largest total size of a run's source snapshot, in bytes. Default %d (300 MB, as Azure ML).", snapshot.DefaultMaxBytes),
+				Optional:            true,
+				Validators:          []validator.Int64{int64validator.AtLeast(1)},
+			},
+			"environment_cache_max_bytes": schema.Int64Attribute{
+				MarkdownDescription: "Largest size of a workspace's cache of system-managed environments; after a build passes it, the least recently used environments that no run is using are removed. Unset: no limit.",
 				Optional:            true,
 				Validators:          []validator.Int64{int64validator.AtLeast(1)},
 			},
@@ -73,6 +79,9 @@ func (p *AmlProvider) Configure(ctx context.Context, req provider.ConfigureReque
 	}
 	if !data.SnapshotMaxFiles.IsNull() && !data.SnapshotMaxFiles.IsUnknown() {
 		opts.SnapshotLimits.MaxFiles = int(data.SnapshotMaxFiles.ValueInt64())
+	}
+	if !data.EnvCacheMaxBytes.IsNull() && !data.EnvCacheMaxBytes.IsUnknown() {
+		opts.EnvCacheMaxBytes = data.EnvCacheMaxBytes.ValueInt64()
 	}
 	eng, err := engine.New(opts)
 	if err != nil {

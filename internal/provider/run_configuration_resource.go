@@ -78,6 +78,7 @@ type pipOptionsModel struct {
 	IndexURL       types.String `tfsdk:"index_url"`
 	ExtraIndexURLs types.List   `tfsdk:"extra_index_urls"`
 	FindLinks      types.List   `tfsdk:"find_links"`
+	NoIndex        types.Bool   `tfsdk:"no_index"`
 }
 
 type dockerModel struct {
@@ -89,7 +90,7 @@ type dockerModel struct {
 
 var (
 	strList         = types.ListType{ElemType: types.StringType}
-	pipOptionsTypes = map[string]attr.Type{"index_url": types.StringType, "extra_index_urls": strList, "find_links": strList}
+	pipOptionsTypes = map[string]attr.Type{"index_url": types.StringType, "extra_index_urls": strList, "find_links": strList, "no_index": types.BoolType}
 	condaTypes      = map[string]attr.Type{
 		"python_version": types.StringType, "channels": strList, "conda_packages": strList, "pip_packages": strList,
 		"pip_options": types.ObjectType{AttrTypes: pipOptionsTypes},
@@ -166,7 +167,7 @@ func (r *RunConfigurationResource) Schema(ctx context.Context, req resource.Sche
 			},
 			"environment": schema.SingleNestedAttribute{
 				Optional:            true,
-				MarkdownDescription: "The Python environment. Omitted means system-managed (built by the provider; not supported by this release yet).",
+				MarkdownDescription: "The Python environment. Omitted means system-managed: a virtual environment of the target's default `python3`, with nothing installed.",
 				PlanModifiers:       []planmodifier.Object{objectplanmodifier.RequiresReplace()},
 				Attributes: map[string]schema.Attribute{
 					"python": schema.SingleNestedAttribute{
@@ -177,7 +178,8 @@ func (r *RunConfigurationResource) Schema(ctx context.Context, req resource.Sche
 								Optional: true, Computed: true,
 								Default: booldefault.StaticBool(false),
 								MarkdownDescription: "`true`: run with `interpreter_path` as it is on the target. `false` (default, as Azure): the provider builds an environment " +
-									"from `conda_dependencies` (not supported by this release yet: runs fail with an error saying so).",
+									"from `conda_dependencies` once per environment hash on each target (with `uv` when the target has it, else `python -m venv` + pip; " +
+									"conda, mamba or micromamba for `conda_packages`) and reuses it for every later run.",
 							},
 							"interpreter_path": schema.StringAttribute{
 								Optional:            true,
@@ -186,9 +188,9 @@ func (r *RunConfigurationResource) Schema(ctx context.Context, req resource.Sche
 							},
 							"conda_dependencies": schema.SingleNestedAttribute{
 								Optional:            true,
-								MarkdownDescription: "Packages of a system-managed environment.",
+								MarkdownDescription: "Python version and packages of a system-managed environment. Package order does not matter; a changed pin is a new environment.",
 								Attributes: map[string]schema.Attribute{
-									"python_version": schema.StringAttribute{Optional: true, MarkdownDescription: "Python version, e.g. `3.11`."},
+									"python_version": schema.StringAttribute{Optional: true, MarkdownDescription: "Python version, e.g. `3.11`: an interpreter on the target must provide it (the error lists those found). Default: the target's `python3`."},
 									"channels":       schema.ListAttribute{ElementType: types.StringType, Optional: true, MarkdownDescription: "Conda channels, in priority order."},
 									"conda_packages": schema.ListAttribute{ElementType: types.StringType, Optional: true, MarkdownDescription: "Conda package specs."},
 									"pip_packages": schema.ListAttribute{
@@ -203,6 +205,7 @@ func (r *RunConfigurationResource) Schema(ctx context.Context, req resource.Sche
 											"index_url":        schema.StringAttribute{Optional: true, MarkdownDescription: "Replaces the default package index."},
 											"extra_index_urls": schema.ListAttribute{ElementType: types.StringType, Optional: true, MarkdownDescription: "Additional indexes."},
 											"find_links":       schema.ListAttribute{ElementType: types.StringType, Optional: true, MarkdownDescription: "Directories or pages of wheels."},
+											"no_index":         schema.BoolAttribute{Optional: true, MarkdownDescription: "Install from `find_links` only (pip's `--no-index`)."},
 										},
 									},
 								},
@@ -211,7 +214,7 @@ func (r *RunConfigurationResource) Schema(ctx context.Context, req resource.Sche
 					},
 					"docker": schema.SingleNestedAttribute{
 						Optional:            true,
-						MarkdownDescription: "Run inside a container image (not supported by this release yet).",
+						MarkdownDescription: "Run inside a container image; the target needs a working Docker engine (checked before the run is submitted).",
 						Attributes: map[string]schema.Attribute{
 							"enabled":    schema.BoolAttribute{Optional: true, Computed: true, Default: booldefault.StaticBool(false), MarkdownDescription: "Run in Docker. Default `false`."},
 							"base_image": schema.StringAttribute{Optional: true, MarkdownDescription: "Image to run in; required when `enabled`."},
@@ -403,6 +406,7 @@ func environmentFromModel(ctx context.Context, obj types.Object, diags *diag.Dia
 					IndexURL:       pom.IndexURL.ValueString(),
 					ExtraIndexURLs: stringList(ctx, pom.ExtraIndexURLs, diags),
 					FindLinks:      stringList(ctx, pom.FindLinks, diags),
+					NoIndex:        pom.NoIndex.ValueBool(),
 				}
 			}
 			py.Conda = c
@@ -455,8 +459,11 @@ func environmentToModel(ctx context.Context, e env.Environment, diags *diag.Diag
 				PipPackages:   optList(ctx, c.PipPackages, diags),
 				PipOptions:    types.ObjectNull(pipOptionsTypes),
 			}
-			if po := c.PipOptions; po.IndexURL != "" || po.ExtraIndexURLs != nil || po.FindLinks != nil {
-				pom := pipOptionsModel{IndexURL: optString(po.IndexURL), ExtraIndexURLs: optList(ctx, po.ExtraIndexURLs, diags), FindLinks: optList(ctx, po.FindLinks, diags)}
+			if po := c.PipOptions; po.IndexURL != "" || po.ExtraIndexURLs != nil || po.FindLinks != nil || po.NoIndex {
+				pom := pipOptionsModel{IndexURL: optString(po.IndexURL), ExtraIndexURLs: optList(ctx, po.ExtraIndexURLs, diags), FindLinks: optList(ctx, po.FindLinks, diags), NoIndex: types.BoolNull()}
+				if po.NoIndex {
+					pom.NoIndex = types.BoolValue(true)
+				}
 				v, d := types.ObjectValueFrom(ctx, pipOptionsTypes, pom)
 				diags.Append(d...)
 				cm.PipOptions = v
