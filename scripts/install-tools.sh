@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
-# Installs or checks everything `make test` needs. Terraform itself is the one
-# prerequisite the user brings; it is never downloaded.
+# Installs or checks everything `make demo` and `make test` need. Terraform itself
+# is the one prerequisite the user brings; it is never downloaded.
 source "$(dirname "$0")/lib.sh"
 
 missing=()
 command -v go >/dev/null || missing+=("go (https://go.dev/dl)")
-command -v python3 >/dev/null || {
+if ! command -v python3 >/dev/null; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     say "installing python3 with apt-get"
-    apt-get update -qq && apt-get install -y -qq python3 >/dev/null
+    apt-get update -qq && apt-get install -y -qq python3 python3-venv >/dev/null
   else
     missing+=("python3")
   fi
-}
+fi
+# uv builds system-managed environments fast; without it the engine falls back to
+# venv + pip, but the tests exercise both builders.
+if command -v python3 >/dev/null && ! uv --version >/dev/null 2>&1; then
+  say "installing uv with pip"
+  python3 -m pip install --quiet --disable-pip-version-check uv 2>&1 | grep -v 'Running pip as' || true
+  command -v pyenv >/dev/null && pyenv rehash 2>/dev/null || true
+  uv --version >/dev/null 2>&1 || missing+=("uv (python3 -m pip install uv)")
+fi
 tf=$(find_terraform)
 if [ -z "$tf" ]; then
   missing+=("terraform or tofu on PATH (or TF_ACC_TERRAFORM_PATH)")
@@ -22,4 +30,4 @@ if [ ${#missing[@]} -gt 0 ]; then
   # Outside CI the tests skip with the reason; in CI nothing may skip.
   [ "${CI:-}" = "true" ] && exit 1
 fi
-say "go: $(go version 2>/dev/null | cut -d' ' -f3)  python3: $(python3 --version 2>&1 | cut -d' ' -f2)  terraform: ${tf:-none}"
+say "go: $(go version 2>/dev/null | cut -d' ' -f3)  python3: $(python3 --version 2>&1 | cut -d' ' -f2)  uv: $(uv --version 2>/dev/null | cut -d' ' -f2)  terraform: ${tf:-none}"

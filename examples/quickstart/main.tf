@@ -1,8 +1,9 @@
-# Quickstart: train a small classifier on the machine running Terraform.
-# `terraform apply` snapshots ./src, runs train.py with python3 and exposes the
-# run's metrics and outputs as attributes. Editing src/train.py (or anything
-# else in src/ that .amlignore does not exclude) makes the next plan replace
-# the run, which re-executes it.
+# Quickstart: train a scikit-learn model on the machine running Terraform.
+#
+# `terraform apply` builds a Python environment with scikit-learn (once: later runs
+# with the same packages reuse it), snapshots ./src, runs train.py and exposes the
+# run's metrics and outputs as attributes. Editing src/train.py (or anything else in
+# src/ that .amlignore does not exclude) makes the next plan replace the run.
 
 terraform {
   required_providers {
@@ -17,22 +18,25 @@ provider "aml" {}
 variable "epochs" {
   description = "Training epochs, passed to train.py as the EPOCHS environment variable."
   type        = number
-  default     = 30
+  default     = 20
 }
 
 resource "aml_workspace" "ws" {
   name = "quickstart"
 }
 
-resource "aml_run_configuration" "py" {
+resource "aml_run_configuration" "sklearn" {
   workspace_id = aml_workspace.ws.id
-  name         = "user-python"
+  name         = "sklearn"
   framework    = "Python"
 
   environment = {
     python = {
-      user_managed_dependencies = true
-      interpreter_path          = "python3"
+      user_managed_dependencies = false
+      conda_dependencies = {
+        python_version = "3"
+        pip_packages   = ["scikit-learn==1.5.*"]
+      }
     }
   }
 
@@ -45,12 +49,19 @@ resource "aml_run_configuration" "py" {
 
 resource "aml_experiment_run" "train" {
   workspace_id         = aml_workspace.ws.id
-  experiment_name      = "iris"
+  experiment_name      = "digits"
   source_directory     = "${path.module}/src"
   script               = "train.py"
-  arguments            = ["--C", "1.0"]
+  arguments            = ["--alpha", "0.0001"]
   compute_target       = "local"
-  run_configuration_id = aml_run_configuration.py.id
+  run_configuration_id = aml_run_configuration.sklearn.id
+
+  lifecycle {
+    postcondition {
+      condition     = self.metrics["accuracy"] >= 0.9
+      error_message = "The model's test accuracy fell below 0.9."
+    }
+  }
 }
 
 output "accuracy" {
@@ -67,6 +78,14 @@ output "run_id" {
 
 output "status" {
   value = aml_experiment_run.train.status
+}
+
+output "environment_cache_hit" {
+  value = aml_experiment_run.train.environment_cache_hit
+}
+
+output "environment_build_seconds" {
+  value = aml_experiment_run.train.environment_build_seconds
 }
 
 output "output_files" {
