@@ -1022,9 +1022,9 @@ func TestSubmitBadInput(t *testing.T) {
 		{"multi-node configuration on local", func(r *engine.RunRequest) { r.RunConfigID = twoNodes }, "run_configuration_id", "node_count = 2"},
 		{"missing source directory", func(r *engine.RunRequest) { r.SourceDirectory = filepath.Join(src, "missing") }, "source_directory", "missing"},
 		{"source changed since plan", func(r *engine.RunRequest) { r.PlannedSnapshotHash = "sha256:" + strings.Repeat("0", 64) }, "source_directory", "source changed since plan"},
-		{"interpreter missing", func(r *engine.RunRequest) { r.RunConfigID = missingInterp }, "environment.python.interpreter_path", "not an executable"},
-		{"python version no interpreter provides", func(r *engine.RunRequest) { r.RunConfigID = missingPython }, "environment.python.conda_dependencies.python_version", "found:"},
-		{"conda packages without conda", func(r *engine.RunRequest) { r.RunConfigID = condaWithoutConda }, "environment.python.conda_dependencies.conda_packages", "micromamba"},
+		{"interpreter missing", func(r *engine.RunRequest) { r.RunConfigID = missingInterp }, "run_configuration_id", "environment.python.interpreter_path: \""},
+		{"python version no interpreter provides", func(r *engine.RunRequest) { r.RunConfigID = missingPython }, "run_configuration_id", "environment.python.conda_dependencies.python_version: no interpreter"},
+		{"conda packages without conda", func(r *engine.RunRequest) { r.RunConfigID = condaWithoutConda }, "run_configuration_id", "conda_dependencies.conda_packages: conda packages numpy need micromamba"},
 		{"bad experiment name", func(r *engine.RunRequest) { r.Experiment = "my experiment" }, "experiment_name", "my experiment"},
 		{"unknown workspace", func(r *engine.RunRequest) { r.WorkspaceID = filepath.Join(t.TempDir(), "ghost") }, "workspace_id", "ghost"},
 	}

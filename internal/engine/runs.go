@@ -198,7 +198,8 @@ func (e *Engine) SubmitRun(ctx context.Context, req RunRequest) (*Run, error) {
 	}
 	launch, err := env.PrepareLocal(ctx, rc.Spec.Environment, os.Getenv("PATH"))
 	if err != nil {
-		return nil, err
+		// The fault is in the run configuration: say which, and where in it.
+		return nil, fieldErr("run_configuration_id", "run configuration %q cannot run on target %q: %v", rc.Spec.Name, req.ComputeTarget, err)
 	}
 
 	key := submitKey(s.Dir, sum.Hash, req, rc)

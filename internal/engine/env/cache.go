@@ -11,7 +11,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sort"
@@ -110,11 +109,7 @@ func (c Cache) Ensure(ctx context.Context, e Environment, pathEnv string, log io
 		if err != nil {
 			return nil, err
 		}
-		abi, err := pythonABI(ctx, base.Path)
-		if err != nil {
-			return nil, fmt.Errorf("inspecting %s: %w", base.Path, err)
-		}
-		plat = Platform{OS: runtime.GOOS, Arch: runtime.GOARCH, Python: base.Version, ABI: abi}
+		plat = Platform{OS: runtime.GOOS, Arch: runtime.GOARCH, Python: base.Version, ABI: base.ABI}
 	}
 	key := Key(e, plat)
 	dir := filepath.Join(c.Root, dirName(key))
@@ -319,13 +314,4 @@ func dirSize(dir string) int64 {
 		return nil
 	})
 	return n
-}
-
-func pythonABI(ctx context.Context, python string) (string, error) {
-	out, err := exec.CommandContext(ctx, python, "-c",
-		"import sys, sysconfig; print(sysconfig.get_config_var('SOABI') or '%s-%d%d' % (sys.implementation.name, *sys.version_info[:2]))").Output()
-	if err != nil {
-		return "", err
-	}
-	return strings.TrimSpace(string(out)), nil
 }

@@ -16,6 +16,7 @@ import (
 type Interpreter struct {
 	Path    string // as found on PATH
 	Version string // e.g. "3.11.7"
+	ABI     string // e.g. "cpython-311-x86_64-linux-gnu"
 }
 
 var pythonName = regexp.MustCompile(`^python(3(\.\d+)?)?$`)
@@ -35,25 +36,29 @@ func DiscoverInterpreters(ctx context.Context, pathEnv string) []Interpreter {
 				continue
 			}
 			p := filepath.Join(dir, de.Name())
-			v, err := pythonVersion(ctx, p)
-			if err != nil || seen[v] {
+			in, err := probePython(ctx, p)
+			if err != nil || seen[in.Version] {
 				continue
 			}
-			seen[v] = true
-			out = append(out, Interpreter{Path: p, Version: v})
+			seen[in.Version] = true
+			out = append(out, in)
 		}
 	}
 	return out
 }
 
-func pythonVersion(ctx context.Context, path string) (string, error) {
+// probePython asks an interpreter for its version and ABI in one start-up.
+func probePython(ctx context.Context, path string) (Interpreter, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, path, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])").Output()
+	out, err := exec.CommandContext(ctx, path, "-c",
+		"import sys, sysconfig; print('%d.%d.%d' % sys.version_info[:3]); "+
+			"print(sysconfig.get_config_var('SOABI') or '%s-%d%d' % (sys.implementation.name, *sys.version_info[:2]))").Output()
 	if err != nil {
-		return "", err
+		return Interpreter{}, err
 	}
-	return strings.TrimSpace(string(out)), nil
+	version, abi, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	return Interpreter{Path: path, Version: version, ABI: strings.TrimSpace(abi)}, nil
 }
 
 // VersionMatches reports whether a full version satisfies a requested one
@@ -65,12 +70,18 @@ func VersionMatches(want, have string) bool {
 // FindInterpreter picks the first Python on pathEnv that provides want (any
 // python3 when want is empty); the error lists what was found.
 func FindInterpreter(ctx context.Context, want, pathEnv string) (Interpreter, error) {
-	if want == "" {
-		for _, name := range []string{"python3", "python"} {
-			if p, err := lookPathIn(name, pathEnv); err == nil {
-				if v, err := pythonVersion(ctx, p); err == nil && strings.HasPrefix(v, "3.") {
-					return Interpreter{Path: p, Version: v}, nil
-				}
+	// The usual names first: one start-up in the common case (a cache hit
+	// should not probe every python on PATH).
+	names := []string{"python3", "python"}
+	if want != "" && strings.Count(want, ".") >= 1 {
+		major, rest, _ := strings.Cut(want, ".")
+		minor, _, _ := strings.Cut(rest, ".")
+		names = append([]string{"python" + major + "." + minor}, names...)
+	}
+	for _, name := range names {
+		if p, err := lookPathIn(name, pathEnv); err == nil {
+			if in, err := probePython(ctx, p); err == nil && strings.HasPrefix(in.Version, "3.") && VersionMatches(want, in.Version) {
+				return in, nil
 			}
 		}
 	}

@@ -1,0 +1,304 @@
+package provider_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/terraform-plugin-framework/providerserver"
+	"github.com/hashicorp/terraform-plugin-go/tfprotov6"
+	"github.com/hashicorp/terraform-plugin-testing/terraform"
+
+	"github.com/openaml/terraform-provider-aml/internal/agent"
+	"github.com/openaml/terraform-provider-aml/internal/engine"
+	"github.com/openaml/terraform-provider-aml/internal/provider"
+)
+
+// testAccProtoV6ProviderFactories serves the provider in-process to the
+// Terraform CLI that terraform-plugin-testing drives.
+var testAccProtoV6ProviderFactories = map[string]func() (tfprotov6.ProviderServer, error){
+	"aml": providerserver.NewProtocol6WithError(provider.New("test")()),
+}
+
+var (
+	// terraformBin is the Terraform CLI the tests use; empty when there is none,
+	// and then terraformMissing says why.
+	terraformBin     string
+	terraformMissing string
+	// pythonBin is the real python3 (not a pyenv shim, so runs start fast).
+	pythonBin     string
+	pythonMissing string
+)
+
+func TestMain(m *testing.M) {
+	// The engine starts each run's supervisor by re-executing os.Executable(),
+	// which in tests is this test binary.
+	agent.MaybeRun()
+
+	terraformBin, terraformMissing = findTerraform()
+	if terraformBin != "" {
+		// Pin plugin-testing to this binary: it must never download one.
+		os.Setenv("TF_ACC_TERRAFORM_PATH", terraformBin)
+	}
+	pythonBin, pythonMissing = findPython()
+
+	// The provider keeps its plan-time stat cache under the user cache
+	// directory; give the tests' throwaway source directories a cache of their
+	// own. The Go build cache (used to build the provider binary) stays put.
+	if os.Getenv("GOCACHE") == "" {
+		if d, err := os.UserCacheDir(); err == nil {
+			os.Setenv("GOCACHE", filepath.Join(d, "go-build"))
+		}
+	}
+	cacheDir, err := os.MkdirTemp("", "aml-acc-cache-")
+	if err == nil {
+		os.Setenv("XDG_CACHE_HOME", cacheDir)
+	}
+	code := m.Run()
+	if cacheDir != "" {
+		os.RemoveAll(cacheDir)
+	}
+	os.Exit(code)
+}
+
+func findTerraform() (string, string) {
+	if p := os.Getenv("TF_ACC_TERRAFORM_PATH"); p != "" {
+		if st, err := os.Stat(p); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
+			return "", fmt.Sprintf("TF_ACC_TERRAFORM_PATH=%s is not an executable file", p)
+		}
+		return p, ""
+	}
+	p, err := exec.LookPath("terraform")
+	if err != nil {
+		return "", "terraform CLI not found on PATH and TF_ACC_TERRAFORM_PATH is not set"
+	}
+	if abs, err := filepath.Abs(p); err == nil {
+		p = abs
+	}
+	return p, ""
+}
+
+func findPython() (string, string) {
+	p, err := exec.LookPath("python3")
+	if err != nil {
+		return "", "python3 not found on PATH"
+	}
+	out, err := exec.Command(p, "-c", "import sys; print(sys.executable)").Output()
+	if err != nil {
+		return "", fmt.Sprintf("%s does not run: %v", p, err)
+	}
+	if real := strings.TrimSpace(string(out)); real != "" {
+		return real, ""
+	}
+	return p, ""
+}
+
+// testAccPreCheck skips when a part the acceptance tests need is missing.
+func testAccPreCheck(t *testing.T) {
+	t.Helper()
+	if os.Getenv("TF_ACC") == "" {
+		t.Skip("acceptance tests run only with TF_ACC=1 (make testacc)")
+	}
+	if terraformBin == "" {
+		t.Skip(terraformMissing)
+	}
+	if pythonBin == "" {
+		t.Skip(pythonMissing)
+	}
+}
+
+// writeFiles writes files (slash paths relative to dir) and returns dir.
+func writeFiles(t *testing.T, dir string, files map[string]string) string {
+	t.Helper()
+	for name, body := range files {
+		p := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// newSourceDir creates a source directory holding files.
+func newSourceDir(t *testing.T, files map[string]string) string {
+	t.Helper()
+	return writeFiles(t, filepath.Join(t.TempDir(), "src"), files)
+}
+
+// testEngine opens workspaces the way the provider does, to check what it wrote.
+func testEngine(t *testing.T) *engine.Engine {
+	t.Helper()
+	e, err := engine.New(engine.Options{StatCacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	return e
+}
+
+func workspaceRunCount(t *testing.T, wsDir string) (int, error) {
+	t.Helper()
+	e := testEngine(t)
+	ws, err := e.ReadWorkspace(context.Background(), wsDir)
+	if err != nil {
+		return 0, err
+	}
+	return ws.RunCount, nil
+}
+
+// runDirs lists the run directories under a workspace.
+func runDirs(wsDir string) ([]string, error) {
+	ents, err := os.ReadDir(filepath.Join(wsDir, "runs"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range ents {
+		if e.IsDir() {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
+}
+
+// checkNoRuns fails unless the workspace holds no run record and no run directory.
+func checkNoRuns(t *testing.T, wsDir string) error {
+	t.Helper()
+	n, err := workspaceRunCount(t, wsDir)
+	if err != nil {
+		return err
+	}
+	if n != 0 {
+		return fmt.Errorf("workspace %s holds %d run record(s), want 0", wsDir, n)
+	}
+	dirs, err := runDirs(wsDir)
+	if err != nil {
+		return err
+	}
+	if len(dirs) != 0 {
+		return fmt.Errorf("workspace %s has run directories %v, want none", wsDir, dirs)
+	}
+	return nil
+}
+
+// stateAttr reads one attribute of a resource from plugin-testing's state.
+func stateAttr(s *terraform.State, address, attr string) (string, error) {
+	rs, ok := s.RootModule().Resources[address]
+	if !ok {
+		return "", fmt.Errorf("%s not in state", address)
+	}
+	v, ok := rs.Primary.Attributes[attr]
+	if !ok {
+		return "", fmt.Errorf("%s has no attribute %s", address, attr)
+	}
+	return v, nil
+}
+
+// importIDFromState returns an ImportStateIdFunc reading a resource's id.
+func importIDFromState(address string) func(*terraform.State) (string, error) {
+	return func(s *terraform.State) (string, error) { return stateAttr(s, address, "id") }
+}
+
+// waitFor polls cond until it returns true, an error, or the timeout passes.
+func waitFor(timeout time.Duration, what string, cond func() (bool, error)) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, err := cond()
+		if err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// processGone reports whether pid no longer names a live (non-zombie) process.
+func processGone(pid int) bool {
+	if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+		return true
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	// Field 3, after the parenthesized command name, is the state.
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) {
+		return s[i+2] == 'Z' || s[i+2] == 'X'
+	}
+	return false
+}
+
+// workspaceConfig is a workspace plus a user-managed Python run configuration
+// named "py"; storage paths are absolute because the provider runs in the test
+// process, not in Terraform's working directory.
+func workspaceConfig(wsDir string) string {
+	return fmt.Sprintf(`
+resource "aml_workspace" "ws" {
+  name          = "acc-ws"
+  storage_path  = %q
+  force_destroy = true
+}
+
+resource "aml_run_configuration" "py" {
+  workspace_id = aml_workspace.ws.id
+  name         = "py"
+  environment = {
+    python = {
+      user_managed_dependencies = true
+      interpreter_path          = %q
+    }
+  }
+}
+`, wsDir, pythonBin)
+}
+
+// trainScript logs metrics, prints a line and writes outputs/model.txt.
+const trainScript = `import os
+import aml_run
+
+print("hello from train.py", flush=True)
+aml_run.log("accuracy", 0.93)
+aml_run.log("loss", 0.5, step=1)
+aml_run.log("loss", 0.25, step=2)
+with open(os.path.join(os.environ["AML_OUTPUTS_DIR"], "model.txt"), "w") as f:
+    f.write("weights")
+`
+
+// wrapped matches a phrase in Terraform's output, where diagnostics are
+// word-wrapped: every run of spaces in the phrase matches any whitespace.
+func wrapped(phrase string) *regexp.Regexp {
+	words := strings.Fields(phrase)
+	for i, w := range words {
+		words[i] = regexp.QuoteMeta(w)
+	}
+	return regexp.MustCompile(strings.Join(words, `\s+`))
+}
+
+// wrappedAll matches the phrases in order, anything between them.
+func wrappedAll(phrases ...string) *regexp.Regexp {
+	parts := make([]string, len(phrases))
+	for i, p := range phrases {
+		parts[i] = wrapped(p).String()
+	}
+	return regexp.MustCompile(`(?s)` + strings.Join(parts, `.*`))
+}
