@@ -372,3 +372,7 @@ echo
 echo '```'
 printf '%s\n' "$gobench" | grep -E '^(goos|goarch|cpu|Benchmark|go test failed|FAIL|---|\(no )|panic|\s+bench_test' || printf '%s\n' "$gobench"
 echo '```'
+
+# 3. Environment build and reuse (its own script: it needs uv and the package index).
+echo
+bash "$(dirname "$0")/env.sh"
