@@ -64,6 +64,7 @@ func buildEnv(pathEnv string) []string {
 		"PIP_RETRIES=1",
 		"UV_PYTHON_DOWNLOADS=never",
 		fmt.Sprintf("UV_HTTP_TIMEOUT=%d", HTTPTimeoutSeconds),
+		"UV_HTTP_RETRIES=1", // as PIP_RETRIES: uv's default 3 makes a dead index cost 4 timeouts
 		"UV_NO_PROGRESS=1",
 	)
 }
