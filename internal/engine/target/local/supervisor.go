@@ -221,7 +221,14 @@ func (s *supervisor) prepare(logf *os.File, sigs <-chan os.Signal) (python strin
 	default:
 	}
 	if err != nil {
-		fmt.Fprintf(logf, "aml: %v\n", err)
+		// The details go to the run's message (and the apply's error); the log
+		// points at the full build output.
+		var be *env.BuildError
+		if errors.As(err, &be) {
+			fmt.Fprintf(logf, "aml: building the Python environment failed at %s (%v); full output in %s/%s\n", be.Step, be.Err, LogsDir, filepath.Base(s.l.EnvBuildLog()))
+		} else {
+			fmt.Fprintf(logf, "aml: %v\n", err)
+		}
 		return "", nil, s.finish(run.Failed, run.ReasonSetupFailed, nil, "", err.Error()), false
 	}
 	if res.CacheHit {
