@@ -5,14 +5,16 @@ package agent
 import (
 	"fmt"
 	"os"
+	"strings"
 
+	"github.com/openaml/terraform-provider-aml/internal/engine/target/hostagent"
 	"github.com/openaml/terraform-provider-aml/internal/engine/target/local"
 )
 
 // Main runs `agent <subcommand> ...` and returns the exit code.
 func Main(args []string) int {
 	if len(args) == 0 {
-		fmt.Fprintln(os.Stderr, "usage: terraform-provider-aml agent supervise <run-dir>")
+		fmt.Fprintf(os.Stderr, "usage: terraform-provider-aml agent {supervise|%s} ...\n", strings.Join(hostagent.Commands, "|"))
 		return 2
 	}
 	switch args[0] {
@@ -23,8 +25,8 @@ func Main(args []string) int {
 		}
 		return local.Supervise(args[1])
 	default:
-		fmt.Fprintf(os.Stderr, "unknown agent subcommand %q\n", args[0])
-		return 2
+		// Host commands: what drivers of attached machines run there over SSH.
+		return hostagent.Main(args, os.Stdin, os.Stdout, os.Stderr)
 	}
 }
 

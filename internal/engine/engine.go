@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/env"
+	"github.com/openaml/terraform-provider-aml/internal/engine/remote"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
 	"github.com/openaml/terraform-provider-aml/internal/engine/store"
 	"github.com/openaml/terraform-provider-aml/internal/engine/target/local"
@@ -57,6 +58,7 @@ type Engine struct {
 
 	mu     sync.Mutex
 	stores map[string]*store.Store
+	pool   *remote.Pool // SSH connections, one per host; created on first use
 }
 
 // New returns an Engine with defaults filled in.
@@ -98,6 +100,10 @@ func (e *Engine) Close() {
 	for k, s := range e.stores {
 		s.Close()
 		delete(e.stores, k)
+	}
+	if e.pool != nil {
+		e.pool.Close()
+		e.pool = nil
 	}
 }
 

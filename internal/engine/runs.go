@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"github.com/openaml/terraform-provider-aml/internal/engine/store"
 	"github.com/openaml/terraform-provider-aml/internal/engine/target"
 	"github.com/openaml/terraform-provider-aml/internal/engine/target/local"
+	sshdrv "github.com/openaml/terraform-provider-aml/internal/engine/target/ssh"
 )
 
 // LocalTarget is the reserved name of the machine running Terraform.
@@ -174,8 +174,9 @@ func (e *Engine) SubmitRun(ctx context.Context, req RunRequest) (*Run, error) {
 	if err != nil {
 		return nil, fieldErr("run_configuration_id", "%v", err)
 	}
-	if req.ComputeTarget != LocalTarget {
-		return nil, fieldErr("compute_target", "unknown compute target %q; this workspace has: %s", req.ComputeTarget, LocalTarget)
+	drv, err := e.driverFor(ctx, s, req.ComputeTarget)
+	if err != nil {
+		return nil, err
 	}
 	if rc.Spec.NodeCount > 1 {
 		return nil, fieldErr("run_configuration_id", "run configuration %q asks for node_count = %d, but compute target %q runs one node", rc.Spec.Name, rc.Spec.NodeCount, req.ComputeTarget)
@@ -196,8 +197,12 @@ func (e *Engine) SubmitRun(ctx context.Context, req RunRequest) (*Run, error) {
 			return nil, err
 		}
 	}
-	launch, err := env.PrepareLocal(ctx, rc.Spec.Environment, os.Getenv("PATH"))
+	launch, err := drv.PrepareEnvironment(ctx, rc.Spec.Environment)
 	if err != nil {
+		var fe *FieldError
+		if !errors.As(err, &fe) {
+			return nil, fmt.Errorf("compute target %q: %w", req.ComputeTarget, err)
+		}
 		// The fault is in the run configuration: say which, and where in it.
 		return nil, fieldErr("run_configuration_id", "run configuration %q cannot run on target %q: %v", rc.Spec.Name, req.ComputeTarget, err)
 	}
@@ -258,11 +263,10 @@ func (e *Engine) SubmitRun(ctx context.Context, req RunRequest) (*Run, error) {
 		Triggers:             req.Triggers,
 	}
 	rec.RunDir = s.RunDir(rec.ID)
-	argv := runArgv(req, launch, rec, envVars)
+	argv := runArgv(req, launch, rec.ID, drv.RunDir(rec.ID), envVars)
 	if err := s.InsertRun(ctx, rec, e.owner); err != nil {
 		return nil, err
 	}
-	drv := e.driver(s)
 	h, err := drv.Start(ctx, target.RunSpec{
 		RunID:       rec.ID,
 		Manifest:    manifest,
@@ -296,22 +300,13 @@ func (e *Engine) SubmitRun(ctx context.Context, req RunRequest) (*Run, error) {
 	return e.toRun(s, rec), nil
 }
 
-func (e *Engine) driver(s *store.Store) target.Driver {
-	return &local.Driver{
-		RunsRoot:      filepath.Join(s.Dir, store.RunsDir),
-		EnvRoot:       filepath.Join(s.Dir, EnvsDir),
-		EnvCacheBytes: e.opts.EnvCacheMaxBytes,
-		AgentCommand:  e.opts.AgentCommand,
-	}
-}
-
 // EnvsDir holds a workspace's cache of built environments.
 const EnvsDir = "envs"
 
 // runArgv is the program a run executes. For a system-managed environment the
 // interpreter is left empty: the supervisor fills it in once the environment is
 // ready. Docker runs wrap the script in `docker run`.
-func runArgv(req RunRequest, launch env.Launch, rec *run.Record, envVars map[string]string) []string {
+func runArgv(req RunRequest, launch env.Launch, runID, runDir string, envVars map[string]string) []string {
 	var prog []string
 	if req.Script != "" {
 		prog = append([]string{filepath.FromSlash(req.Script)}, req.Arguments...)
@@ -320,15 +315,15 @@ func runArgv(req RunRequest, launch env.Launch, rec *run.Record, envVars map[str
 	}
 	switch {
 	case launch.Docker != nil:
-		l := local.Layout{Dir: rec.RunDir}
+		l := local.Layout{Dir: runDir}
 		vars := map[string]string{
-			"AML_RUN_ID": rec.ID, "AML_OUTPUTS_DIR": l.Outputs(), "AML_LOGS_DIR": l.Logs(),
+			"AML_RUN_ID": runID, "AML_OUTPUTS_DIR": l.Outputs(), "AML_LOGS_DIR": l.Logs(),
 			"AML_METRICS_FILE": l.Metrics(), "PYTHONPATH": l.HelperLib(), "PYTHONUNBUFFERED": "1",
 		}
 		for k, v := range envVars {
 			vars[k] = v
 		}
-		dr := env.DockerRun{Name: "aml-" + rec.ID, RunDir: rec.RunDir, Env: vars, Python: launch.Interpreter}
+		dr := env.DockerRun{Name: "aml-" + runID, RunDir: runDir, Env: vars, Python: launch.Interpreter}
 		if req.Script != "" {
 			dr.Script = prog
 		} else {
@@ -390,11 +385,18 @@ func (e *Engine) refresh(ctx context.Context, s *store.Store, rec *run.Record) (
 	if rec.Status.Terminal() || len(rec.Handle) == 0 {
 		return e.toRun(s, rec), nil
 	}
-	ex, err := e.driver(s).Recover(ctx, rec.Handle)
+	ex, err := e.recoverRun(ctx, s, rec)
 	if err != nil {
 		return nil, err
 	}
 	st, err := ex.Status(ctx)
+	if sshdrv.Transient(err) {
+		// The host is out of reach; the run goes on there. Report what we
+		// know and observe it again next time.
+		r := e.toRun(s, rec)
+		r.Message = fmt.Sprintf("compute target %q is unreachable, status as last seen: %v", rec.Target, err)
+		return r, nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -450,7 +452,7 @@ func (e *Engine) WaitRun(ctx context.Context, id string) (*Run, error) {
 		return nil, err
 	}
 	if rec.Status.Active() && len(rec.Handle) > 0 {
-		ex, err := e.driver(s).Recover(ctx, rec.Handle)
+		ex, err := e.recoverRun(ctx, s, rec)
 		if err != nil {
 			return nil, err
 		}
@@ -501,7 +503,7 @@ func (e *Engine) cancel(ctx context.Context, s *store.Store, runID, reason strin
 	if rec.Status.Terminal() || len(rec.Handle) == 0 {
 		return e.toRun(s, rec), nil
 	}
-	ex, err := e.driver(s).Recover(ctx, rec.Handle)
+	ex, err := e.recoverRun(ctx, s, rec)
 	if err != nil {
 		return nil, err
 	}

@@ -275,14 +275,22 @@ func (c Cache) Evict(ctx context.Context, keep string) ([]string, error) {
 		if ev.dir == keep {
 			continue
 		}
+		// Hold the key's build lock too, so an Ensure that finds the marker gone
+		// waits for the removal instead of rebuilding while RemoveAll runs.
+		unbuild, err := tryLock(ev.dir + ".lock")
+		if err != nil {
+			continue // an Ensure of this key holds it
+		}
 		unlock, err := tryLock(filepath.Join(ev.dir, inUseLock))
 		if err != nil {
+			unbuild()
 			continue // in use by a run
 		}
 		// Remove the marker first: a concurrent reader then sees "not built".
 		_ = os.Remove(filepath.Join(ev.dir, completeMarker))
 		err = os.RemoveAll(ev.dir)
 		unlock()
+		unbuild()
 		if err == nil {
 			total -= ev.size
 			removed = append(removed, ev.dir)

@@ -157,9 +157,9 @@ var ErrSystemManaged = errors.New("the environment is system-managed (user_manag
 
 // Launch says how a run on a host gets its Python.
 type Launch struct {
-	Interpreter string       // user-managed: the resolved interpreter
-	System      *Environment // system-managed: built (or found cached) before the run
-	Docker      *Docker      // run inside this image
+	Interpreter string       `json:"interpreter,omitempty"` // user-managed: the resolved interpreter
+	System      *Environment `json:"system,omitempty"`      // system-managed: built (or found cached) before the run
+	Docker      *Docker      `json:"docker,omitempty"`      // run inside this image
 }
 
 // PrepareLocal checks, before anything is submitted, that this host can provide

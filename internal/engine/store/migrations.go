@@ -45,6 +45,17 @@ var migrations = []string{
 		step   REAL,
 		PRIMARY KEY (run_id, seq)
 	);`,
+	// 2: attached compute targets (SSH hosts, ...). Secrets are not here: they
+	// live in secrets/<name>.json with mode 0600.
+	`CREATE TABLE targets (
+		name       TEXT PRIMARY KEY,
+		kind       TEXT NOT NULL,
+		spec       TEXT NOT NULL,
+		state      TEXT NOT NULL DEFAULT '{}',
+		created_at TEXT NOT NULL,
+		updated_at TEXT NOT NULL
+	);
+	CREATE INDEX runs_status ON runs (status);`,
 }
 
 // SchemaVersion is the newest schema this build knows.

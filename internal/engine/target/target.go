@@ -23,6 +23,10 @@ type Facts struct {
 	GPUs        int    `json:"gpus"`
 	Python      string `json:"python"`
 	Docker      bool   `json:"docker"`
+	// Filled by host probes of attached machines.
+	PythonVersions []string `json:"python_versions,omitempty"`
+	Home           string   `json:"home,omitempty"`
+	PathEnv        string   `json:"path,omitempty"`
 }
 
 // RunSpec is everything a driver needs to start one run.

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/openaml/terraform-provider-aml/internal/engine/env"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
 	"github.com/openaml/terraform-provider-aml/internal/engine/target"
@@ -55,58 +56,101 @@ func (d *Driver) Probe(ctx context.Context) (target.Facts, error) {
 	return f, nil
 }
 
-// Start materializes the snapshot into the run directory, writes the supervisor's
-// spec and launches the supervisor detached: its own session, stdio on files, so it
-// outlives the provider and never holds the plugin protocol's pipes.
+// Start stages the run directory and launches its supervisor detached.
 func (d *Driver) Start(ctx context.Context, spec target.RunSpec) (target.Handle, error) {
-	l := Layout{Dir: filepath.Join(d.RunsRoot, spec.RunID)}
-	if _, err := os.Stat(l.Dir); err == nil {
-		return nil, fmt.Errorf("run directory %s already exists", l.Dir)
+	req := StageRequest{
+		RunID:          spec.RunID,
+		RunDir:         filepath.Join(d.RunsRoot, spec.RunID),
+		Manifest:       spec.Manifest,
+		BlobsRoot:      spec.Blobs.Root,
+		Argv:           spec.Argv,
+		Env:            spec.Env,
+		Environment:    spec.Environment,
+		EnvRoot:        d.EnvRoot,
+		EnvCacheBytes:  d.EnvCacheBytes,
+		MaxDurationSec: spec.MaxDuration.Seconds(),
+		GraceSec:       spec.Grace.Seconds(),
 	}
-	if err := spec.Blobs.Materialize(ctx, spec.Manifest, l.Dir); err != nil {
-		return nil, fmt.Errorf("staging snapshot: %w", err)
+	if err := Stage(ctx, req); err != nil {
+		return nil, err
+	}
+	return Launch(d.AgentCommand, req.RunDir)
+}
+
+// StageRequest is everything a host needs to prepare one run directory. It is
+// JSON so that a remote agent can take it on stdin.
+type StageRequest struct {
+	RunID          string             `json:"run_id"`
+	RunDir         string             `json:"run_dir"`
+	Manifest       *snapshot.Manifest `json:"manifest"`
+	BlobsRoot      string             `json:"blobs_root"`
+	Argv           []string           `json:"argv"`
+	Env            map[string]string  `json:"env"`
+	Environment    *env.Environment   `json:"environment,omitempty"`
+	EnvRoot        string             `json:"env_root"`
+	EnvCacheBytes  int64              `json:"env_cache_bytes,omitempty"`
+	MaxDurationSec float64            `json:"max_duration_seconds,omitempty"`
+	GraceSec       float64            `json:"grace_seconds"`
+}
+
+// Stage materializes the snapshot from the host's blob store into the run
+// directory and writes the supervisor's spec, an initial status and the aml_run
+// helper. The run's base environment is this host's.
+func Stage(ctx context.Context, req StageRequest) error {
+	l := Layout{Dir: req.RunDir}
+	if _, err := os.Stat(l.Dir); err == nil {
+		return fmt.Errorf("run directory %s already exists", l.Dir)
+	}
+	blobs := snapshot.BlobStore{Root: req.BlobsRoot}
+	if err := blobs.Materialize(ctx, req.Manifest, l.Dir); err != nil {
+		return fmt.Errorf("staging snapshot: %w", err)
 	}
 	for _, dir := range []string{l.Outputs(), l.Logs(), l.HelperLib()} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("staging run directory: %w", err)
+			return fmt.Errorf("staging run directory: %w", err)
 		}
 	}
 	if err := os.WriteFile(filepath.Join(l.HelperLib(), "aml_run.py"), []byte(helperPy), 0o644); err != nil {
-		return nil, err
+		return err
 	}
-	env := RunEnvironment(os.Environ(), spec.Env, map[string]string{
-		"AML_RUN_ID":       spec.RunID,
+	runEnv := RunEnvironment(os.Environ(), req.Env, map[string]string{
+		"AML_RUN_ID":       req.RunID,
 		"AML_OUTPUTS_DIR":  l.Outputs(),
 		"AML_LOGS_DIR":     l.Logs(),
 		"AML_METRICS_FILE": l.Metrics(),
 		"PYTHONUNBUFFERED": "1",
 	}, l.HelperLib())
 	sspec := SupervisorSpec{
-		RunID:          spec.RunID,
-		Argv:           spec.Argv,
-		Env:            env,
-		MaxDurationSec: spec.MaxDuration.Seconds(),
-		GraceSec:       spec.Grace.Seconds(),
+		RunID:          req.RunID,
+		Argv:           req.Argv,
+		Env:            runEnv,
+		MaxDurationSec: req.MaxDurationSec,
+		GraceSec:       req.GraceSec,
 	}
-	if spec.Environment != nil {
-		sspec.Environment = &EnvironmentSpec{Definition: *spec.Environment, CacheRoot: d.EnvRoot, CacheMaxBytes: d.EnvCacheBytes, PathEnv: os.Getenv("PATH")}
+	if req.Environment != nil {
+		sspec.Environment = &EnvironmentSpec{Definition: *req.Environment, CacheRoot: req.EnvRoot, CacheMaxBytes: req.EnvCacheBytes, PathEnv: os.Getenv("PATH")}
 	}
 	if err := writeJSONAtomic(l.Spec(), sspec); err != nil {
-		return nil, err
+		return err
 	}
-	if err := writeJSONAtomic(l.Status(), SupervisorStatus{State: target.State{Status: run.Starting}}); err != nil {
-		return nil, err
-	}
+	return writeJSONAtomic(l.Status(), SupervisorStatus{State: target.State{Status: run.Starting}})
+}
+
+// Launch starts `agent supervise <runDir>` detached: its own session, stdin from
+// /dev/null, stdout and stderr on a file, so it outlives this process and never
+// holds the plugin protocol's pipes. It returns the run's handle.
+func Launch(agentCommand []string, runDir string) (target.Handle, error) {
+	l := Layout{Dir: runDir}
 	slog, err := os.OpenFile(l.SupervisorLog(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
 	defer slog.Close()
-	if len(d.AgentCommand) == 0 {
-		return nil, errors.New("local driver: no agent command configured")
+	if len(agentCommand) == 0 {
+		return nil, errors.New("no agent command configured")
 	}
-	args := append(append([]string{}, d.AgentCommand[1:]...), "supervise", l.Dir)
-	cmd := exec.Command(d.AgentCommand[0], args...)
+	args := append(append([]string{}, agentCommand[1:]...), "supervise", l.Dir)
+	cmd := exec.Command(agentCommand[0], args...)
 	cmd.Dir = l.Dir
 	cmd.Stdin = nil
 	cmd.Stdout, cmd.Stderr = slog, slog

@@ -1,0 +1,402 @@
+// Package hostagent is the host side of every driver that reaches a machine
+// through a command channel (SSH today): the engine stages its own binary on the
+// host and runs `terraform-provider-aml agent <command>` there, with JSON on
+// stdin and stdout. The commands reuse the local driver, so a remote run behaves
+// exactly like a local one: same supervisor, same environments, same files.
+package hostagent
+
+import (
+	"archive/tar"
+	"bufio"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/openaml/terraform-provider-aml/internal/engine/env"
+	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
+	"github.com/openaml/terraform-provider-aml/internal/engine/target"
+	"github.com/openaml/terraform-provider-aml/internal/engine/target/local"
+)
+
+// Exit codes of host commands besides 0 and 1.
+const (
+	ExitUsage      = 2
+	ExitFieldError = 3 // stdout holds a JSON FieldError
+)
+
+// Commands lists what Main understands (for usage text).
+var Commands = []string{"probe", "prepare-env", "blobs-missing", "blobs-receive", "start", "status", "cancel", "logs", "collect", "pack"}
+
+// Main runs one host command. args[0] is the command.
+func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintf(stderr, "usage: agent {%s} ...\n", strings.Join(Commands, "|"))
+		return ExitUsage
+	}
+	ctx := context.Background()
+	err := run(ctx, args[0], args[1:], stdin, stdout)
+	var fe *env.FieldError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &fe):
+		_ = json.NewEncoder(stdout).Encode(fe)
+		return ExitFieldError
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(stderr, "agent %s: %v\n", args[0], err)
+		return ExitUsage
+	default:
+		fmt.Fprintf(stderr, "agent %s: %v\n", args[0], err)
+		return 1
+	}
+}
+
+var errUsage = errors.New("bad usage")
+
+func run(ctx context.Context, cmd string, args []string, stdin io.Reader, stdout io.Writer) error {
+	out := json.NewEncoder(stdout)
+	switch cmd {
+	case "probe":
+		facts, err := Probe(ctx)
+		if err != nil {
+			return err
+		}
+		return out.Encode(facts)
+	case "prepare-env":
+		var e env.Environment
+		if err := json.NewDecoder(stdin).Decode(&e); err != nil {
+			return err
+		}
+		launch, err := env.PrepareLocal(ctx, e, os.Getenv("PATH"))
+		if err != nil {
+			return err
+		}
+		return out.Encode(launch)
+	case "blobs-missing":
+		if len(args) != 1 {
+			return fmt.Errorf("%w: blobs-missing <blobs-root> < manifest.json", errUsage)
+		}
+		var m snapshot.Manifest
+		if err := json.NewDecoder(stdin).Decode(&m); err != nil {
+			return err
+		}
+		missing := snapshot.BlobStore{Root: args[0]}.Missing(&m)
+		if missing == nil {
+			missing = []string{}
+		}
+		return out.Encode(missing)
+	case "blobs-receive":
+		if len(args) != 1 {
+			return fmt.Errorf("%w: blobs-receive <blobs-root> < blobs.tar.gz", errUsage)
+		}
+		n, err := ReceiveBlobs(snapshot.BlobStore{Root: args[0]}, stdin)
+		if err != nil {
+			return err
+		}
+		return out.Encode(map[string]int{"received": n})
+	case "start":
+		var req local.StageRequest
+		if err := json.NewDecoder(stdin).Decode(&req); err != nil {
+			return err
+		}
+		if err := local.Stage(ctx, req); err != nil {
+			return err
+		}
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		h, err := local.Launch([]string{exe, "agent"}, req.RunDir)
+		if err != nil {
+			return err
+		}
+		_, err = stdout.Write(append(h, '\n'))
+		return err
+	case "status", "cancel", "logs", "collect":
+		ex, err := recoverFrom(ctx, stdin)
+		if err != nil {
+			return err
+		}
+		switch cmd {
+		case "status":
+			st, err := ex.Status(ctx)
+			if err != nil {
+				return err
+			}
+			return out.Encode(st)
+		case "cancel":
+			if len(args) != 2 {
+				return fmt.Errorf("%w: cancel <grace-seconds> <reason> < handle.json", errUsage)
+			}
+			grace, err := strconv.ParseFloat(args[0], 64)
+			if err != nil {
+				return fmt.Errorf("%w: grace %q: %v", errUsage, args[0], err)
+			}
+			return ex.Cancel(ctx, time.Duration(grace*float64(time.Second)), args[1])
+		case "logs":
+			if len(args) != 1 {
+				return fmt.Errorf("%w: logs <offset> < handle.json", errUsage)
+			}
+			off, err := strconv.ParseInt(args[0], 10, 64)
+			if err != nil {
+				return fmt.Errorf("%w: offset %q", errUsage, args[0])
+			}
+			b, _, err := ex.Logs(ctx, off)
+			if err != nil {
+				return err
+			}
+			_, err = stdout.Write(b)
+			return err
+		default: // collect
+			c, err := ex.Collect(ctx)
+			if err != nil {
+				return err
+			}
+			return out.Encode(c)
+		}
+	case "pack":
+		if len(args) != 1 {
+			return fmt.Errorf("%w: pack <run-dir>", errUsage)
+		}
+		return Pack(args[0], stdout)
+	default:
+		return fmt.Errorf("%w: unknown command %q (want one of %s)", errUsage, cmd, strings.Join(Commands, ", "))
+	}
+}
+
+func recoverFrom(ctx context.Context, stdin io.Reader) (target.Execution, error) {
+	raw, err := io.ReadAll(io.LimitReader(stdin, 1<<20))
+	if err != nil {
+		return nil, err
+	}
+	return (&local.Driver{}).Recover(ctx, raw)
+}
+
+// Probe describes this host for an attach.
+func Probe(ctx context.Context) (target.Facts, error) {
+	f, err := (&local.Driver{}).Probe(ctx)
+	if err != nil {
+		return f, err
+	}
+	for _, in := range env.DiscoverInterpreters(ctx, os.Getenv("PATH")) {
+		f.PythonVersions = append(f.PythonVersions, in.Version)
+	}
+	f.Docker = env.CheckDocker(ctx, os.Getenv("PATH")) == nil
+	f.GPUs = countGPUs(ctx)
+	f.Home, _ = os.UserHomeDir()
+	f.PathEnv = os.Getenv("PATH")
+	return f, nil
+}
+
+// ReceiveBlobs stores every entry of a gzipped tar whose names are sha256 hex
+// values, verifying each on arrival. It returns how many it stored.
+func ReceiveBlobs(b snapshot.BlobStore, r io.Reader) (int, error) {
+	zr, err := gzip.NewReader(bufio.NewReader(r))
+	if err != nil {
+		return 0, err
+	}
+	tr := tar.NewReader(zr)
+	n := 0
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+		if h.Typeflag != tar.TypeReg {
+			return n, fmt.Errorf("blob archive entry %q is not a regular file", h.Name)
+		}
+		if err := b.Put(h.Name, tr); err != nil {
+			return n, err
+		}
+		n++
+	}
+}
+
+// SendBlobs writes the named blobs of b as a gzipped tar (the other side of
+// ReceiveBlobs).
+func SendBlobs(b snapshot.BlobStore, shas []string, w io.Writer) error {
+	zw, _ := gzip.NewWriterLevel(w, gzip.BestSpeed)
+	tw := tar.NewWriter(zw)
+	for _, sha := range shas {
+		f, err := os.Open(b.Path(sha))
+		if err != nil {
+			return err
+		}
+		st, err := f.Stat()
+		if err == nil {
+			err = tw.WriteHeader(&tar.Header{Name: sha, Mode: 0o444, Size: st.Size(), Typeflag: tar.TypeReg})
+		}
+		if err == nil {
+			_, err = io.Copy(tw, f)
+		}
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	return zw.Close()
+}
+
+// Pack writes a run's outputs/ and logs/ as a gzipped tar: directories and
+// regular files only (links are left out).
+func Pack(runDir string, w io.Writer) error {
+	zw, _ := gzip.NewWriterLevel(w, gzip.BestSpeed)
+	tw := tar.NewWriter(zw)
+	for _, top := range []string{local.OutputsDir, local.LogsDir} {
+		root := filepath.Join(runDir, top)
+		err := filepath.WalkDir(root, func(p string, de fs.DirEntry, err error) error {
+			if err != nil {
+				if errors.Is(err, fs.ErrNotExist) && p == root {
+					return nil
+				}
+				return err
+			}
+			rel, err := filepath.Rel(runDir, p)
+			if err != nil {
+				return err
+			}
+			info, err := de.Info()
+			if err != nil {
+				return err
+			}
+			switch {
+			case de.IsDir():
+				return tw.WriteHeader(&tar.Header{Name: filepath.ToSlash(rel) + "/", Mode: 0o755, Typeflag: tar.TypeDir, ModTime: info.ModTime()})
+			case de.Type().IsRegular():
+				f, err := os.Open(p)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := tw.WriteHeader(&tar.Header{Name: filepath.ToSlash(rel), Mode: int64(info.Mode().Perm()), Size: info.Size(), Typeflag: tar.TypeReg, ModTime: info.ModTime()}); err != nil {
+					return err
+				}
+				_, err = io.CopyN(tw, f, info.Size())
+				return err
+			default:
+				return nil
+			}
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	return zw.Close()
+}
+
+// Unpack extracts what Pack wrote into dest, refusing anything a hostile host
+// could use to escape dest: absolute paths, "..", links, devices; and bounding
+// the total size.
+func Unpack(r io.Reader, dest string, maxBytes int64) error {
+	zr, err := gzip.NewReader(r)
+	if err != nil {
+		return fmt.Errorf("reading outputs archive: %w", err)
+	}
+	tr := tar.NewReader(zr)
+	var total int64
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reading outputs archive: %w", err)
+		}
+		rel, err := snapshot.SanitizeRelPath(strings.TrimSuffix(h.Name, "/"))
+		if err != nil {
+			return fmt.Errorf("outputs archive entry %q refused: %w", h.Name, err)
+		}
+		if top, _, _ := strings.Cut(rel, "/"); top != local.OutputsDir && top != local.LogsDir {
+			return fmt.Errorf("outputs archive entry %q refused: only outputs/ and logs/ come back", h.Name)
+		}
+		p := filepath.Join(dest, filepath.FromSlash(rel))
+		if err := noLinkOnPath(dest, rel); err != nil {
+			return err
+		}
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if err := os.MkdirAll(p, 0o755); err != nil {
+				return err
+			}
+		case tar.TypeReg:
+			total += h.Size
+			if maxBytes > 0 && total > maxBytes {
+				return fmt.Errorf("outputs archive is larger than %d bytes", maxBytes)
+			}
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				return err
+			}
+			mode := os.FileMode(0o644)
+			if h.Mode&0o111 != 0 {
+				mode = 0o755
+			}
+			f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
+			if err != nil {
+				return err
+			}
+			_, err = io.CopyN(f, tr, h.Size)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("outputs archive entry %q refused: type %q is not a file or directory", h.Name, string(h.Typeflag))
+		}
+	}
+}
+
+// noLinkOnPath refuses a path whose existing parents include a symlink, so an
+// entry cannot be written through one.
+func noLinkOnPath(dest, rel string) error {
+	p := dest
+	for _, part := range strings.Split(rel, "/") {
+		p = filepath.Join(p, part)
+		st, err := os.Lstat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if st.Mode()&fs.ModeSymlink != 0 {
+			return fmt.Errorf("outputs archive entry %q refused: %s is a symlink", rel, p)
+		}
+	}
+	return nil
+}
+
+func countGPUs(ctx context.Context) int {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := execOutput(ctx, "nvidia-smi", "-L")
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, "GPU ") {
+			n++
+		}
+	}
+	return n
+}
