@@ -114,8 +114,11 @@ func (b builder) run(ctx context.Context, step string, argv ...string) error {
 	return nil
 }
 
+// uv builds without --seed: seeding fetches pip from PyPI whatever the index
+// settings say, which breaks offline and mirror-only hosts. uv environments
+// therefore have no pip of their own (as with plain `uv venv`).
 func (b builder) uv(ctx context.Context, base Interpreter, c CondaDependencies) error {
-	if err := b.run(ctx, "uv venv", b.tools.UV, "venv", "--quiet", "--seed", "--python", base.Path, b.dir); err != nil {
+	if err := b.run(ctx, "uv venv", b.tools.UV, "venv", "--quiet", "--python", base.Path, b.dir); err != nil {
 		return err
 	}
 	if len(c.PipPackages) == 0 {
