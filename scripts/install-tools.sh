@@ -21,6 +21,12 @@ if command -v python3 >/dev/null && ! uv --version >/dev/null 2>&1; then
   command -v pyenv >/dev/null && pyenv rehash 2>/dev/null || true
   uv --version >/dev/null 2>&1 || missing+=("uv (python3 -m pip install uv)")
 fi
+# A real OpenSSH sshd on 127.0.0.1 for the SSH tests (aml_remote_compute).
+if [ "$(id -u)" = 0 ] || [ -x /usr/sbin/sshd ]; then
+  bash "$(dirname "$0")/install-sshd.sh" || missing+=("openssh-server (scripts/install-sshd.sh)")
+else
+  missing+=("openssh-server and root for the sshd tests (scripts/install-sshd.sh)")
+fi
 tf=$(find_terraform)
 if [ -z "$tf" ]; then
   missing+=("terraform or tofu on PATH (or TF_ACC_TERRAFORM_PATH)")

@@ -97,6 +97,7 @@ func (p *AmlProvider) Resources(ctx context.Context) []func() resource.Resource 
 		NewWorkspaceResource,
 		NewRunConfigurationResource,
 		NewExperimentRunResource,
+		NewRemoteComputeResource,
 	}
 }
 

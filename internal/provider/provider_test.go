@@ -19,6 +19,7 @@ import (
 
 	"github.com/openaml/terraform-provider-aml/internal/agent"
 	"github.com/openaml/terraform-provider-aml/internal/engine"
+	"github.com/openaml/terraform-provider-aml/internal/engine/remote"
 	"github.com/openaml/terraform-provider-aml/internal/provider"
 )
 
@@ -301,4 +302,12 @@ func wrappedAll(phrases ...string) *regexp.Regexp {
 		parts[i] = wrapped(p).String()
 	}
 	return regexp.MustCompile(`(?s)` + strings.Join(parts, `.*`))
+}
+
+// remotePool is an SSH connection pool for a test's own checks.
+func remotePool(t *testing.T) *remote.Pool {
+	t.Helper()
+	p := remote.NewPool()
+	t.Cleanup(p.Close)
+	return p
 }

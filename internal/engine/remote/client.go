@@ -3,11 +3,14 @@ package remote
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -181,30 +184,34 @@ func (c *Client) acquire(ctx context.Context) error {
 
 func (c *Client) release() { <-c.sessions }
 
-// newSession opens a session, retrying briefly when the server refuses it for
-// lack of resources (a MaxSessions lower than ours).
+// newSession opens a session, retrying for a while when the server refuses it
+// for lack of slots: OpenSSH frees a closed session's slot a moment after the
+// close, and answers an open beyond MaxSessions with "open failed".
 func (c *Client) newSession(ctx context.Context) (*ssh.Session, error) {
-	delay := 50 * time.Millisecond
+	delay := 20 * time.Millisecond
 	for attempt := 0; ; attempt++ {
 		s, err := c.conn.NewSession()
 		if err == nil {
 			return s, nil
 		}
 		var oce *ssh.OpenChannelError
-		if !errors.As(err, &oce) || (oce.Reason != ssh.Prohibited && oce.Reason != ssh.ResourceShortage) || attempt >= 8 {
-			if c.isClosed() || !errors.As(err, &oce) {
-				return nil, c.lostErrorWith(err)
-			}
+		if !errors.As(err, &oce) || c.isClosed() {
+			return nil, c.lostErrorWith(err)
+		}
+		if attempt >= 12 {
 			return nil, fmt.Errorf("opening an ssh session on %s: %w", c.name, err)
 		}
 		t := time.NewTimer(delay)
 		select {
 		case <-t.C:
+		case <-c.done:
+			t.Stop()
+			return nil, c.lostError()
 		case <-ctx.Done():
 			t.Stop()
 			return nil, ctx.Err()
 		}
-		delay *= 2
+		delay = min(delay*2, 500*time.Millisecond)
 	}
 }
 
@@ -216,7 +223,8 @@ func (c *Client) lostErrorWith(err error) error {
 }
 
 // Run runs cmd through the remote user's shell without a PTY, streaming stdin
-// (nil = empty), stdout and stderr (nil = discard). A non-zero exit returns
+// (nil = empty), stdout and stderr (nil = discard). stdout and stderr are
+// written from different goroutines: pass distinct or synchronized writers. A non-zero exit returns
 // *ExitError with the stderr tail. Cancelling ctx closes the session after a
 // best-effort SIGKILL to the remote command; Run then returns ctx's error. A
 // connection that ends meanwhile yields an error wrapping ErrConnectionLost.
@@ -266,7 +274,7 @@ func (c *Client) Run(ctx context.Context, cmd string, stdin io.Reader, stdout, s
 		case <-t.C:
 		}
 		t.Stop()
-		return ctx.Err()
+		return fmt.Errorf("remote command on %s stopped: %w", c.name, ctx.Err())
 	}
 	return c.exitError(err, tail)
 }
@@ -310,9 +318,14 @@ func (c *Client) Output(ctx context.Context, cmd string) ([]byte, error) {
 	return out.Bytes(), err
 }
 
-// Upload streams r to remotePath over one session and renames it into place, so
-// readers never see a partial file. remotePath must be absolute; its directory
-// must exist. The file gets mode's permission bits.
+// Upload streams r to remotePath and renames it into place, so readers never
+// see a partial file. remotePath must be absolute; its directory must exist.
+// The file gets mode's permission bits.
+//
+// It takes two sessions: one streams into a private temporary file beside the
+// target, one checks its size and renames it. A single `cat > tmp && mv` would
+// commit a truncated file when r fails midway, because the SSH channel then
+// still ends with EOF.
 func (c *Client) Upload(ctx context.Context, remotePath string, r io.Reader, mode os.FileMode) error {
 	if !path.IsAbs(remotePath) {
 		return fmt.Errorf("upload to %s: remote path %q is not absolute", c.name, remotePath)
@@ -320,22 +333,61 @@ func (c *Client) Upload(ctx context.Context, remotePath string, r io.Reader, mod
 	if strings.HasSuffix(remotePath, "/") || strings.ContainsRune(remotePath, 0) || path.Clean(remotePath) == "/" {
 		return fmt.Errorf("upload to %s: remote path %q does not name a file", c.name, remotePath)
 	}
-	dst := ShellQuote(remotePath)
-	tmp := ShellQuote(remotePath+".tmp.") + `"$$"`
-	// umask 077 keeps the partial file private until chmod; the trap removes it
-	// when anything fails. sh -c so the script does not depend on the login shell.
-	script := fmt.Sprintf(`umask 077; t=%s; trap 'rm -f "$t"' EXIT; cat > "$t" && chmod %04o "$t" && mv -f "$t" %s && trap - EXIT`,
-		tmp, mode.Perm(), dst)
-	var stderr bytes.Buffer
-	err := c.Run(ctx, "sh -c "+ShellQuote(script), r, nil, &stderr)
-	if err != nil {
-		var ee *ExitError
-		if errors.As(err, &ee) {
-			return fmt.Errorf("upload to %s:%s failed: %w", c.name, remotePath, err)
-		}
-		return fmt.Errorf("upload to %s:%s: %w", c.name, remotePath, err)
+	where := c.name + ":" + remotePath
+	tmp := remotePath + ".tmp." + randomSuffix()
+	qtmp, qdst := ShellQuote(tmp), ShellQuote(remotePath)
+
+	counted := &countingReader{r: r}
+	// sh -c so neither step depends on the login shell's syntax.
+	stream := "umask 077; exec cat > " + qtmp
+	err := c.Run(ctx, "sh -c "+ShellQuote(stream), counted, nil, nil)
+	if err == nil && counted.err != nil {
+		err = counted.err
 	}
-	return nil
+	if err == nil {
+		commit := fmt.Sprintf(`n=$(wc -c < %s) && [ $n -eq %d ] || { echo "size mismatch: $n bytes arrived, %d sent" >&2; exit 1; }; chmod %04o %s && mv -f %s %s`,
+			qtmp, counted.n, counted.n, mode.Perm(), qtmp, qtmp, qdst)
+		err = c.Run(ctx, "sh -c "+ShellQuote(commit), nil, nil, nil)
+	}
+	if err == nil {
+		return nil
+	}
+	// Best effort, even when ctx has ended: don't leave the partial file.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	_ = c.Run(cctx, "rm -f "+qtmp, nil, nil, nil)
+	if counted.err != nil {
+		return fmt.Errorf("upload to %s: reading the local data: %w", where, counted.err)
+	}
+	return fmt.Errorf("upload to %s: %w", where, err)
+}
+
+// countingReader counts bytes and remembers the source's own error, which
+// x/crypto would otherwise turn into a clean EOF on the remote side.
+type countingReader struct {
+	r   io.Reader
+	n   int64
+	err error
+}
+
+func (cr *countingReader) Read(p []byte) (int, error) {
+	if cr.r == nil {
+		return 0, io.EOF
+	}
+	n, err := cr.r.Read(p)
+	cr.n += int64(n)
+	if err != nil && err != io.EOF {
+		cr.err = err
+	}
+	return n, err
+}
+
+func randomSuffix() string {
+	b := make([]byte, 6)
+	if _, err := rand.Read(b); err != nil {
+		return strconv.FormatInt(time.Now().UnixNano(), 36)
+	}
+	return hex.EncodeToString(b)
 }
 
 // ShellQuote quotes s as one word for a POSIX shell. Words made only of

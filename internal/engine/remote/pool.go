@@ -41,7 +41,11 @@ func NewPool() *Pool {
 	return &Pool{entries: map[string]*poolEntry{}}
 }
 
-var errPoolClosed = errors.New("ssh connection pool is closed")
+var (
+	errPoolClosed = errors.New("ssh connection pool is closed")
+	// errNoRetry marks an unreachable error that was already retried below.
+	errNoRetry = errors.New("already retried")
+)
 
 // Get returns the shared client for ep, dialing it if there is none or the last
 // one died. Dialing retries with backoff up to 4 attempts within ctx; an
@@ -182,7 +186,8 @@ func (p *Pool) dial(ctx context.Context, ep Endpoint) (*Client, error) {
 			return c, nil
 		}
 		last = err
-		if errors.Is(err, ErrAuth) || errors.Is(err, ErrHostKeyMismatch) || errors.Is(err, errPoolClosed) || !errors.Is(err, ErrUnreachable) {
+		if errors.Is(err, ErrAuth) || errors.Is(err, ErrHostKeyMismatch) || errors.Is(err, errPoolClosed) ||
+			errors.Is(err, errNoRetry) || !errors.Is(err, ErrUnreachable) {
 			return nil, err
 		}
 		if attempts == maxDialAttempts {
@@ -224,7 +229,8 @@ func (p *Pool) dialOnce(ctx context.Context, ep Endpoint, auth *authSetup) (*Cli
 			if errors.Is(berr, ErrAuth) || errors.Is(berr, ErrHostKeyMismatch) {
 				return nil, fmt.Errorf("bastion for %s: %w", ep.name(), berr)
 			}
-			return nil, newKindError(ErrUnreachable, fmt.Sprintf("cannot reach %s: bastion: %v", ep.name(), berr), berr)
+			// The bastion's own Get already retried; retrying here would multiply.
+			return nil, newKindError(ErrUnreachable, fmt.Sprintf("cannot reach %s: bastion: %v", ep.name(), berr), berr, errNoRetry)
 		}
 		via = " via " + bastion.name
 		conn, err = bastion.conn.DialContext(actx, "tcp", ep.addr())
@@ -233,6 +239,11 @@ func (p *Pool) dialOnce(ctx context.Context, ep Endpoint, auth *authSetup) (*Cli
 		conn, err = d.DialContext(actx, "tcp", ep.addr())
 	}
 	if err != nil {
+		var oce *ssh.OpenChannelError
+		if errors.As(err, &oce) && oce.Reason == ssh.Prohibited {
+			// The bastion's policy forbids this target; asking again won't help.
+			return nil, newKindError(ErrUnreachable, fmt.Sprintf("cannot reach %s%s: the bastion refuses to forward there: %v", ep.name(), via, err), err, errNoRetry)
+		}
 		return nil, newKindError(ErrUnreachable, fmt.Sprintf("cannot reach %s%s: %v", ep.name(), via, describeDialError(err, ep)), err)
 	}
 

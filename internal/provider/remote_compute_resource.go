@@ -1,0 +1,348 @@
+package provider
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
+	"github.com/hashicorp/terraform-plugin-framework-validators/resourcevalidator"
+	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
+	"github.com/hashicorp/terraform-plugin-framework/attr"
+	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/booldefault"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/boolplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64default"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/listplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/objectplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
+	"github.com/hashicorp/terraform-plugin-framework/types"
+	"github.com/hashicorp/terraform-plugin-framework/types/basetypes"
+	"github.com/hashicorp/terraform-plugin-log/tflog"
+
+	"github.com/openaml/terraform-provider-aml/internal/engine"
+)
+
+var (
+	_ resource.ResourceWithConfigure        = &RemoteComputeResource{}
+	_ resource.ResourceWithImportState      = &RemoteComputeResource{}
+	_ resource.ResourceWithConfigValidators = &RemoteComputeResource{}
+)
+
+// NewRemoteComputeResource is the aml_remote_compute factory.
+func NewRemoteComputeResource() resource.Resource { return &RemoteComputeResource{} }
+
+// RemoteComputeResource attaches an SSH host as a compute target.
+type RemoteComputeResource struct{ eng *engine.Engine }
+
+// RemoteComputeResourceModel is aml_remote_compute's state.
+type RemoteComputeResourceModel struct {
+	ID                    types.String `tfsdk:"id"`
+	WorkspaceID           types.String `tfsdk:"workspace_id"`
+	Name                  types.String `tfsdk:"name"`
+	Address               types.String `tfsdk:"address"`
+	SSHPort               types.Int64  `tfsdk:"ssh_port"`
+	Username              types.String `tfsdk:"username"`
+	Password              types.String `tfsdk:"password"`
+	PrivateKey            types.String `tfsdk:"private_key"`
+	PrivateKeyPassphrase  types.String `tfsdk:"private_key_passphrase"`
+	UseAgent              types.Bool   `tfsdk:"use_agent"`
+	HostKey               types.String `tfsdk:"host_key"`
+	InsecureIgnoreHostKey types.Bool   `tfsdk:"insecure_ignore_host_key"`
+	Bastion               types.Object `tfsdk:"bastion"`
+	RemoteRoot            types.String `tfsdk:"remote_root"`
+	ForceDetach           types.Bool   `tfsdk:"force_detach"`
+
+	OS                 types.String `tfsdk:"os"`
+	Arch               types.String `tfsdk:"arch"`
+	CPUCount           types.Int64  `tfsdk:"cpu_count"`
+	MemoryMB           types.Int64  `tfsdk:"memory_mb"`
+	GPUCount           types.Int64  `tfsdk:"gpu_count"`
+	PythonVersions     types.List   `tfsdk:"python_versions"`
+	DockerAvailable    types.Bool   `tfsdk:"docker_available"`
+	HostKeyFingerprint types.String `tfsdk:"host_key_fingerprint"`
+	ProvisioningState  types.String `tfsdk:"provisioning_state"`
+}
+
+type bastionModel struct {
+	Address              types.String `tfsdk:"address"`
+	SSHPort              types.Int64  `tfsdk:"ssh_port"`
+	Username             types.String `tfsdk:"username"`
+	Password             types.String `tfsdk:"password"`
+	PrivateKey           types.String `tfsdk:"private_key"`
+	PrivateKeyPassphrase types.String `tfsdk:"private_key_passphrase"`
+	HostKey              types.String `tfsdk:"host_key"`
+}
+
+var bastionTypes = map[string]attr.Type{
+	"address": types.StringType, "ssh_port": types.Int64Type, "username": types.StringType, "password": types.StringType,
+	"private_key": types.StringType, "private_key_passphrase": types.StringType, "host_key": types.StringType,
+}
+
+func (r *RemoteComputeResource) Metadata(ctx context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
+	resp.TypeName = req.ProviderTypeName + "_remote_compute"
+}
+
+func (r *RemoteComputeResource) Schema(ctx context.Context, req resource.SchemaRequest, resp *resource.SchemaResponse) {
+	replace := []planmodifier.String{stringplanmodifier.RequiresReplace()}
+	computedStr := func(desc string) schema.StringAttribute {
+		return schema.StringAttribute{Computed: true, MarkdownDescription: desc, PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()}}
+	}
+	computedInt := func(desc string) schema.Int64Attribute {
+		return schema.Int64Attribute{Computed: true, MarkdownDescription: desc, PlanModifiers: []planmodifier.Int64{int64planmodifier.UseStateForUnknown()}}
+	}
+	resp.Schema = schema.Schema{
+		MarkdownDescription: "Attaches an existing machine reachable over SSH as a compute target (Azure ML's `RemoteCompute`). " +
+			"Apply connects (verifying the host key, or pinning the first one seen), stages the provider's own binary under `remote_root` as the run agent, " +
+			"and probes the host. Runs sent there with `compute_target = <name>` execute detached on the host and survive lost connections.",
+		Attributes: map[string]schema.Attribute{
+			"id": computedStr("`{workspace_id}/targets/{name}`."),
+			"workspace_id": schema.StringAttribute{
+				Required: true, PlanModifiers: replace, MarkdownDescription: "The `id` of the workspace.",
+			},
+			"name": schema.StringAttribute{
+				Required: true, PlanModifiers: replace,
+				MarkdownDescription: "Compute target name used in `compute_target`: 2 to 16 letters, digits or `-`, starting with a letter; not `local` or `amlcompute`.",
+				Validators: []validator.String{
+					stringvalidator.RegexMatches(engine.TargetNamePattern, "must be 2 to 16 letters, digits or '-', starting with a letter"),
+					stringvalidator.NoneOfCaseInsensitive(engine.ReservedTargetNames...),
+				},
+			},
+			"address": schema.StringAttribute{
+				Required: true, PlanModifiers: replace, MarkdownDescription: "Host name or IP address.",
+				Validators: []validator.String{stringvalidator.LengthAtLeast(1)},
+			},
+			"ssh_port": schema.Int64Attribute{
+				Optional: true, Computed: true, Default: int64default.StaticInt64(22),
+				PlanModifiers:       []planmodifier.Int64{int64planmodifier.RequiresReplace()},
+				Validators:          []validator.Int64{int64validator.Between(1, 65535)},
+				MarkdownDescription: "SSH port. Default 22.",
+			},
+			"username": schema.StringAttribute{
+				Required: true, PlanModifiers: replace, MarkdownDescription: "User to log in as; runs execute as this user.",
+				Validators: []validator.String{stringvalidator.LengthAtLeast(1)},
+			},
+			"password": schema.StringAttribute{
+				Optional: true, Sensitive: true, PlanModifiers: replace,
+				MarkdownDescription: "Password (also answers keyboard-interactive prompts). Kept in the workspace with mode 0600 for later refreshes; never logged.",
+			},
+			"private_key": schema.StringAttribute{
+				Optional: true, Sensitive: true, PlanModifiers: replace,
+				MarkdownDescription: "Private key in PEM or OpenSSH format, e.g. `file(\"~/.ssh/id_ed25519\")`.",
+			},
+			"private_key_passphrase": schema.StringAttribute{
+				Optional: true, Sensitive: true, PlanModifiers: replace,
+				MarkdownDescription: "Passphrase of an encrypted `private_key`.",
+				Validators:          []validator.String{stringvalidator.AlsoRequires(path.MatchRoot("private_key"))},
+			},
+			"use_agent": schema.BoolAttribute{
+				Optional: true, Computed: true, Default: booldefault.StaticBool(false),
+				PlanModifiers:       []planmodifier.Bool{boolplanmodifier.RequiresReplace()},
+				MarkdownDescription: "Also offer the keys of the SSH agent at `SSH_AUTH_SOCK`.",
+			},
+			"host_key": schema.StringAttribute{
+				Optional: true, Computed: true,
+				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown(), stringplanmodifier.RequiresReplaceIfConfigured()},
+				MarkdownDescription: "The host's public key (`ssh-ed25519 AAAA...`, as in `known_hosts` without the host name). Without it the first key seen is pinned here; a later change of key is refused with both fingerprints.",
+			},
+			"insecure_ignore_host_key": schema.BoolAttribute{
+				Optional: true, Computed: true, Default: booldefault.StaticBool(false),
+				PlanModifiers:       []planmodifier.Bool{boolplanmodifier.RequiresReplace()},
+				MarkdownDescription: "Skip host key verification. Only for throwaway hosts: it allows a man in the middle.",
+			},
+			"bastion": schema.SingleNestedAttribute{
+				Optional: true, PlanModifiers: []planmodifier.Object{objectplanmodifier.RequiresReplace()},
+				MarkdownDescription: "A jump host to reach `address` through.",
+				Attributes: map[string]schema.Attribute{
+					"address":                schema.StringAttribute{Required: true, MarkdownDescription: "Bastion host."},
+					"ssh_port":               schema.Int64Attribute{Optional: true, MarkdownDescription: "Bastion SSH port. Default 22.", Validators: []validator.Int64{int64validator.Between(1, 65535)}},
+					"username":               schema.StringAttribute{Required: true, MarkdownDescription: "Bastion user."},
+					"password":               schema.StringAttribute{Optional: true, Sensitive: true, MarkdownDescription: "Bastion password."},
+					"private_key":            schema.StringAttribute{Optional: true, Sensitive: true, MarkdownDescription: "Bastion private key."},
+					"private_key_passphrase": schema.StringAttribute{Optional: true, Sensitive: true, MarkdownDescription: "Passphrase of the bastion key."},
+					"host_key":               schema.StringAttribute{Optional: true, MarkdownDescription: "Bastion host key; without it the first key seen is pinned."},
+				},
+			},
+			"remote_root": schema.StringAttribute{
+				Optional: true, Computed: true,
+				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown(), stringplanmodifier.RequiresReplaceIfConfigured()},
+				MarkdownDescription: "Absolute directory on the host for the agent, blobs, environments and runs. Default `$HOME/.aml`. Detaching never deletes anything outside it (nor inside it).",
+			},
+			"force_detach": schema.BoolAttribute{
+				Optional: true, Computed: true, Default: booldefault.StaticBool(false),
+				MarkdownDescription: "Destroying the attachment fails while runs are active on it; with `true` they are canceled first.",
+			},
+			"os":                   computedStr("Operating system (`linux`)."),
+			"arch":                 computedStr("CPU architecture (`amd64`, `arm64`)."),
+			"cpu_count":            computedInt("Logical CPUs."),
+			"memory_mb":            computedInt("Memory in MiB."),
+			"gpu_count":            computedInt("GPUs reported by `nvidia-smi -L` (0 without it)."),
+			"python_versions":      schema.ListAttribute{ElementType: types.StringType, Computed: true, PlanModifiers: []planmodifier.List{listplanmodifier.UseStateForUnknown()}, MarkdownDescription: "Python versions found on the host's `PATH`."},
+			"docker_available":     schema.BoolAttribute{Computed: true, PlanModifiers: []planmodifier.Bool{boolplanmodifier.UseStateForUnknown()}, MarkdownDescription: "Whether a Docker engine answers on the host."},
+			"host_key_fingerprint": computedStr("The host key's fingerprint, `SHA256:...` as `ssh-keygen -lf` prints it."),
+			"provisioning_state":   computedStr("`Succeeded` once attached."),
+		},
+	}
+}
+
+func (r *RemoteComputeResource) ConfigValidators(ctx context.Context) []resource.ConfigValidator {
+	return []resource.ConfigValidator{
+		resourcevalidator.AtLeastOneOf(path.MatchRoot("password"), path.MatchRoot("private_key"), path.MatchRoot("use_agent")),
+		resourcevalidator.Conflicting(path.MatchRoot("host_key"), path.MatchRoot("insecure_ignore_host_key")),
+	}
+}
+
+func (r *RemoteComputeResource) Configure(ctx context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
+	r.eng = engineFromResource(req, resp)
+}
+
+func (m *RemoteComputeResourceModel) spec(ctx context.Context, diags *diag.Diagnostics) (engine.RemoteSpec, engine.Credentials) {
+	spec := engine.RemoteSpec{
+		Name: m.Name.ValueString(), Address: m.Address.ValueString(), Port: int(m.SSHPort.ValueInt64()),
+		Username: m.Username.ValueString(), UseAgent: m.UseAgent.ValueBool(), HostKey: m.HostKey.ValueString(),
+		InsecureIgnoreHostKey: m.InsecureIgnoreHostKey.ValueBool(), RemoteRoot: m.RemoteRoot.ValueString(),
+	}
+	if m.HostKey.IsUnknown() {
+		spec.HostKey = ""
+	}
+	if m.RemoteRoot.IsUnknown() {
+		spec.RemoteRoot = ""
+	}
+	creds := engine.Credentials{Password: m.Password.ValueString(), PrivateKey: m.PrivateKey.ValueString(), Passphrase: m.PrivateKeyPassphrase.ValueString()}
+	if !m.Bastion.IsNull() && !m.Bastion.IsUnknown() {
+		var b bastionModel
+		diags.Append(m.Bastion.As(ctx, &b, basetypes.ObjectAsOptions{})...)
+		port := int(b.SSHPort.ValueInt64())
+		if port == 0 {
+			port = 22
+		}
+		spec.Bastion = &engine.RemoteSpec{Address: b.Address.ValueString(), Port: port, Username: b.Username.ValueString(), HostKey: b.HostKey.ValueString()}
+		creds.Bastion = &engine.Credentials{Password: b.Password.ValueString(), PrivateKey: b.PrivateKey.ValueString(), Passphrase: b.PrivateKeyPassphrase.ValueString()}
+	}
+	return spec, creds
+}
+
+func (m *RemoteComputeResourceModel) fill(ctx context.Context, t *engine.Target, diags *diag.Diagnostics) {
+	m.ID = types.StringValue(t.ID)
+	m.WorkspaceID = types.StringValue(t.WorkspaceID)
+	m.Name = types.StringValue(t.Name)
+	m.Address = types.StringValue(t.Remote.Address)
+	m.SSHPort = types.Int64Value(int64(t.Remote.Port))
+	m.Username = types.StringValue(t.Remote.Username)
+	m.UseAgent = types.BoolValue(t.Remote.UseAgent)
+	m.InsecureIgnoreHostKey = types.BoolValue(t.Remote.InsecureIgnoreHostKey)
+	m.HostKey = types.StringValue(t.HostKey)
+	m.RemoteRoot = types.StringValue(t.RemoteRoot)
+	m.OS = types.StringValue(t.Facts.OS)
+	m.Arch = types.StringValue(t.Facts.Arch)
+	m.CPUCount = types.Int64Value(int64(t.Facts.Cores))
+	m.MemoryMB = types.Int64Value(t.Facts.MemoryBytes / (1 << 20))
+	m.GPUCount = types.Int64Value(int64(t.Facts.GPUs))
+	m.PythonVersions = listValue(ctx, t.Facts.PythonVersions, diags)
+	m.DockerAvailable = types.BoolValue(t.Facts.Docker)
+	m.HostKeyFingerprint = types.StringValue(t.Fingerprint)
+	m.ProvisioningState = types.StringValue(t.ProvisioningState)
+}
+
+func (r *RemoteComputeResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
+	var plan RemoteComputeResourceModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	spec, creds := plan.spec(ctx, &resp.Diagnostics)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	ctx = tflog.MaskFieldValuesWithFieldKeys(ctx, "password", "private_key", "private_key_passphrase")
+	tflog.Debug(ctx, "attaching SSH host", map[string]any{"address": spec.Address, "port": spec.Port, "username": spec.Username})
+	t, err := r.eng.AttachRemote(ctx, plan.WorkspaceID.ValueString(), spec, creds)
+	if err != nil {
+		addEngineError(&resp.Diagnostics, "Cannot attach "+spec.Address, err)
+		return
+	}
+	plan.fill(ctx, t, &resp.Diagnostics)
+	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+}
+
+func (r *RemoteComputeResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
+	var state RemoteComputeResourceModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	t, err := r.eng.ReadTarget(ctx, state.ID.ValueString())
+	if engine.IsNotFound(err) {
+		resp.State.RemoveResource(ctx)
+		return
+	}
+	if err != nil {
+		addEngineError(&resp.Diagnostics, "Cannot read compute target", err)
+		return
+	}
+	if state.WorkspaceID.IsNull() { // import: credentials come from the workspace
+		creds, err := r.eng.TargetCredentials(ctx, state.ID.ValueString())
+		if err != nil {
+			addEngineError(&resp.Diagnostics, "Cannot read compute target credentials", err)
+			return
+		}
+		state.Password, state.PrivateKey, state.PrivateKeyPassphrase = optString(creds.Password), optString(creds.PrivateKey), optString(creds.Passphrase)
+		state.ForceDetach = types.BoolValue(false)
+		state.Bastion = types.ObjectNull(bastionTypes)
+		if b := t.Remote.Bastion; b != nil {
+			bc := engine.Credentials{}
+			if creds.Bastion != nil {
+				bc = *creds.Bastion
+			}
+			port := types.Int64Null()
+			if b.Port != 22 {
+				port = types.Int64Value(int64(b.Port))
+			}
+			v, d := types.ObjectValueFrom(ctx, bastionTypes, bastionModel{
+				Address: types.StringValue(b.Address), SSHPort: port, Username: types.StringValue(b.Username),
+				Password: optString(bc.Password), PrivateKey: optString(bc.PrivateKey), PrivateKeyPassphrase: optString(bc.Passphrase), HostKey: optString(b.HostKey),
+			})
+			resp.Diagnostics.Append(d...)
+			state.Bastion = v
+		}
+	}
+	state.fill(ctx, t, &resp.Diagnostics)
+	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
+}
+
+// Update only ever changes force_detach (state only): every other input replaces.
+func (r *RemoteComputeResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
+	var plan, state RemoteComputeResourceModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	state.ForceDetach = plan.ForceDetach
+	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
+}
+
+func (r *RemoteComputeResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
+	var state RemoteComputeResourceModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	if err := r.eng.DetachTarget(ctx, state.ID.ValueString(), state.ForceDetach.ValueBool()); err != nil {
+		addEngineError(&resp.Diagnostics, "Cannot detach compute target", err)
+	}
+}
+
+// ImportState takes "{workspace_id}/targets/{name}".
+func (r *RemoteComputeResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
+	if _, _, err := engine.ParseTargetID(req.ID); err != nil {
+		resp.Diagnostics.AddError("Invalid import id", fmt.Sprintf("%v; expecting {workspace_id}/targets/{name}, e.g. /home/me/project/.aml/workspaces/quickstart/targets/attach-dsvm", err))
+		return
+	}
+	resource.ImportStatePassthroughID(ctx, path.Root("id"), req, resp)
+}
