@@ -1,0 +1,184 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openaml/terraform-provider-aml/internal/engine"
+	"github.com/openaml/terraform-provider-aml/internal/engine/env"
+	"github.com/openaml/terraform-provider-aml/internal/engine/run"
+	"github.com/openaml/terraform-provider-aml/internal/testutil/sshd"
+)
+
+// attach starts a real sshd and attaches it to a fresh workspace as "host",
+// with a user-managed python3 run configuration for it.
+func attach(t *testing.T, remoteRoot string) (*testEnv, *sshd.Server) {
+	t.Helper()
+	srv := sshd.Start(t, sshd.Options{})
+	te := setup(t, func(s *engine.RunConfigSpec) {
+		s.Environment = env.Environment{Python: &env.Python{UserManagedDependencies: true, InterpreterPath: "python3"}}
+	})
+	_, err := te.e.AttachRemote(context.Background(), te.ws, engine.RemoteSpec{
+		Name: "host", Address: "127.0.0.1", Port: srv.Port, Username: srv.User, HostKey: srv.HostKey, RemoteRoot: remoteRoot,
+	}, engine.Credentials{PrivateKey: string(srv.KeyPEM)})
+	if err != nil {
+		t.Fatalf("attach: %v\n%s", err, srv.LogTail())
+	}
+	return te, srv
+}
+
+// countBlobs counts the files in the host's blob store (the host is this machine).
+func countBlobs(t *testing.T, root string) int {
+	t.Helper()
+	n := 0
+	err := filepath.WalkDir(filepath.Join(root, "blobs", "sha256"), func(_ string, de fs.DirEntry, err error) error {
+		if err == nil && de.Type().IsRegular() {
+			n++
+		}
+		return err
+	})
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// A re-run after changing one file of a large tree sends that one file.
+func TestRemoteRunSendsOnlyMissingBlobs(t *testing.T) {
+	te, srv := attach(t, "")
+	ctx := context.Background()
+	files := map[string]string{"train.py": "import aml_run\naml_run.log('files', 200)\nprint('ok')\n"}
+	for i := 0; i < 200; i++ {
+		files[fmt.Sprintf("data/%02d/f%03d.txt", i%10, i)] = fmt.Sprintf("sample %d\n", i)
+	}
+	src := writeSource(t, files)
+	root := srv.Home + "/.aml"
+
+	req := te.request(src, "train.py")
+	req.ComputeTarget = "host"
+	first, err := te.e.SubmitRun(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := te.e.WaitRun(ctx, first.ID); err != nil || r.Metrics["files"] != 200 {
+		t.Fatalf("first remote run: %+v, %v", r, err)
+	}
+	if n := countBlobs(t, root); n != 201 {
+		t.Fatalf("host blob store holds %d blobs after the first run, want 201", n)
+	}
+
+	if err := os.WriteFile(filepath.Join(src, "data", "03", "f013.txt"), []byte("changed\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	req.Triggers = map[string]string{"n": "2"}
+	second, err := te.e.SubmitRun(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := te.e.WaitRun(ctx, second.ID)
+	if err != nil || r.Status != run.Completed {
+		t.Fatalf("second remote run: %+v, %v", r, err)
+	}
+	if n := countBlobs(t, root); n != 202 {
+		t.Fatalf("host blob store holds %d blobs after a one-file change, want 202 (one sent)", n)
+	}
+	b, err := os.ReadFile(filepath.Join(root, "runs", second.RunID, "data", "03", "f013.txt"))
+	if err != nil || string(b) != "changed\n" {
+		t.Fatalf("the changed file did not reach the host's run directory: %q, %v", b, err)
+	}
+}
+
+// Detaching refuses while a run is active unless forced; forced, it cancels it.
+func TestDetachWithActiveRun(t *testing.T) {
+	te, srv := attach(t, "")
+	ctx := context.Background()
+	src := writeSource(t, map[string]string{"train.py": "import time\ntime.sleep(60)\n"})
+	req := te.request(src, "train.py")
+	req.ComputeTarget = "host"
+	r, err := te.e.SubmitRun(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := engine.TargetID(te.ws, "host")
+	err = te.e.DetachTarget(ctx, id, false)
+	if err == nil || !strings.Contains(err.Error(), "active run") || !strings.Contains(err.Error(), r.RunID) {
+		t.Fatalf("detach with an active run: %v, want a refusal naming %s", err, r.RunID)
+	}
+	if _, err := te.e.ReadTarget(ctx, id); err != nil {
+		t.Fatalf("the refused detach removed the target: %v", err)
+	}
+	if err := te.e.DetachTarget(ctx, id, true); err != nil {
+		t.Fatalf("forced detach: %v", err)
+	}
+	got, err := te.e.ReadRun(ctx, r.ID)
+	if err != nil || got.Status != run.Canceled {
+		t.Fatalf("run after forced detach: %+v, %v; want Canceled", got, err)
+	}
+	if _, err := te.e.ReadTarget(ctx, id); !engine.IsNotFound(err) {
+		t.Fatalf("target still there after detach: %v", err)
+	}
+	// Nothing on the host was deleted.
+	if _, err := os.Stat(filepath.Join(srv.Home, ".aml", "runs", r.RunID)); err != nil {
+		t.Fatalf("detach touched the host's files: %v", err)
+	}
+}
+
+func TestAttachRemoteRootNotWritable(t *testing.T) {
+	srv := sshd.Start(t, sshd.Options{})
+	te := setup(t, nil)
+	forbidden := filepath.Join(t.TempDir(), "root-only") // 0700 parents owned by root
+	_, err := te.e.AttachRemote(context.Background(), te.ws, engine.RemoteSpec{
+		Name: "host", Address: "127.0.0.1", Port: srv.Port, Username: srv.User, HostKey: srv.HostKey, RemoteRoot: forbidden,
+	}, engine.Credentials{PrivateKey: string(srv.KeyPEM)})
+	var fe *engine.FieldError
+	if !errors.As(err, &fe) || fe.Attr != "remote_root" || !strings.Contains(err.Error(), forbidden) {
+		t.Fatalf("attach with an unwritable remote_root: %v; want a remote_root error naming %s", err, forbidden)
+	}
+	if _, err := te.e.ReadTarget(context.Background(), engine.TargetID(te.ws, "host")); !engine.IsNotFound(err) {
+		t.Fatalf("a failed attach recorded the target: %v", err)
+	}
+}
+
+func TestAttachBadInput(t *testing.T) {
+	srv := sshd.Start(t, sshd.Options{})
+	te := setup(t, nil)
+	ctx := context.Background()
+	good := engine.RemoteSpec{Name: "host", Address: "127.0.0.1", Port: srv.Port, Username: srv.User, HostKey: srv.HostKey}
+	creds := engine.Credentials{PrivateKey: string(srv.KeyPEM)}
+	for _, tc := range []struct {
+		name   string
+		mutate func(*engine.RemoteSpec, *engine.Credentials)
+		attr   string
+	}{
+		{"reserved name", func(s *engine.RemoteSpec, _ *engine.Credentials) { s.Name = "local" }, "name"},
+		{"unreachable", func(s *engine.RemoteSpec, _ *engine.Credentials) { s.Port = 1 }, "address"},
+		{"wrong user", func(s *engine.RemoteSpec, _ *engine.Credentials) { s.Username = "nobody-here" }, "username"},
+		{"wrong password", func(_ *engine.RemoteSpec, c *engine.Credentials) { *c = engine.Credentials{Password: "not-it"} }, "username"},
+		{"relative remote_root", func(s *engine.RemoteSpec, _ *engine.Credentials) { s.RemoteRoot = "aml" }, "remote_root"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec, c := good, creds
+			tc.mutate(&spec, &c)
+			start := time.Now()
+			_, err := te.e.AttachRemote(ctx, te.ws, spec, c)
+			var fe *engine.FieldError
+			if !errors.As(err, &fe) || fe.Attr != tc.attr {
+				t.Fatalf("got %v, want an error on %s", err, tc.attr)
+			}
+			if d := time.Since(start); d > 30*time.Second {
+				t.Errorf("took %s: bad input must fail fast", d)
+			}
+			if c.Password != "" && strings.Contains(err.Error(), c.Password) {
+				t.Errorf("the error shows the password: %v", err)
+			}
+		})
+	}
+}
