@@ -376,3 +376,7 @@ echo '```'
 # 3. Environment build and reuse (its own script: it needs uv and the package index).
 echo
 bash "$(dirname "$0")/env.sh"
+
+# 4. Training on an SSH host: re-run after a one-file change (its own script: it needs root and sshd).
+echo
+bash "$(dirname "$0")/ssh.sh"

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/openaml/terraform-provider-aml/internal/engine/target/cluster"
 	"github.com/openaml/terraform-provider-aml/internal/engine/target/hostagent"
 	"github.com/openaml/terraform-provider-aml/internal/engine/target/local"
 )
@@ -18,6 +19,12 @@ func Main(args []string) int {
 		return 2
 	}
 	switch args[0] {
+	case "node":
+		if len(args) != 4 {
+			fmt.Fprintln(os.Stderr, "usage: terraform-provider-aml agent node <workspace-dir> <pool> <node-id>")
+			return 2
+		}
+		return cluster.RunNode(args[1], args[2], args[3])
 	case "supervise":
 		if len(args) != 2 {
 			fmt.Fprintln(os.Stderr, "usage: terraform-provider-aml agent supervise <run-dir>")

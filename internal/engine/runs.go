@@ -178,7 +178,7 @@ func (e *Engine) SubmitRun(ctx context.Context, req RunRequest) (*Run, error) {
 	if err != nil {
 		return nil, err
 	}
-	if rc.Spec.NodeCount > 1 {
+	if _, pool := drv.(poolDriver); rc.Spec.NodeCount > 1 && !pool {
 		return nil, fieldErr("run_configuration_id", "run configuration %q asks for node_count = %d, but compute target %q runs one node", rc.Spec.Name, rc.Spec.NodeCount, req.ComputeTarget)
 	}
 	if (req.Script == "") == (len(req.Command) == 0) {
@@ -274,6 +274,7 @@ func (e *Engine) SubmitRun(ctx context.Context, req RunRequest) (*Run, error) {
 		Argv:        argv,
 		Env:         envVars,
 		Environment: launch.System,
+		NodeCount:   rc.Spec.NodeCount,
 		MaxDuration: time.Duration(rc.Spec.MaxRunDurationSeconds) * time.Second,
 		Grace:       e.opts.CancelGrace,
 	})
@@ -423,7 +424,9 @@ func (e *Engine) record(ctx context.Context, s *store.Store, id string, ex targe
 			r.OutputFiles = col.OutputFiles
 			r.LogTail = col.LogTail
 		}
-		if r.ExitCode != nil {
+		if len(st.NodeExitCodes) > 0 {
+			r.NodeExitCodes = st.NodeExitCodes
+		} else if r.ExitCode != nil {
 			r.NodeExitCodes = []int{*r.ExitCode}
 		}
 		if ei := st.Environment; ei != nil {

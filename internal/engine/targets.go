@@ -19,6 +19,7 @@ import (
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
 	"github.com/openaml/terraform-provider-aml/internal/engine/store"
 	"github.com/openaml/terraform-provider-aml/internal/engine/target"
+	"github.com/openaml/terraform-provider-aml/internal/engine/target/cluster"
 	"github.com/openaml/terraform-provider-aml/internal/engine/target/local"
 	sshdrv "github.com/openaml/terraform-provider-aml/internal/engine/target/ssh"
 )
@@ -74,6 +75,8 @@ func (e *Engine) driverFor(ctx context.Context, s *store.Store, name string) (ru
 	switch row.Kind {
 	case KindSSH:
 		return e.sshDriver(s, row)
+	case cluster.Kind:
+		return poolDriver{&cluster.Driver{Pool: e.managedPool(s, name)}}, nil
 	default:
 		return nil, fmt.Errorf("compute target %q has kind %q, which this provider version does not know", name, row.Kind)
 	}

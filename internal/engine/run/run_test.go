@@ -45,7 +45,8 @@ func TestCanTransition(t *testing.T) {
 
 		// Backwards moves are forbidden.
 		{Running, Starting, false},
-		{Running, Queued, false},
+		{Running, Queued, true}, // a pool requeues a run whose node was lost
+		{Finalizing, Queued, false},
 		{Finalizing, Running, false},
 		{Starting, NotStarted, false},
 		{CancelRequested, Running, false},

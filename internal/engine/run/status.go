@@ -51,9 +51,10 @@ func (s Status) Active() bool { return !s.Terminal() }
 var transitions = map[Status][]Status{
 	NotStarted: {Queued, Preparing, Starting, Running},
 	Queued:     {Preparing, Starting, Running},
-	Preparing:  {Starting, Running},
-	Starting:   {Preparing, Running, Finalizing, Completed},
-	Running:    {Finalizing, Completed},
+	// Back to Queued: a managed pool requeues (once) a run whose node was lost.
+	Preparing:  {Starting, Running, Queued},
+	Starting:   {Queued, Preparing, Running, Finalizing, Completed},
+	Running:    {Finalizing, Completed, Queued},
 	Finalizing: {Completed},
 	// A run may finish on its own before a cancel reaches it (or may already have
 	// finished unobserved when the cancel was requested); its real outcome wins.

@@ -56,6 +56,31 @@ var migrations = []string{
 		updated_at TEXT NOT NULL
 	);
 	CREATE INDEX runs_status ON runs (status);`,
+	// 3: managed pools (aml_compute): node agents and the run queue.
+	`CREATE TABLE pool_nodes (
+		id           TEXT PRIMARY KEY,
+		compute      TEXT NOT NULL,
+		slot         INTEGER NOT NULL,
+		pid          INTEGER NOT NULL DEFAULT 0,
+		ticks        INTEGER NOT NULL DEFAULT 0,
+		state        TEXT NOT NULL,
+		run_id       TEXT NOT NULL DEFAULT '',
+		rank         INTEGER NOT NULL DEFAULT 0,
+		started_at   TEXT NOT NULL,
+		heartbeat_at TEXT NOT NULL,
+		idle_since   TEXT NOT NULL
+	);
+	CREATE INDEX pool_nodes_compute ON pool_nodes (compute, state);
+	CREATE TABLE pool_queue (
+		run_id      TEXT PRIMARY KEY,
+		compute     TEXT NOT NULL,
+		node_count  INTEGER NOT NULL,
+		state       TEXT NOT NULL,
+		attempts    INTEGER NOT NULL DEFAULT 0,
+		enqueued_at TEXT NOT NULL,
+		assigned_at TEXT NOT NULL DEFAULT ''
+	);
+	CREATE INDEX pool_queue_compute ON pool_queue (compute, state, enqueued_at);`,
 }
 
 // SchemaVersion is the newest schema this build knows.

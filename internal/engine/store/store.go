@@ -249,3 +249,6 @@ func randomHex(n int) string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// IsNotFoundErr reports whether err wraps ErrNotFound.
+func IsNotFoundErr(err error) bool { return errors.Is(err, ErrNotFound) }

@@ -42,6 +42,8 @@ type RunSpec struct {
 	// builds (or takes from its cache) before starting; Argv[0] is then replaced
 	// by the environment's interpreter.
 	Environment *env.Environment
+	// NodeCount is the number of nodes (ranks) of a distributed run; 0 means 1.
+	NodeCount   int
 	MaxDuration time.Duration // zero: unlimited
 	Grace       time.Duration // between SIGTERM and SIGKILL
 }
@@ -60,6 +62,8 @@ type State struct {
 	StartTime     *time.Time `json:"start_time,omitempty"`
 	EndTime       *time.Time `json:"end_time,omitempty"`
 	Environment   *EnvInfo   `json:"environment,omitempty"`
+	// NodeExitCodes holds every rank's exit code of a multi-node run.
+	NodeExitCodes []int `json:"node_exit_codes,omitempty"`
 }
 
 // EnvInfo reports which environment a run used and what preparing it cost.

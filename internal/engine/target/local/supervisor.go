@@ -31,6 +31,17 @@ func Supervise(runDir string) int {
 		logger.Printf("cannot read spec: %v", err)
 		return 2
 	}
+	// A pool node adds its CPUs (affinity, inherited by the script) and variables.
+	if a, err := readNodeAssignment(l); err != nil {
+		logger.Printf("cannot read node assignment: %v", err)
+	} else if a != nil {
+		if len(a.CPUs) > 0 {
+			if err := setAffinity(a.CPUs); err != nil {
+				logger.Printf("cpu affinity %v: %v", a.CPUs, err)
+			}
+		}
+		spec.Env = RunEnvironment(spec.Env, nil, a.Env, "")
+	}
 	sv := &supervisor{l: l, spec: spec, log: logger}
 	return sv.run()
 }
@@ -91,7 +102,9 @@ func (s *supervisor) run() int {
 	cmd.Dir = s.l.Dir
 	cmd.Env = s.spec.Env
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own group (cancel signals the group); killed with us if we are killed,
+	// so a lost supervisor never leaves a script running unobserved.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		fmt.Fprintf(logf, "aml: cannot start %q: %v\n", s.spec.Argv[0], err)
 		return s.finish(run.Failed, run.ReasonSetupFailed, nil, "", fmt.Sprintf("cannot start %s: %v", s.spec.Argv[0], err))

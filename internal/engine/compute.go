@@ -1,0 +1,233 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/openaml/terraform-provider-aml/internal/engine/run"
+	"github.com/openaml/terraform-provider-aml/internal/engine/store"
+	"github.com/openaml/terraform-provider-aml/internal/engine/target/cluster"
+	"github.com/openaml/terraform-provider-aml/internal/engine/target/local"
+)
+
+// poolDriver marks the managed pool's driver (it runs multi-node runs).
+type poolDriver struct{ *cluster.Driver }
+
+func (e *Engine) managedPool(s *store.Store, name string) *cluster.Pool {
+	return &cluster.Pool{
+		Store: s, Name: name, AgentCommand: e.opts.AgentCommand,
+		EnvRoot: filepath.Join(s.Dir, EnvsDir), EnvCacheBytes: e.opts.EnvCacheMaxBytes,
+		Host: cluster.ThisHost(),
+	}
+}
+
+// ComputeSpec is an aml_compute as configured.
+type ComputeSpec = cluster.Spec
+
+// Compute is a managed pool with its live node counts.
+type Compute struct {
+	ID, WorkspaceID, Name string
+	Spec                  ComputeSpec
+	Counts                cluster.Counts
+	ProvisioningState     string
+}
+
+// ValidateCompute checks a pool's settings against each other and this host
+// (usable at plan time).
+func ValidateCompute(spec ComputeSpec) error {
+	if err := spec.Validate(cluster.ThisHost()); err != nil {
+		return asFieldError(err)
+	}
+	return nil
+}
+
+func asFieldError(err error) error {
+	if fe, ok := err.(*cluster.FieldError); ok {
+		return &FieldError{Attr: fe.Attr, Msg: fe.Msg}
+	}
+	return err
+}
+
+func normalizeCompute(spec *ComputeSpec) {
+	if spec.VMPriority == "" {
+		spec.VMPriority = "Dedicated"
+	}
+	if size, err := cluster.LookupSize(spec.VMSize); err == nil {
+		spec.VMSize = size.Name
+	}
+}
+
+// CreateCompute provisions a managed pool and starts min_nodes nodes; with wait
+// it returns once they are ready.
+func (e *Engine) CreateCompute(ctx context.Context, workspaceID, name string, spec ComputeSpec, wait bool) (*Compute, error) {
+	s, err := e.open(ctx, workspaceID)
+	if err != nil {
+		return nil, fieldErr("workspace_id", "%v", err)
+	}
+	if !TargetNamePattern.MatchString(name) {
+		return nil, fieldErr("name", "%q is not a valid compute name: use 2 to 16 letters, digits or '-', starting with a letter", name)
+	}
+	for _, r := range ReservedTargetNames {
+		if strings.EqualFold(name, r) {
+			return nil, fieldErr("name", "%q is reserved; choose another name", name)
+		}
+	}
+	if existing, err := s.GetTarget(ctx, name); err == nil {
+		return nil, fieldErr("name", "workspace already has a compute target %q (kind %s); names are unique across kinds", name, existing.Kind)
+	}
+	normalizeCompute(&spec)
+	if err := ValidateCompute(spec); err != nil {
+		return nil, err
+	}
+	body, _ := json.Marshal(spec)
+	if err := s.PutTarget(ctx, store.TargetRow{Name: name, Kind: cluster.Kind, Spec: body}); err != nil {
+		return nil, err
+	}
+	if err := e.managedPool(s, name).EnsureNodes(ctx); err != nil {
+		return nil, err
+	}
+	if wait {
+		if err := e.waitNodes(ctx, s, name, spec.MinNodes); err != nil {
+			return nil, err
+		}
+	}
+	return e.ReadCompute(ctx, TargetID(s.Dir, name))
+}
+
+// waitNodes waits until n nodes of the pool are idle or running.
+func (e *Engine) waitNodes(ctx context.Context, s *store.Store, name string, n int) error {
+	for {
+		c, err := e.managedPool(s, name).NodeCounts(ctx)
+		if err != nil {
+			return err
+		}
+		if c.Idle+c.Running >= n {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %d node(s) of %s: %w", n, name, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// ReadCompute returns the pool with live node counts.
+func (e *Engine) ReadCompute(ctx context.Context, id string) (*Compute, error) {
+	wsID, name, err := ParseTargetID(id)
+	if err != nil {
+		return nil, err
+	}
+	s, err := e.open(ctx, wsID)
+	if err != nil {
+		return nil, err
+	}
+	p := e.managedPool(s, name)
+	spec, err := p.LoadSpec(ctx)
+	if err != nil {
+		return nil, err
+	}
+	counts, err := p.NodeCounts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &Compute{ID: TargetID(s.Dir, name), WorkspaceID: s.Dir, Name: name, Spec: spec, Counts: counts, ProvisioningState: "Succeeded"}, nil
+}
+
+// UpdateCompute changes the scale settings in place; nodes pick them up.
+func (e *Engine) UpdateCompute(ctx context.Context, id string, spec ComputeSpec) (*Compute, error) {
+	wsID, name, err := ParseTargetID(id)
+	if err != nil {
+		return nil, err
+	}
+	s, err := e.open(ctx, wsID)
+	if err != nil {
+		return nil, err
+	}
+	normalizeCompute(&spec)
+	if err := ValidateCompute(spec); err != nil {
+		return nil, err
+	}
+	body, _ := json.Marshal(spec)
+	if err := s.PutTarget(ctx, store.TargetRow{Name: name, Kind: cluster.Kind, Spec: body}); err != nil {
+		return nil, err
+	}
+	if err := e.managedPool(s, name).EnsureNodes(ctx); err != nil {
+		return nil, err
+	}
+	return e.ReadCompute(ctx, id)
+}
+
+// DeleteCompute drains a pool: it refuses while runs are queued or running
+// unless force (then they are canceled), stops every node agent and removes the
+// pool. Run history stays.
+func (e *Engine) DeleteCompute(ctx context.Context, id string, force bool) error {
+	wsID, name, err := ParseTargetID(id)
+	if err != nil {
+		return err
+	}
+	s, err := e.open(ctx, wsID)
+	if IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	p := e.managedPool(s, name)
+	if _, err := p.LoadSpec(ctx); IsNotFound(err) {
+		return nil
+	}
+	active, err := s.ActiveQueue(ctx, name)
+	if err != nil {
+		return err
+	}
+	if len(active) > 0 && !force {
+		ids := make([]string, len(active))
+		for i, q := range active {
+			ids[i] = q.RunID
+		}
+		return fmt.Errorf("compute %q has %d queued or running run(s) (%s); destroy them first, or set force_destroy = true to cancel them", name, len(active), strings.Join(ids, ", "))
+	}
+	for _, q := range active {
+		if _, err := e.cancel(ctx, s, q.RunID, run.ReasonCanceled); err != nil {
+			return fmt.Errorf("canceling run %s: %w", q.RunID, err)
+		}
+	}
+	if err := s.SetNodeState(ctx, name, store.NodeLeaving); err != nil {
+		return err
+	}
+	// Node agents see "leaving" within a tick and remove themselves.
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		nodes, err := s.Nodes(ctx, name)
+		if err != nil {
+			return err
+		}
+		if len(nodes) == 0 {
+			break
+		}
+		if _, err := p.Store.ReapNodes(ctx, name, cluster.LeaseTimeout, func(n store.NodeRow) bool { return local.ProcessAlive(n.PID, n.Ticks) }); err != nil {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Whatever did not leave in time is stopped by PID (checked against its start time).
+	nodes, err := s.Nodes(ctx, name)
+	if err != nil {
+		return err
+	}
+	for _, n := range nodes {
+		if local.ProcessAlive(n.PID, n.Ticks) {
+			_ = syscall.Kill(n.PID, syscall.SIGKILL)
+		}
+	}
+	if err := s.DeletePool(ctx, name); err != nil {
+		return err
+	}
+	return s.DeleteTarget(ctx, name)
+}

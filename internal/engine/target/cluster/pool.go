@@ -1,0 +1,284 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/openaml/terraform-provider-aml/internal/engine/run"
+	"github.com/openaml/terraform-provider-aml/internal/engine/store"
+	"github.com/openaml/terraform-provider-aml/internal/engine/target/local"
+)
+
+// Kind is the target kind of managed pools in the workspace store.
+const Kind = "amlcompute"
+
+// Lease timings: a node heartbeats every HeartbeatEvery; one silent for
+// LeaseTimeout (or whose process is gone) is reaped and its run requeued.
+var (
+	HeartbeatEvery = 500 * time.Millisecond
+	LeaseTimeout   = 10 * time.Second
+)
+
+// Spec is an aml_compute as configured.
+type Spec struct {
+	VMSize                     string `json:"vm_size"`
+	MinNodes                   int    `json:"min_nodes"`
+	MaxNodes                   int    `json:"max_nodes"`
+	IdleSecondsBeforeScaledown int    `json:"idle_seconds_before_scaledown"`
+	VMPriority                 string `json:"vm_priority"`
+	// RunBased names the one run a run-based pool exists for; the pool removes
+	// itself when that run has ended.
+	RunBased string `json:"run_based,omitempty"`
+}
+
+// Validate checks the scale settings against each other and the host.
+func (s Spec) Validate(h Host) error {
+	size, err := LookupSize(s.VMSize)
+	if err != nil {
+		return &FieldError{"vm_size", err.Error()}
+	}
+	if err := h.Fits(size); err != nil {
+		return &FieldError{"vm_size", err.Error()}
+	}
+	if s.MaxNodes < 1 {
+		return &FieldError{"max_nodes", fmt.Sprintf("must be at least 1, got %d", s.MaxNodes)}
+	}
+	if s.MinNodes < 0 || s.MinNodes > s.MaxNodes {
+		return &FieldError{"min_nodes", fmt.Sprintf("must be between 0 and max_nodes (%d), got %d", s.MaxNodes, s.MinNodes)}
+	}
+	if s.IdleSecondsBeforeScaledown < 0 {
+		return &FieldError{"idle_seconds_before_scaledown", fmt.Sprintf("must not be negative, got %d", s.IdleSecondsBeforeScaledown)}
+	}
+	return nil
+}
+
+// FieldError names the attribute at fault (the engine's FieldError shape).
+type FieldError struct{ Attr, Msg string }
+
+func (e *FieldError) Error() string { return e.Attr + ": " + e.Msg }
+
+// Pool is one managed pool of a workspace, as the engine and its node agents see it.
+type Pool struct {
+	Store         *store.Store
+	Name          string
+	AgentCommand  []string // how to start `agent node ...`
+	EnvRoot       string
+	EnvCacheBytes int64
+	Host          Host
+}
+
+// LoadSpec reads the pool's current settings.
+func (p *Pool) LoadSpec(ctx context.Context) (Spec, error) {
+	var s Spec
+	row, err := p.Store.GetTarget(ctx, p.Name)
+	if err != nil {
+		return s, err
+	}
+	if row.Kind != Kind {
+		return s, fmt.Errorf("compute target %q is a %s, not a managed pool", p.Name, row.Kind)
+	}
+	return s, json.Unmarshal(row.Spec, &s)
+}
+
+// RunsRoot is where the workspace keeps run directories.
+func (p *Pool) RunsRoot() string { return filepath.Join(p.Store.Dir, store.RunsDir) }
+
+// RankDir is the run directory of one rank: rank 0 is the run's own directory.
+func RankDir(runDir string, rank int) string {
+	if rank == 0 {
+		return runDir
+	}
+	return filepath.Join(runDir, local.ControlDir, "rank-"+strconv.Itoa(rank))
+}
+
+func (p *Pool) logDir() string { return filepath.Join(p.Store.Dir, "pools", p.Name) }
+
+func nodeAlive(n store.NodeRow) bool { return local.ProcessAlive(n.PID, n.Ticks) }
+
+// Reap removes dead nodes and requeues (once) or fails their runs.
+func (p *Pool) Reap(ctx context.Context) error {
+	lost, err := p.Store.ReapNodes(ctx, p.Name, LeaseTimeout, nodeAlive)
+	if err != nil {
+		return err
+	}
+	for _, l := range lost {
+		q, err := p.Store.QueueEntry(ctx, l.RunID)
+		if err != nil {
+			return err
+		}
+		runDir := filepath.Join(p.RunsRoot(), l.RunID)
+		for rank := 0; rank < q.NodeCount; rank++ {
+			dir := RankDir(runDir, rank)
+			if l.Requeued {
+				err = local.ResetForRequeue(dir, "a node of this run was lost; the run is queued again (once)")
+			} else {
+				err = local.MarkEnded(dir, run.Failed, run.ReasonLost, "a node of this run was lost twice")
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// EnsureNodes starts node agents so the pool has at least min_nodes and enough
+// for its queued runs, never more than max_nodes.
+func (p *Pool) EnsureNodes(ctx context.Context) error {
+	spec, err := p.LoadSpec(ctx)
+	if err != nil {
+		return err
+	}
+	if err := p.Reap(ctx); err != nil {
+		return err
+	}
+	nodes, err := p.Store.Nodes(ctx, p.Name)
+	if err != nil {
+		return err
+	}
+	_, demand, err := p.Store.QueueDemand(ctx, p.Name)
+	if err != nil {
+		return err
+	}
+	busy, live := 0, 0
+	for _, n := range nodes {
+		if n.State == store.NodeLeaving {
+			continue
+		}
+		live++
+		if n.State == store.NodeRunning {
+			busy++
+		}
+	}
+	want := busy + demand
+	if want < spec.MinNodes {
+		want = spec.MinNodes
+	}
+	if want > spec.MaxNodes {
+		want = spec.MaxNodes
+	}
+	if want <= live {
+		return nil
+	}
+	added, err := p.Store.ReserveNodes(ctx, p.Name, want, func(slot int) string {
+		b := make([]byte, 3)
+		_, _ = rand.Read(b)
+		return fmt.Sprintf("%s-n%d-%s", p.Name, slot, hex.EncodeToString(b))
+	})
+	if err != nil {
+		return err
+	}
+	for _, n := range added {
+		if err := p.startAgent(n.ID); err != nil {
+			_ = p.Store.RemoveNode(ctx, n.ID)
+			return fmt.Errorf("starting node %s: %w", n.ID, err)
+		}
+	}
+	return nil
+}
+
+// startAgent launches `agent node <workspace> <pool> <node>` detached, so the
+// node outlives Terraform.
+func (p *Pool) startAgent(nodeID string) error {
+	if err := os.MkdirAll(p.logDir(), 0o755); err != nil {
+		return err
+	}
+	logf, err := os.OpenFile(filepath.Join(p.logDir(), nodeID+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	args := append(append([]string{}, p.AgentCommand[1:]...), "node", p.Store.Dir, p.Name, nodeID)
+	cmd := exec.Command(p.AgentCommand[0], args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), "AML_AGENT=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	go func() { _ = cmd.Wait() }() // reap while we live; init reaps after
+	return nil
+}
+
+// Counts are a pool's node state counts, as Azure's AmlCompute reports them.
+type Counts struct {
+	Idle, Running, Preparing, Unusable, Leaving, Preempted int
+	Current, Target                                        int
+	Queued                                                 int
+	AllocationState                                        string // Steady or Resizing
+}
+
+// NodeCounts observes the pool (reaping dead nodes first).
+func (p *Pool) NodeCounts(ctx context.Context) (Counts, error) {
+	var c Counts
+	spec, err := p.LoadSpec(ctx)
+	if err != nil {
+		return c, err
+	}
+	if err := p.Reap(ctx); err != nil {
+		return c, err
+	}
+	nodes, err := p.Store.Nodes(ctx, p.Name)
+	if err != nil {
+		return c, err
+	}
+	for _, n := range nodes {
+		switch n.State {
+		case store.NodeIdle:
+			c.Idle++
+		case store.NodeRunning:
+			c.Running++
+		case store.NodeStarting:
+			c.Preparing++
+		case store.NodeLeaving:
+			c.Leaving++
+		}
+	}
+	c.Current = len(nodes) - c.Leaving
+	queued, demand, err := p.Store.QueueDemand(ctx, p.Name)
+	if err != nil {
+		return c, err
+	}
+	c.Queued = queued
+	c.Target = c.Running + demand
+	if c.Target < spec.MinNodes {
+		c.Target = spec.MinNodes
+	}
+	if c.Target > spec.MaxNodes {
+		c.Target = spec.MaxNodes
+	}
+	c.AllocationState = "Steady"
+	if c.Current != c.Target || c.Preparing > 0 || c.Leaving > 0 {
+		c.AllocationState = "Resizing"
+	}
+	return c, nil
+}
+
+// freePort picks the MASTER_PORT of a multi-node run.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func joinInts(xs []int) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = strconv.Itoa(x)
+	}
+	return strings.Join(s, ",")
+}

@@ -1,0 +1,96 @@
+package local
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/openaml/terraform-provider-aml/internal/engine/run"
+	"github.com/openaml/terraform-provider-aml/internal/engine/target"
+)
+
+// NodeFile is written by a pool node into a run directory before it starts the
+// supervisor: what this node adds to the run (its CPUs, GPUs, identity).
+const nodeFile = "node.json"
+
+// NodeAssignment is the content of the node file.
+type NodeAssignment struct {
+	NodeID string            `json:"node_id"`
+	CPUs   []int             `json:"cpus,omitempty"`
+	Env    map[string]string `json:"env,omitempty"`
+}
+
+// WriteNodeAssignment records a node's assignment in a run directory.
+func WriteNodeAssignment(runDir string, a NodeAssignment) error {
+	return writeJSONAtomic(filepath.Join(runDir, ControlDir, nodeFile), a)
+}
+
+func readNodeAssignment(l Layout) (*NodeAssignment, error) {
+	var a NodeAssignment
+	if err := readJSON(filepath.Join(l.Control(), nodeFile), &a); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	return &a, nil
+}
+
+// ReadState returns the supervisor's last recorded state of a run directory,
+// without judging liveness (pools reap dead nodes themselves).
+func ReadState(runDir string) (target.State, error) {
+	st, err := readStatus(Layout{Dir: runDir})
+	if err != nil {
+		return target.State{}, err
+	}
+	if st == nil {
+		return target.State{Status: run.Starting}, nil
+	}
+	return st.State, nil
+}
+
+// SupervisorStarted reports whether a supervisor has taken the run directory.
+func SupervisorStarted(runDir string) bool {
+	st, err := readStatus(Layout{Dir: runDir})
+	return err == nil && st != nil && st.SupervisorPID != 0
+}
+
+// ResetForRequeue kills whatever is left of a previous attempt in the run
+// directory and makes it startable again; logs are kept (appended to).
+func ResetForRequeue(runDir string, note string) error {
+	l := Layout{Dir: runDir}
+	if st, err := readStatus(l); err == nil && st != nil && st.ChildPID > 0 {
+		_ = killGroup(st.ChildPID, syscall.SIGKILL)
+	}
+	_ = os.Remove(l.CancelReq())
+	if f, err := os.OpenFile(l.StdLog(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err == nil {
+		fmt.Fprintf(f, "\naml: %s\n", note)
+		f.Close()
+	}
+	return writeJSONAtomic(l.Status(), SupervisorStatus{State: target.State{Status: run.Queued, Message: note}})
+}
+
+// MarkEnded records a final state for a run directory whose supervisor cannot
+// (it never started, or it is gone), killing any leftover process group.
+func MarkEnded(runDir string, status run.Status, reason, message string) error {
+	l := Layout{Dir: runDir}
+	st, err := readStatus(l)
+	if err != nil {
+		return err
+	}
+	if st == nil {
+		st = &SupervisorStatus{}
+	}
+	if st.Status.Terminal() {
+		return nil
+	}
+	if st.ChildPID > 0 {
+		_ = killGroup(st.ChildPID, syscall.SIGKILL)
+	}
+	now := time.Now().UTC()
+	st.Status, st.FailureReason, st.Message, st.EndTime = status, reason, message, &now
+	return writeJSONAtomic(l.Status(), st)
+}
