@@ -231,3 +231,32 @@ func (e *Engine) DeleteCompute(ctx context.Context, id string, force bool) error
 	}
 	return s.DeleteTarget(ctx, name)
 }
+
+// CheckPlacement is the plan-time check that a run configuration fits its target:
+// a node_count the target cannot provide is refused before anything is applied.
+// Whatever does not exist yet (created in the same apply) is checked at apply.
+func (e *Engine) CheckPlacement(ctx context.Context, workspaceID, targetName, runConfigID string) error {
+	s, err := e.open(ctx, workspaceID)
+	if err != nil {
+		return nil
+	}
+	rc, err := e.ReadRunConfig(ctx, runConfigID)
+	if err != nil || rc.Spec.NodeCount <= 1 {
+		return nil
+	}
+	if targetName == LocalTarget {
+		return fieldErr("compute_target", "run configuration %q asks for node_count = %d, but %q runs one node; use an aml_compute pool", rc.Spec.Name, rc.Spec.NodeCount, targetName)
+	}
+	row, err := s.GetTarget(ctx, targetName)
+	if err != nil {
+		return nil
+	}
+	if row.Kind != cluster.Kind {
+		return fieldErr("compute_target", "run configuration %q asks for node_count = %d, but compute target %q (%s) runs one node; use an aml_compute pool", rc.Spec.Name, rc.Spec.NodeCount, targetName, row.Kind)
+	}
+	spec, err := e.managedPool(s, targetName).LoadSpec(ctx)
+	if err == nil && rc.Spec.NodeCount > spec.MaxNodes {
+		return fieldErr("compute_target", "run configuration %q asks for node_count = %d, but pool %q has max_nodes = %d", rc.Spec.Name, rc.Spec.NodeCount, targetName, spec.MaxNodes)
+	}
+	return nil
+}

@@ -400,3 +400,54 @@ func (e *Engine) TargetCredentials(ctx context.Context, id string) (Credentials,
 	err = s.GetSecrets(name, &c)
 	return c, err
 }
+
+// TargetStatus is any compute target's live view (data source aml_compute_target).
+type TargetStatus struct {
+	ID, Name, Kind    string
+	ProvisioningState string
+	Facts             target.Facts
+	Address           string
+	Pool              *Compute // managed pools only
+}
+
+// ReadTargetStatus describes any target by name, with live node counts for
+// pools; "local" is the machine running the engine.
+func (e *Engine) ReadTargetStatus(ctx context.Context, workspaceID, name string) (*TargetStatus, error) {
+	s, err := e.open(ctx, workspaceID)
+	if err != nil {
+		return nil, fieldErr("workspace_id", "%v", err)
+	}
+	if name == LocalTarget {
+		f, err := (&local.Driver{}).Probe(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return &TargetStatus{ID: TargetID(s.Dir, name), Name: name, Kind: "local", ProvisioningState: "Succeeded", Facts: f}, nil
+	}
+	row, err := s.GetTarget(ctx, name)
+	if IsNotFound(err) {
+		names, _ := s.TargetNames(ctx)
+		return nil, fieldErr("name", "unknown compute target %q; this workspace has: %s", name, strings.Join(append([]string{LocalTarget}, names...), ", "))
+	}
+	if err != nil {
+		return nil, err
+	}
+	ts := &TargetStatus{ID: TargetID(s.Dir, name), Name: name, Kind: row.Kind, ProvisioningState: "Succeeded"}
+	switch row.Kind {
+	case KindSSH:
+		t, err := e.ReadTarget(ctx, ts.ID)
+		if err != nil {
+			return nil, err
+		}
+		ts.Facts, ts.Address = t.Facts, t.Remote.Address
+	case cluster.Kind:
+		c, err := e.ReadCompute(ctx, ts.ID)
+		if err != nil {
+			return nil, err
+		}
+		ts.Pool = c
+		size, _ := cluster.LookupSize(c.Spec.VMSize)
+		ts.Facts = target.Facts{Cores: size.Cores, MemoryBytes: size.MemoryMB << 20, GPUs: size.GPUs, OS: runtime.GOOS, Arch: runtime.GOARCH}
+	}
+	return ts, nil
+}

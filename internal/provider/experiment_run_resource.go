@@ -234,6 +234,12 @@ func (r *ExperimentRunResource) ModifyPlan(ctx context.Context, req resource.Mod
 			return
 		}
 	}
+	if known(plan.WorkspaceID) && known(plan.ComputeTarget) && known(plan.RunConfigurationID) {
+		if err := r.eng.CheckPlacement(ctx, plan.WorkspaceID.ValueString(), plan.ComputeTarget.ValueString(), plan.RunConfigurationID.ValueString()); err != nil {
+			addEngineError(&resp.Diagnostics, "Run does not fit its compute target", err)
+			return
+		}
+	}
 	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("snapshot_hash"), sum.Hash)...)
 	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("snapshot_files"), int64(sum.Files))...)
 	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("snapshot_bytes"), sum.Bytes)...)
@@ -310,6 +316,13 @@ func (m *ExperimentRunResourceModel) fillInputs(ctx context.Context, run *engine
 	m.Tags = optMap(ctx, run.Tags, diags)
 	m.WaitForCompletion = types.BoolValue(true)
 	m.AllowFailure = types.BoolValue(false)
+}
+
+func known(v interface {
+	IsNull() bool
+	IsUnknown() bool
+}) bool {
+	return !v.IsNull() && !v.IsUnknown()
 }
 
 func optMap(ctx context.Context, v map[string]string, diags *diag.Diagnostics) types.Map {

@@ -98,6 +98,7 @@ func (p *AmlProvider) Resources(ctx context.Context) []func() resource.Resource 
 		NewRunConfigurationResource,
 		NewExperimentRunResource,
 		NewRemoteComputeResource,
+		NewComputeResource,
 	}
 }
 
@@ -105,5 +106,6 @@ func (p *AmlProvider) DataSources(ctx context.Context) []func() datasource.DataS
 	return []func() datasource.DataSource{
 		NewWorkspaceDataSource,
 		NewRunDataSource,
+		NewComputeTargetDataSource,
 	}
 }
