@@ -2,6 +2,8 @@ package engine
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
@@ -259,4 +261,51 @@ func (e *Engine) CheckPlacement(ctx context.Context, workspaceID, targetName, ru
 		return fieldErr("compute_target", "run configuration %q asks for node_count = %d, but pool %q has max_nodes = %d", rc.Spec.Name, rc.Spec.NodeCount, targetName, spec.MaxNodes)
 	}
 	return nil
+}
+
+// RunBasedTarget is the compute_target of a run that gets a pool of its own.
+const RunBasedTarget = "amlcompute"
+
+// RunBasedCompute is the pool a run-based run asks for.
+type RunBasedCompute struct {
+	VMSize   string
+	MaxNodes int
+}
+
+func checkRunBased(rb *RunBasedCompute, nodeCount int) error {
+	if rb == nil {
+		return fieldErr("run_based_compute", "is required with compute_target = %q: it says which pool to create for the run (vm_size, max_nodes)", RunBasedTarget)
+	}
+	spec := ComputeSpec{VMSize: rb.VMSize, MaxNodes: rb.MaxNodes}
+	if err := ValidateCompute(spec); err != nil {
+		fe := asFieldError(err).(*FieldError)
+		return fieldErr("run_based_compute."+fe.Attr, "%s", fe.Msg)
+	}
+	if nodeCount > rb.MaxNodes {
+		return fieldErr("run_based_compute.max_nodes", "the run configuration asks for node_count = %d, more than max_nodes = %d", nodeCount, rb.MaxNodes)
+	}
+	return nil
+}
+
+// createRunBasedPool makes the pool of one run: no minimum, nodes stop as soon
+// as they are idle, and the engine deletes it when the run has ended.
+func (e *Engine) createRunBasedPool(ctx context.Context, s *store.Store, runID string, rb RunBasedCompute) (string, runDriver, error) {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	name := "rb-" + hex.EncodeToString(b)
+	spec := ComputeSpec{VMSize: rb.VMSize, MaxNodes: rb.MaxNodes, RunBased: runID}
+	normalizeCompute(&spec)
+	body, _ := json.Marshal(spec)
+	if err := s.PutTarget(ctx, store.TargetRow{Name: name, Kind: cluster.Kind, Spec: body}); err != nil {
+		return "", nil, err
+	}
+	return name, poolDriver{&cluster.Driver{Pool: e.managedPool(s, name)}}, nil
+}
+
+// releaseRunBasedPool deletes a finished run's own pool.
+func (e *Engine) releaseRunBasedPool(ctx context.Context, s *store.Store, rec *run.Record) {
+	if rec.Pool == "" || !rec.Status.Terminal() {
+		return
+	}
+	_ = e.DeleteCompute(context.WithoutCancel(ctx), TargetID(s.Dir, rec.Pool), true)
 }

@@ -42,6 +42,9 @@ type RunRequest struct {
 	EnvironmentVariables map[string]string
 	Tags                 map[string]string
 	Triggers             map[string]string
+	// RunBased, with ComputeTarget "amlcompute", is the pool created for this
+	// run alone and deleted after it.
+	RunBased *RunBasedCompute
 	// PlannedSnapshotHash, when set, must equal the hash at submit time.
 	PlannedSnapshotHash string
 }
@@ -174,11 +177,21 @@ func (e *Engine) SubmitRun(ctx context.Context, req RunRequest) (*Run, error) {
 	if err != nil {
 		return nil, fieldErr("run_configuration_id", "%v", err)
 	}
-	drv, err := e.driverFor(ctx, s, req.ComputeTarget)
-	if err != nil {
-		return nil, err
+	var drv runDriver
+	if req.ComputeTarget == RunBasedTarget {
+		if err := checkRunBased(req.RunBased, rc.Spec.NodeCount); err != nil {
+			return nil, err
+		}
+		drv = e.localDriver(s) // the pool is created below, once nothing can fail first
+	} else {
+		if req.RunBased != nil {
+			return nil, fieldErr("run_based_compute", "is only used with compute_target = %q", RunBasedTarget)
+		}
+		if drv, err = e.driverFor(ctx, s, req.ComputeTarget); err != nil {
+			return nil, err
+		}
 	}
-	if _, pool := drv.(poolDriver); rc.Spec.NodeCount > 1 && !pool {
+	if _, pool := drv.(poolDriver); rc.Spec.NodeCount > 1 && !pool && req.ComputeTarget != RunBasedTarget {
 		return nil, fieldErr("run_configuration_id", "run configuration %q asks for node_count = %d, but compute target %q runs one node", rc.Spec.Name, rc.Spec.NodeCount, req.ComputeTarget)
 	}
 	if (req.Script == "") == (len(req.Command) == 0) {
@@ -263,6 +276,11 @@ func (e *Engine) SubmitRun(ctx context.Context, req RunRequest) (*Run, error) {
 		Triggers:             req.Triggers,
 	}
 	rec.RunDir = s.RunDir(rec.ID)
+	if req.ComputeTarget == RunBasedTarget {
+		if rec.Pool, drv, err = e.createRunBasedPool(ctx, s, rec.ID, *req.RunBased); err != nil {
+			return nil, err
+		}
+	}
 	argv := runArgv(req, launch, rec.ID, drv.RunDir(rec.ID), envVars)
 	if err := s.InsertRun(ctx, rec, e.owner); err != nil {
 		return nil, err
@@ -279,6 +297,9 @@ func (e *Engine) SubmitRun(ctx context.Context, req RunRequest) (*Run, error) {
 		Grace:       e.opts.CancelGrace,
 	})
 	if err != nil {
+		if rec.Pool != "" {
+			_ = e.DeleteCompute(context.WithoutCancel(ctx), TargetID(s.Dir, rec.Pool), true)
+		}
 		failed, uerr := s.UpdateRun(ctx, rec.ID, func(r *run.Record) error {
 			r.Status, r.FailureReason, r.Error = run.Failed, run.ReasonSetupFailed, err.Error()
 			end := time.Now().UTC()
@@ -443,6 +464,7 @@ func (e *Engine) record(ctx context.Context, s *store.Store, id string, ex targe
 			return nil, err
 		}
 	}
+	e.releaseRunBasedPool(ctx, s, rec)
 	return e.toRun(s, rec), nil
 }
 

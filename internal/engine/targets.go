@@ -54,15 +54,19 @@ func (d localDriver) PrepareEnvironment(ctx context.Context, e env.Environment) 
 
 func (d localDriver) RunDir(runID string) string { return filepath.Join(d.RunsRoot, runID) }
 
+func (e *Engine) localDriver(s *store.Store) runDriver {
+	return localDriver{&local.Driver{
+		RunsRoot:      filepath.Join(s.Dir, store.RunsDir),
+		EnvRoot:       filepath.Join(s.Dir, EnvsDir),
+		EnvCacheBytes: e.opts.EnvCacheMaxBytes,
+		AgentCommand:  e.opts.AgentCommand,
+	}}
+}
+
 // driverFor returns the driver of a compute target of workspace s.
 func (e *Engine) driverFor(ctx context.Context, s *store.Store, name string) (runDriver, error) {
 	if name == LocalTarget || name == "" {
-		return localDriver{&local.Driver{
-			RunsRoot:      filepath.Join(s.Dir, store.RunsDir),
-			EnvRoot:       filepath.Join(s.Dir, EnvsDir),
-			EnvCacheBytes: e.opts.EnvCacheMaxBytes,
-			AgentCommand:  e.opts.AgentCommand,
-		}}, nil
+		return e.localDriver(s), nil
 	}
 	row, err := s.GetTarget(ctx, name)
 	if IsNotFound(err) {
@@ -83,7 +87,11 @@ func (e *Engine) driverFor(ctx context.Context, s *store.Store, name string) (ru
 }
 
 func (e *Engine) recoverRun(ctx context.Context, s *store.Store, rec *run.Record) (target.Execution, error) {
-	drv, err := e.driverFor(ctx, s, rec.Target)
+	name := rec.Target
+	if rec.Pool != "" {
+		name = rec.Pool
+	}
+	drv, err := e.driverFor(ctx, s, name)
 	if err != nil {
 		return nil, err
 	}

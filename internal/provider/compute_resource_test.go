@@ -336,3 +336,66 @@ resource "aml_compute" "bad" {
 		},
 	})
 }
+
+// compute_target = "amlcompute": a pool made for the run and deleted after it.
+func TestAccCompute_runBased(t *testing.T) {
+	wsDir := filepath.Join(t.TempDir(), "ws")
+	src := newSourceDir(t, map[string]string{"train.py": "import os\nos.environ['SLEEP'] = '0.2'\n" + poolScript})
+	cfg := func(extra string) string {
+		return fmt.Sprintf(`
+resource "aml_workspace" "ws" {
+  name          = "acc-rb"
+  storage_path  = %q
+  force_destroy = true
+}
+
+resource "aml_run_configuration" "py" {
+  workspace_id = aml_workspace.ws.id
+  name         = "py"
+  environment  = { python = { user_managed_dependencies = true, interpreter_path = %q } }
+}
+
+resource "aml_experiment_run" "rb" {
+  workspace_id         = aml_workspace.ws.id
+  experiment_name      = "run-based"
+  source_directory     = %q
+  script               = "train.py"
+  arguments            = ["--C", "2"]
+  compute_target       = "amlcompute"
+  run_configuration_id = aml_run_configuration.py.id
+  %s
+}
+`, wsDir, pythonBin, src, extra)
+	}
+	resource.Test(t, resource.TestCase{
+		PreCheck:                 func() { testAccPreCheck(t) },
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		Steps: []resource.TestStep{
+			{Config: cfg(""), ExpectError: wrapped("run_based_compute: compute_target = \"amlcompute\" creates a pool")},
+			{
+				Config: cfg(`run_based_compute = { vm_size = "STANDARD_D1_V2", max_nodes = 1 }`),
+				ConfigStateChecks: []statecheck.StateCheck{
+					statecheck.ExpectKnownValue("aml_experiment_run.rb", tfjsonpath.New("status"), knownvalue.StringExact("Completed")),
+					statecheck.ExpectKnownValue("aml_experiment_run.rb", tfjsonpath.New("metrics").AtMapKey("c"), knownvalue.Float64Exact(2)),
+				},
+				Check: func(s *terraform.State) error {
+					dir := filepath.Dir(s.RootModule().Resources["aml_experiment_run.rb"].Primary.Attributes["outputs_path"])
+					sp, err := readPoolSpan(dir)
+					if err != nil {
+						return err
+					}
+					if !strings.HasPrefix(sp.Node, "rb-") {
+						return fmt.Errorf("the run ran on node %q, not on a run-based pool", sp.Node)
+					}
+					// The pool is gone with its run; the run stays as history.
+					ts, err := testEngine(t).ReadTargetStatus(context.Background(), wsDir, strings.SplitN(sp.Node, "-n", 2)[0])
+					if err == nil {
+						return fmt.Errorf("run-based pool still exists after its run: %+v", ts)
+					}
+					return nil
+				},
+			},
+		},
+	})
+	assertNoNodeAgents(t, wsDir)
+}

@@ -7,8 +7,10 @@ import (
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
+	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/listvalidator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
+	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
@@ -16,20 +18,23 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/booldefault"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/listplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/mapplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/objectplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringdefault"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
+	"github.com/hashicorp/terraform-plugin-framework/types/basetypes"
 	"github.com/hashicorp/terraform-plugin-log/tflog"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine"
 )
 
 var (
-	_ resource.ResourceWithConfigure   = &ExperimentRunResource{}
-	_ resource.ResourceWithImportState = &ExperimentRunResource{}
-	_ resource.ResourceWithModifyPlan  = &ExperimentRunResource{}
+	_ resource.ResourceWithConfigure      = &ExperimentRunResource{}
+	_ resource.ResourceWithImportState    = &ExperimentRunResource{}
+	_ resource.ResourceWithModifyPlan     = &ExperimentRunResource{}
+	_ resource.ResourceWithValidateConfig = &ExperimentRunResource{}
 )
 
 const (
@@ -60,6 +65,7 @@ type ExperimentRunResourceModel struct {
 	Triggers             types.Map      `tfsdk:"triggers"`
 	Tags                 types.Map      `tfsdk:"tags"`
 	Timeouts             timeouts.Value `tfsdk:"timeouts"`
+	RunBasedCompute      types.Object   `tfsdk:"run_based_compute"`
 
 	RunID           types.String  `tfsdk:"run_id"`
 	Status          types.String  `tfsdk:"status"`
@@ -134,7 +140,15 @@ func (r *ExperimentRunResource) Schema(ctx context.Context, req resource.SchemaR
 			"compute_target": schema.StringAttribute{
 				Optional: true, Computed: true, PlanModifiers: replaceStr,
 				Default:             stringdefault.StaticString(engine.LocalTarget),
-				MarkdownDescription: "Where the run executes. `local` (default) is the machine running Terraform.",
+				MarkdownDescription: "Where the run executes: `local` (default) is the machine running Terraform; the `name` of an `aml_remote_compute` or `aml_compute`; or `amlcompute` with `run_based_compute` for a pool created for this run and deleted after it.",
+			},
+			"run_based_compute": schema.SingleNestedAttribute{
+				Optional: true, PlanModifiers: []planmodifier.Object{objectplanmodifier.RequiresReplace()},
+				MarkdownDescription: "With `compute_target = \"amlcompute\"`: the pool created for this run alone (nodes start for it and stop as soon as they are idle) and deleted when the run has ended.",
+				Attributes: map[string]schema.Attribute{
+					"vm_size":   schema.StringAttribute{Required: true, MarkdownDescription: "Node size, as `aml_compute`'s `vm_size`.", Validators: []validator.String{vmSizeValidator{}}},
+					"max_nodes": schema.Int64Attribute{Optional: true, MarkdownDescription: "Nodes of the pool (at least the run configuration's `node_count`). Default 1.", Validators: []validator.Int64{int64validator.AtLeast(1)}},
+				},
 			},
 			"run_configuration_id": schema.StringAttribute{
 				Required: true, PlanModifiers: replaceStr,
@@ -206,6 +220,24 @@ func (r *ExperimentRunResource) Configure(ctx context.Context, req resource.Conf
 	r.eng = engineFromResource(req, resp)
 }
 
+// ValidateConfig ties run_based_compute to compute_target = "amlcompute".
+func (r *ExperimentRunResource) ValidateConfig(ctx context.Context, req resource.ValidateConfigRequest, resp *resource.ValidateConfigResponse) {
+	var m ExperimentRunResourceModel
+	resp.Diagnostics.Append(req.Config.Get(ctx, &m)...)
+	if resp.Diagnostics.HasError() || m.ComputeTarget.IsUnknown() || m.RunBasedCompute.IsUnknown() {
+		return
+	}
+	runBased := m.ComputeTarget.ValueString() == engine.RunBasedTarget
+	switch {
+	case runBased && m.RunBasedCompute.IsNull():
+		resp.Diagnostics.AddAttributeError(path.Root("run_based_compute"), "Missing run_based_compute",
+			`run_based_compute: compute_target = "amlcompute" creates a pool for this run; say which with run_based_compute = { vm_size = "...", max_nodes = N }`)
+	case !runBased && !m.RunBasedCompute.IsNull():
+		resp.Diagnostics.AddAttributeError(path.Root("run_based_compute"), "Unexpected run_based_compute",
+			fmt.Sprintf(`run_based_compute: only used with compute_target = "amlcompute", not %q`, m.ComputeTarget.ValueString()))
+	}
+}
+
 // ModifyPlan hashes the source directory so a changed file shows as a replacement.
 func (r *ExperimentRunResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
 	if req.Plan.Raw.IsNull() || r.eng == nil {
@@ -268,6 +300,17 @@ func (m *ExperimentRunResourceModel) request(ctx context.Context, diags *diag.Di
 		Tags:                 stringMap(ctx, m.Tags, diags),
 		Triggers:             stringMap(ctx, m.Triggers, diags),
 	}
+	if !m.RunBasedCompute.IsNull() && !m.RunBasedCompute.IsUnknown() {
+		var rb struct {
+			VMSize   types.String `tfsdk:"vm_size"`
+			MaxNodes types.Int64  `tfsdk:"max_nodes"`
+		}
+		diags.Append(m.RunBasedCompute.As(ctx, &rb, basetypes.ObjectAsOptions{})...)
+		req.RunBased = &engine.RunBasedCompute{VMSize: rb.VMSize.ValueString(), MaxNodes: int(rb.MaxNodes.ValueInt64())}
+		if rb.MaxNodes.IsNull() {
+			req.RunBased.MaxNodes = 1
+		}
+	}
 	if !m.SnapshotHash.IsUnknown() && !m.SnapshotHash.IsNull() {
 		req.PlannedSnapshotHash = m.SnapshotHash.ValueString()
 	}
@@ -316,6 +359,7 @@ func (m *ExperimentRunResourceModel) fillInputs(ctx context.Context, run *engine
 	m.Tags = optMap(ctx, run.Tags, diags)
 	m.WaitForCompletion = types.BoolValue(true)
 	m.AllowFailure = types.BoolValue(false)
+	m.RunBasedCompute = types.ObjectNull(map[string]attr.Type{"vm_size": types.StringType, "max_nodes": types.Int64Type})
 }
 
 func known(v interface {

@@ -42,6 +42,9 @@ type Record struct {
 	EnvironmentCacheHit     *bool
 	EnvironmentBuildSeconds *float64
 	EnvironmentBuilder      string
+	// Pool is the run-based pool created for this run (compute_target
+	// "amlcompute"); it is deleted once the run has ended.
+	Pool string
 	// The submission as configured, so a run can be imported into Terraform.
 	SourceDirectory      string
 	Script               string
