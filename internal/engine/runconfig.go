@@ -50,11 +50,16 @@ func RunConfigID(workspaceID, name string) string {
 
 // ParseRunConfigID splits a run configuration id.
 func ParseRunConfigID(id string) (workspaceID, name string, err error) {
-	i := strings.LastIndex(id, runConfigSep)
-	if i <= 0 || !filepath.IsAbs(id[:i]) || !NamePattern.MatchString(id[i+len(runConfigSep):]) {
-		return "", "", fmt.Errorf("run configuration id %q is not of the form {workspace_id}/runconfigs/{name}", id)
+	return parseChildID(id, runConfigSep, NamePattern, "run configuration id", "{name}")
+}
+
+// parseChildID splits "<absolute workspace dir><sep><name>" ids.
+func parseChildID(id, sep string, name *regexp.Regexp, kind, form string) (string, string, error) {
+	i := strings.LastIndex(id, sep)
+	if i <= 0 || !filepath.IsAbs(id[:i]) || !name.MatchString(id[i+len(sep):]) {
+		return "", "", fmt.Errorf("%s %q is not of the form {workspace_id}%s%s", kind, id, sep, form)
 	}
-	return id[:i], id[i+len(runConfigSep):], nil
+	return id[:i], id[i+len(sep):], nil
 }
 
 // Normalize fills defaults.

@@ -115,11 +115,7 @@ func (e *RunFailedError) Error() string {
 
 // ParseRunID splits "<workspace_id>/runs/<run_id>".
 func ParseRunID(id string) (workspaceID, runID string, err error) {
-	i := strings.LastIndex(id, runSep)
-	if i <= 0 || !filepath.IsAbs(id[:i]) || !NamePattern.MatchString(id[i+len(runSep):]) {
-		return "", "", fmt.Errorf("run id %q is not of the form {workspace_id}/runs/{run_id}", id)
-	}
-	return id[:i], id[i+len(runSep):], nil
+	return parseChildID(id, runSep, NamePattern, "run id", "{run_id}")
 }
 
 // SnapshotSummary is what a plan shows about a source directory.
@@ -400,6 +396,26 @@ func (e *Engine) load(ctx context.Context, id string) (*store.Store, *run.Record
 	}
 	rec, err := s.GetRun(ctx, runID)
 	return s, rec, err
+}
+
+// stillActive observes runs whose records say they are active (a record may be
+// stale) and returns those that really are.
+func (e *Engine) stillActive(ctx context.Context, s *store.Store, ids []string) ([]string, error) {
+	var active []string
+	for _, runID := range ids {
+		rec, err := s.GetRun(ctx, runID)
+		if err != nil {
+			return nil, err
+		}
+		r, err := e.refresh(ctx, s, rec)
+		if err != nil {
+			return nil, err
+		}
+		if r.Status.Active() {
+			active = append(active, runID)
+		}
+	}
+	return active, nil
 }
 
 // refresh brings an active run's record up to date from its target.

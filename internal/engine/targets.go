@@ -148,11 +148,7 @@ func TargetID(workspaceID, name string) string { return filepath.Clean(workspace
 
 // ParseTargetID splits a target id.
 func ParseTargetID(id string) (workspaceID, name string, err error) {
-	i := strings.LastIndex(id, targetSep)
-	if i <= 0 || !filepath.IsAbs(id[:i]) || !TargetNamePattern.MatchString(id[i+len(targetSep):]) {
-		return "", "", fmt.Errorf("compute target id %q is not of the form {workspace_id}/targets/{name}", id)
-	}
-	return id[:i], id[i+len(targetSep):], nil
+	return parseChildID(id, targetSep, TargetNamePattern, "compute target id", "{name}")
 }
 
 func endpoint(spec RemoteSpec, creds Credentials, hostKey string) remote.Endpoint {
@@ -369,19 +365,9 @@ func (e *Engine) DetachTarget(ctx context.Context, id string, force bool) error 
 	if err != nil {
 		return err
 	}
-	var active []string
-	for _, runID := range ids {
-		rec, err := s.GetRun(ctx, runID)
-		if err != nil {
-			return err
-		}
-		r, err := e.refresh(ctx, s, rec)
-		if err != nil {
-			return err
-		}
-		if r.Status.Active() {
-			active = append(active, runID)
-		}
+	active, err := e.stillActive(ctx, s, ids)
+	if err != nil {
+		return err
 	}
 	if len(active) > 0 && !force {
 		return fmt.Errorf("compute target %q has %d active run(s) (%s); destroy them first, or set force_detach = true to cancel them", name, len(active), strings.Join(active, ", "))

@@ -119,20 +119,9 @@ func (e *Engine) DeleteWorkspace(ctx context.Context, id string, force bool) err
 	if err != nil {
 		return err
 	}
-	var active []string
-	for _, runID := range ids {
-		// The record may be stale: observe the run before refusing.
-		rec, err := s.GetRun(ctx, runID)
-		if err != nil {
-			return err
-		}
-		r, err := e.refresh(ctx, s, rec)
-		if err != nil {
-			return err
-		}
-		if r.Status.Active() {
-			active = append(active, runID)
-		}
+	active, err := e.stillActive(ctx, s, ids)
+	if err != nil {
+		return err
 	}
 	if len(active) > 0 {
 		return fmt.Errorf("workspace %s has %d active run(s) (%s); destroy or cancel them first", id, len(active), strings.Join(active, ", "))

@@ -104,3 +104,31 @@ type Execution interface {
 
 // LogTailLines is how many lines of log a run record keeps for diagnostics.
 const LogTailLines = 50
+
+// Poll observes a run until it is terminal or ctx ends: quickly at first, the
+// interval growing by half up to most. Errors for which transient is true (a
+// dropped connection: the run goes on) do not end the wait.
+func Poll(ctx context.Context, first, most time.Duration, status func(context.Context) (State, error), transient func(error) bool) (State, error) {
+	delay := first
+	var last State
+	for {
+		st, err := status(ctx)
+		switch {
+		case err == nil:
+			last = st
+			if st.Status.Terminal() {
+				return st, nil
+			}
+		case transient == nil || !transient(err):
+			return last, err
+		}
+		select {
+		case <-ctx.Done():
+			return last, ctx.Err()
+		case <-time.After(delay):
+		}
+		if delay < most {
+			delay = min(delay*3/2, most)
+		}
+	}
+}

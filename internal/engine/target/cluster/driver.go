@@ -205,21 +205,7 @@ func combine(states []target.State) target.State {
 }
 
 func (e *execution) Wait(ctx context.Context) (target.State, error) {
-	delay := 50 * time.Millisecond
-	for {
-		st, err := e.Status(ctx)
-		if err != nil || st.Status.Terminal() {
-			return st, err
-		}
-		select {
-		case <-ctx.Done():
-			return st, ctx.Err()
-		case <-time.After(delay):
-		}
-		if delay < 500*time.Millisecond {
-			delay = delay * 3 / 2
-		}
-	}
+	return target.Poll(ctx, 50*time.Millisecond, 500*time.Millisecond, e.Status, nil)
 }
 
 func (e *execution) Logs(ctx context.Context, offset int64) ([]byte, int64, error) {

@@ -255,21 +255,7 @@ func (e *execution) Status(ctx context.Context) (target.State, error) {
 
 // Wait polls the status file, quickly at first, then every half second.
 func (e *execution) Wait(ctx context.Context) (target.State, error) {
-	delay := 20 * time.Millisecond
-	for {
-		st, err := e.Status(ctx)
-		if err != nil || st.Status.Terminal() {
-			return st, err
-		}
-		select {
-		case <-ctx.Done():
-			return st, ctx.Err()
-		case <-time.After(delay):
-		}
-		if delay < 500*time.Millisecond {
-			delay = delay * 3 / 2
-		}
-	}
+	return target.Poll(ctx, 20*time.Millisecond, 500*time.Millisecond, e.Status, nil)
 }
 
 func (e *execution) Logs(ctx context.Context, offset int64) ([]byte, int64, error) {
