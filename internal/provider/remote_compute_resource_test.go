@@ -90,12 +90,28 @@ func TestAccRemoteCompute(t *testing.T) {
 	srv := sshd.Start(t, sshd.Options{})
 	wsDir := filepath.Join(t.TempDir(), "ws")
 	src := newSourceDir(t, map[string]string{"train.py": remoteTrainScript})
+	// The user-managed quickstart (standard library only) runs there too.
+	quickstart, err := filepath.Abs(filepath.Join("..", "..", "examples", "user-managed-python", "src"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	withQuickstart := remoteConfig(wsDir, srv, nil, "", src, "train.py", true) + fmt.Sprintf(`
+resource "aml_experiment_run" "quickstart" {
+  workspace_id         = aml_workspace.ws.id
+  experiment_name      = "iris"
+  source_directory     = %q
+  script               = "train.py"
+  arguments            = ["--C", "1.0"]
+  compute_target       = aml_remote_compute.host.name
+  run_configuration_id = aml_run_configuration.py.id
+}
+`, quickstart)
 	resource.Test(t, resource.TestCase{
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		Steps: []resource.TestStep{
 			{
 				// Attach with trust on first use, probe, run there, bring results back.
-				Config: remoteConfig(wsDir, srv, nil, "", src, "train.py", true),
+				Config: withQuickstart,
 				ConfigStateChecks: []statecheck.StateCheck{
 					statecheck.ExpectKnownValue("aml_remote_compute.host", tfjsonpath.New("provisioning_state"), knownvalue.StringExact("Succeeded")),
 					statecheck.ExpectKnownValue("aml_remote_compute.host", tfjsonpath.New("os"), knownvalue.StringExact("linux")),
@@ -112,6 +128,19 @@ func TestAccRemoteCompute(t *testing.T) {
 						knownvalue.ListExact([]knownvalue.Check{knownvalue.StringExact("nested/model.txt")})),
 				},
 				Check: resource.ComposeAggregateTestCheckFunc(
+					resource.TestCheckResourceAttr("aml_experiment_run.quickstart", "status", "Completed"),
+					resource.TestCheckResourceAttr("aml_experiment_run.quickstart", "output_files.0", "model.json"),
+					resource.TestCheckResourceAttrWith("aml_experiment_run.quickstart", "metrics.accuracy", func(v string) error {
+						var acc float64
+						if _, err := fmt.Sscanf(v, "%g", &acc); err != nil || acc < 0.9 {
+							return fmt.Errorf("quickstart accuracy on the remote host is %q, want >= 0.9", v)
+						}
+						return nil
+					}),
+					resource.TestCheckResourceAttrWith("aml_experiment_run.quickstart", "outputs_path", func(v string) error {
+						_, err := os.Stat(filepath.Join(v, "model.json"))
+						return err
+					}),
 					resource.TestCheckResourceAttrWith("aml_remote_compute.host", "cpu_count", positive),
 					resource.TestCheckResourceAttrWith("aml_remote_compute.host", "memory_mb", positive),
 					resource.TestMatchResourceAttr("aml_experiment_run.remote", "log_tail",
