@@ -273,3 +273,66 @@ func fmtSscan(s string, pid *int) (int, error) {
 	*pid = v
 	return n, err
 }
+
+// Two engines (as two terraform applies would) submit to one pool at once:
+// every run completes exactly once and the pool never runs more than max_nodes.
+func TestPoolTwoEnginesSubmitAtOnce(t *testing.T) {
+	te := setup(t, nil)
+	newPool(t, te, "cpu", engine.ComputeSpec{VMSize: "STANDARD_D1_V2", MaxNodes: 2, IdleSecondsBeforeScaledown: 60})
+	other := newEngine(t, te.workDir)
+	src := writeSource(t, map[string]string{"train.py": spanScript})
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	type result struct {
+		r   *engine.Run
+		err error
+	}
+	results := make(chan result, 6)
+	for i := 0; i < 6; i++ {
+		e := te.e
+		if i%2 == 1 {
+			e = other
+		}
+		wg.Add(1)
+		go func(i int, e *engine.Engine) {
+			defer wg.Done()
+			req := te.request(src, "train.py", "0.5")
+			req.ComputeTarget = "cpu"
+			req.EnvironmentVariables = map[string]string{"C": strconv.Itoa(i)}
+			r, err := e.SubmitRun(ctx, req)
+			if err == nil {
+				r, err = e.WaitRun(ctx, r.ID)
+			}
+			results <- result{r, err}
+		}(i, e)
+	}
+	wg.Wait()
+	close(results)
+	var spans []span
+	seen := map[float64]bool{}
+	for res := range results {
+		if res.err != nil || res.r.Status != run.Completed {
+			t.Fatalf("run: %+v, %v", res.r, res.err)
+		}
+		seen[res.r.Metrics["c"]] = true
+		spans = append(spans, readSpan(t, filepath.Dir(res.r.OutputsPath)))
+	}
+	if len(seen) != 6 {
+		t.Fatalf("runs completed with metrics %v, want 6 distinct", seen)
+	}
+	for _, a := range spans {
+		n := 0
+		for _, b := range spans {
+			if b.Start <= a.Start && a.Start < b.End {
+				n++
+			}
+		}
+		if n > 2 {
+			t.Fatalf("%d runs ran at once on a max_nodes = 2 pool: %+v", n, spans)
+		}
+	}
+	ws, err := te.e.ReadWorkspace(ctx, te.ws)
+	if err != nil || ws.RunCount != 6 {
+		t.Fatalf("workspace holds %d runs, want 6 (%v)", ws.RunCount, err)
+	}
+}
