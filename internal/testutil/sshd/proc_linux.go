@@ -1,59 +1,59 @@
 package sshd
 
 import (
+	"bytes"
 	"os"
-	"os/user"
 	"strconv"
 	"strings"
 	"syscall"
 )
 
-// sysProcAttr ties sshd's life to the test process: if the test binary is
-// killed, the kernel kills the daemon too.
+// sysProcAttr ties sshd's life to the process that started it: if the test
+// binary (or bench helper) is killed, the kernel kills the daemon too.
 func sysProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
 
-// parents maps every pid in /proc to its parent pid.
-func parents() map[int]int {
-	out := map[int]int{}
+// pids lists the numeric entries of /proc.
+func pids() []int {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
-		return out
+		return nil
 	}
+	var out []int
 	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// comm (field 2) may contain spaces and parentheses; fields after the
-		// last ')' are "state ppid ...".
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) < 2 {
-			continue
-		}
-		if ppid, err := strconv.Atoi(f[1]); err == nil {
-			out[pid] = ppid
+		if pid, err := strconv.Atoi(e.Name()); err == nil {
+			out = append(out, pid)
 		}
 	}
 	return out
 }
 
+// statFields is /proc/pid/stat after the command name: "state ppid ...". The
+// name (field 2) may contain spaces and parentheses, so it is cut at the last
+// ')'. Nil when the process is gone.
+func statFields(pid int) []string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return nil
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return nil
+	}
+	return strings.Fields(s[i+1:])
+}
+
 // descendants lists every process below root, children before grandchildren.
 func descendants(root int) []int {
-	pp := parents()
 	children := map[int][]int{}
-	for pid, ppid := range pp {
-		children[ppid] = append(children[ppid], pid)
+	for _, pid := range pids() {
+		if f := statFields(pid); len(f) >= 2 {
+			if ppid, err := strconv.Atoi(f[1]); err == nil {
+				children[ppid] = append(children[ppid], pid)
+			}
+		}
 	}
 	var out []int
 	queue := []int{root}
@@ -68,28 +68,19 @@ func descendants(root int) []int {
 	return out
 }
 
-// killUserProcesses SIGKILLs every process running as the named user.
-func killUserProcesses(name string) {
-	u, err := user.Lookup(name)
-	if err != nil {
+// killUID SIGKILLs, by PID, every process whose real uid is uid (never uid 0).
+func killUID(uid string) {
+	if uid == "" || uid == "0" {
 		return
 	}
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/status")
+	for _, pid := range pids() {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 		if err != nil {
 			continue
 		}
 		for _, line := range strings.Split(string(b), "\n") {
 			if f := strings.Fields(line); len(f) >= 2 && f[0] == "Uid:" {
-				if f[1] == u.Uid {
+				if f[1] == uid {
 					_ = syscall.Kill(pid, syscall.SIGKILL)
 				}
 				break
@@ -98,14 +89,26 @@ func killUserProcesses(name string) {
 	}
 }
 
+// killMentioning SIGKILLs, by PID, every other process whose command line
+// names a path below dir.
+func killMentioning(dir string) {
+	if dir == "" {
+		return
+	}
+	self := os.Getpid()
+	for _, pid := range pids() {
+		if pid == self {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+		if err == nil && bytes.Contains(b, []byte(dir+"/")) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
 // isRunning reports whether pid is alive and not a zombie.
 func isRunning(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	f := strings.Fields(s[i+1:])
+	f := statFields(pid)
 	return len(f) > 0 && f[0] != "Z"
 }

@@ -205,7 +205,7 @@ func combine(states []target.State) target.State {
 }
 
 func (e *execution) Wait(ctx context.Context) (target.State, error) {
-	return target.Poll(ctx, 50*time.Millisecond, 500*time.Millisecond, e.Status, nil)
+	return target.Poll(ctx, 50*time.Millisecond, 250*time.Millisecond, e.Status, nil)
 }
 
 func (e *execution) Logs(ctx context.Context, offset int64) ([]byte, int64, error) {

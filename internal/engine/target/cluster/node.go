@@ -68,16 +68,26 @@ type node struct {
 }
 
 type rankProc struct {
-	runID string
-	rank  int
-	dir   string
-	cmd   *exec.Cmd
-	done  chan error
+	runID  string
+	rank   int
+	dir    string
+	cmd    *exec.Cmd
+	done   chan error
+	exited bool
+}
+
+// exitCh is the running rank's exit channel (nil, never ready, when idle), so
+// the loop wakes the moment a rank ends instead of at the next tick.
+func (n *node) exitCh() <-chan error {
+	if n.cur == nil || n.cur.exited {
+		return nil
+	}
+	return n.cur.done
 }
 
 func (n *node) loop(ctx context.Context) int {
 	bg := context.Background()
-	lastMaintain := time.Time{}
+	lastMaintain, lastBeat := time.Time{}, time.Time{}
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	for {
@@ -88,8 +98,18 @@ func (n *node) loop(ctx context.Context) int {
 			_ = n.p.Store.RemoveNode(bg, n.id)
 			return 0
 		case <-t.C:
+		case <-n.exitCh():
+			n.cur.exited = true
 		}
-		row, err := n.p.Store.Heartbeat(bg, n.id)
+		// The lease is written every HeartbeatEvery; in between the row is only read.
+		var row store.NodeRow
+		var err error
+		if time.Since(lastBeat) >= HeartbeatEvery {
+			row, err = n.p.Store.Heartbeat(bg, n.id)
+			lastBeat = time.Now()
+		} else {
+			row, err = n.p.Store.Node(bg, n.id)
+		}
 		if store.IsNotFoundErr(err) {
 			n.log.Printf("removed from the pool: exiting")
 			n.stopCurrent(run.ReasonLost)
@@ -124,13 +144,27 @@ func (n *node) loop(ctx context.Context) int {
 		}
 		if n.cur != nil {
 			n.watch(bg, row)
-			continue
+			if n.cur != nil {
+				continue
+			}
+			// The rank just ended: look for the next run in this same pass.
+			if row, err = n.p.Store.Node(bg, n.id); err != nil {
+				continue
+			}
 		}
 		switch row.State {
 		case store.NodeRunning:
 			n.launch(bg, row, spec)
 		case store.NodeIdle:
-			runID, err := n.p.Store.Claim(bg, n.p.Name, n.id, LeaseTimeout/2)
+			// A read first: an idle pool should not take the write lock every tick.
+			queued, _, err := n.p.Store.QueueDemand(bg, n.p.Name)
+			if err != nil {
+				continue
+			}
+			runID := ""
+			if queued > 0 {
+				runID, err = n.p.Store.Claim(bg, n.p.Name, n.id, LeaseTimeout/2)
+			}
 			if err != nil {
 				n.log.Printf("claim: %v", err)
 				continue
@@ -200,8 +234,14 @@ func (n *node) launch(ctx context.Context, row store.NodeRow, spec Spec) {
 // watch follows the running rank: its end, a revoked assignment, a failed sibling.
 func (n *node) watch(ctx context.Context, row store.NodeRow) {
 	p := n.cur
-	select {
-	case <-p.done:
+	if !p.exited {
+		select {
+		case <-p.done:
+			p.exited = true
+		default:
+		}
+	}
+	if p.exited {
 		if st, err := local.ReadState(p.dir); err == nil && !st.Status.Terminal() {
 			_ = local.MarkEnded(p.dir, run.Failed, run.ReasonLost, "the rank's supervisor exited without recording a result")
 		}
@@ -209,7 +249,6 @@ func (n *node) watch(ctx context.Context, row store.NodeRow) {
 		n.cur = nil
 		n.release(ctx, p.runID)
 		return
-	default:
 	}
 	if row.RunID != p.runID {
 		n.log.Printf("run %s was taken from this node: stopping rank %d", p.runID, p.rank)
@@ -264,10 +303,12 @@ func (n *node) stopCurrent(reason string) {
 		return
 	}
 	cancelRank(context.Background(), p.dir, reason)
-	select {
-	case <-p.done:
-	case <-time.After(cancelGrace + 5*time.Second):
-		_ = p.cmd.Process.Kill()
+	if !p.exited {
+		select {
+		case <-p.done:
+		case <-time.After(cancelGrace + 5*time.Second):
+			_ = p.cmd.Process.Kill()
+		}
 	}
 	n.cur = nil
 }
