@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh — `make bench`: side-by-side benchmarks of the provider, printed as markdown tables.
 #
-#   1. Training run through terraform apply: the quickstart's train.py run by this provider
+#   1. Training run through terraform apply: the user-managed example's train.py (stdlib) run by this provider
 #      (aml_workspace + aml_run_configuration + aml_experiment_run) vs. by terraform_data with a
 #      local-exec provisioner; apply with the run replaced, and an unchanged re-plan.
 #   2. Snapshot hashing, 10,000 files: the provider's snapshot hash (cold / warm stat cache) vs.
@@ -100,7 +100,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f×", a / b; el
 # ---------------------------------------------------------------------------------------------
 say "training benchmark: scratch dir $tmp, N=$N"
 src=$tmp/src
-cp -R "$ROOT/examples/quickstart/src" "$src"
+cp -R "$ROOT/examples/user-managed-python/src" "$src"
 rm -rf "$src/outputs" "$src/__pycache__"
 
 mkdir -p "$tmp/tf-aml" "$tmp/tf-base"
@@ -380,3 +380,7 @@ bash "$(dirname "$0")/env.sh"
 # 4. Training on an SSH host: re-run after a one-file change (its own script: it needs root and sshd).
 echo
 bash "$(dirname "$0")/ssh.sh"
+
+# 5. Managed pool: 1-second runs through a 4-node aml_compute pool (its own script: about 95 s).
+echo
+bash "$(dirname "$0")/pool.sh"
