@@ -8,6 +8,7 @@ package hostagent
 import (
 	"archive/tar"
 	"bufio"
+	"bytes"
 	"compress/gzip"
 	"context"
 	"encoding/json"
@@ -73,7 +74,7 @@ func run(ctx context.Context, cmd string, args []string, stdin io.Reader, stdout
 		return out.Encode(facts)
 	case "prepare-env":
 		var e env.Environment
-		if err := json.NewDecoder(stdin).Decode(&e); err != nil {
+		if err := decodeInput(stdin, &e); err != nil {
 			return err
 		}
 		launch, err := env.PrepareLocal(ctx, e, os.Getenv("PATH"))
@@ -82,12 +83,23 @@ func run(ctx context.Context, cmd string, args []string, stdin io.Reader, stdout
 		}
 		return out.Encode(launch)
 	case "blobs-missing":
-		if len(args) != 1 {
-			return fmt.Errorf("%w: blobs-missing <blobs-root> < manifest.json", errUsage)
+		if len(args) != 1 && len(args) != 2 {
+			return fmt.Errorf("%w: blobs-missing <blobs-root> [<save-manifest-to>] < manifest.json[.gz]", errUsage)
+		}
+		in, err := io.ReadAll(stdin)
+		if err != nil {
+			return err
 		}
 		var m snapshot.Manifest
-		if err := json.NewDecoder(stdin).Decode(&m); err != nil {
-			return err
+		if err := decodeInput(bytes.NewReader(in), &m); err != nil {
+			return fmt.Errorf("reading the manifest: %w", err)
+		}
+		if len(args) == 2 {
+			// Kept, as it came (gzipped or not), for the `start` that
+			// follows, so the manifest crosses the link once.
+			if err := SaveManifest(args[1], in); err != nil {
+				return err
+			}
 		}
 		missing := snapshot.BlobStore{Root: args[0]}.Missing(&m)
 		if missing == nil {
@@ -104,8 +116,16 @@ func run(ctx context.Context, cmd string, args []string, stdin io.Reader, stdout
 		}
 		return out.Encode(map[string]int{"received": n})
 	case "start":
-		var req local.StageRequest
-		if err := json.NewDecoder(stdin).Decode(&req); err != nil {
+		raw, err := readInput(stdin, 0)
+		if err != nil {
+			return err
+		}
+		req, manifestFile, err := DecodeStart(raw)
+		if manifestFile != "" {
+			// Used once: staged or not, a retry sends it again.
+			defer os.Remove(manifestFile)
+		}
+		if err != nil {
 			return err
 		}
 		if err := local.Stage(ctx, req); err != nil {
@@ -174,7 +194,7 @@ func run(ctx context.Context, cmd string, args []string, stdin io.Reader, stdout
 }
 
 func recoverFrom(ctx context.Context, stdin io.Reader) (target.Execution, error) {
-	raw, err := io.ReadAll(io.LimitReader(stdin, 1<<20))
+	raw, err := readInput(stdin, 1<<20)
 	if err != nil {
 		return nil, err
 	}

@@ -53,6 +53,11 @@ func (d *Driver) envRoot() string              { return path.Join(d.Root, "envs"
 func (d *Driver) RunDir(runID string) string   { return path.Join(d.Root, "runs", runID) }
 func (d *Driver) localDir(runID string) string { return d.LocalRunsRoot + "/" + runID }
 
+// manifestFile is where `blobs-missing` keeps a run's manifest for its `start`.
+func (d *Driver) manifestFile(runID string) string {
+	return path.Join(d.Root, "manifests", runID+".manifest")
+}
+
 // handle is what the run record keeps.
 type handle struct {
 	Host     string          `json:"host"`
@@ -65,50 +70,123 @@ func (d *Driver) client(ctx context.Context) (*remote.Client, error) {
 	return d.Pool.Get(ctx, d.Endpoint)
 }
 
-// agentCmd is the shell command line of a host command.
-func (d *Driver) agentCmd(ctx context.Context, c *remote.Client, args ...string) (string, error) {
-	bin, err := d.ensureAgent(ctx, c)
-	if err != nil {
-		return "", err
-	}
-	q := []string{remote.ShellQuote(bin), "agent"}
+// agentCmd is the shell command line of a host command. It goes through
+// `sh -c 'exec ...'` so that a missing agent ends it with status 127 whatever
+// the login shell, and the agent still replaces the shell.
+func agentCmd(bin string, args []string) string {
+	q := []string{"exec", remote.ShellQuote(bin), "agent"}
 	for _, a := range args {
 		q = append(q, remote.ShellQuote(a))
 	}
-	return strings.Join(q, " "), nil
+	return "sh -c " + remote.ShellQuote(strings.Join(q, " "))
 }
 
-// call runs a host command with a JSON (or raw) stdin and decodes its JSON
-// stdout into out. A FieldError the host reports comes back as *env.FieldError.
-func (d *Driver) call(ctx context.Context, in any, out any, args ...string) error {
-	c, err := d.client(ctx)
-	if err != nil {
-		return err
-	}
-	cmd, err := d.agentCmd(ctx, c, args...)
-	if err != nil {
-		return err
-	}
-	var stdin io.Reader
+// streamInput is a call's stdin produced by a function, once per attempt.
+type streamInput func(w io.Writer) error
+
+// stdinSource opens a call's stdin, afresh for each attempt. done releases
+// it once the command has ended; it returns the producer's error, if any.
+type stdinSource func() (r io.Reader, done func() error)
+
+// inputOf turns a call's input into a stdinSource: nil (empty), []byte (sent
+// as is), a streamInput, or any other value, sent as JSON (gzipped when large).
+func inputOf(in any) (stdinSource, error) {
+	var b []byte
 	switch v := in.(type) {
 	case nil:
-	case io.Reader:
-		stdin = v
+		return func() (io.Reader, func() error) { return nil, func() error { return nil } }, nil
+	case streamInput:
+		return func() (io.Reader, func() error) {
+			pr, pw := io.Pipe()
+			werr := make(chan error, 1)
+			go func() {
+				err := v(pw)
+				pw.CloseWithError(err)
+				werr <- err
+			}()
+			return pr, func() error {
+				// Unblock the producer if the command stopped reading.
+				pr.CloseWithError(errStdinClosed)
+				if err := <-werr; err != nil && !errors.Is(err, errStdinClosed) {
+					return err
+				}
+				return nil
+			}
+		}, nil
 	case []byte:
-		stdin = bytes.NewReader(v)
+		b = v
+	case io.Reader:
+		return nil, errors.New("ssh driver: a call's stream input must be a streamInput, so that it can be sent again")
 	default:
-		b, err := json.Marshal(v)
-		if err != nil {
-			return err
+		var err error
+		if b, err = hostagent.EncodeInput(v); err != nil {
+			return nil, err
 		}
-		stdin = bytes.NewReader(b)
+	}
+	return func() (io.Reader, func() error) { return bytes.NewReader(b), func() error { return nil } }, nil
+}
+
+var errStdinClosed = errors.New("the remote command no longer reads its input")
+
+// call runs a host command with a stdin (see inputOf) and decodes its JSON
+// stdout into out, or streams it into out when out is an io.Writer. A
+// FieldError the host reports comes back as *env.FieldError.
+//
+// The agent is not looked for first: it is content-addressed, so it is
+// normally there. When the shell answers "command not found" (exit status 127,
+// nothing on stdout), the agent is staged (the host may be new, or its
+// remote_root wiped) and the command run once more.
+func (d *Driver) call(ctx context.Context, in any, out any, args ...string) error {
+	sum := make(chan error, 1)
+	var bin string
+	go func() { // hash the agent binary while connecting
+		var err error
+		bin, err = d.agentBin()
+		sum <- err
+	}()
+	c, err := d.client(ctx)
+	if serr := <-sum; err == nil && serr != nil {
+		err = fmt.Errorf("hashing the agent binary: %w", serr)
+	}
+	if err != nil {
+		return err
+	}
+	open, err := inputOf(in)
+	if err != nil {
+		return err
 	}
 	var stdout, stderr bytes.Buffer
 	var sink io.Writer = &stdout
 	if w, ok := out.(io.Writer); ok {
 		sink = w // streamed (logs, outputs archives)
 	}
-	err = c.Run(ctx, cmd, stdin, sink, &stderr)
+	cmd := agentCmd(bin, args)
+	attempt := func() error {
+		stdout.Reset()
+		stderr.Reset()
+		cw := &countingWriter{w: sink}
+		stdin, done := open()
+		err := c.Run(ctx, cmd, stdin, cw, &stderr)
+		if werr := done(); werr != nil && err != nil {
+			err = fmt.Errorf("%w (sending its input: %v)", err, werr)
+		}
+		if cw.n == 0 && isCommandNotFound(err) {
+			return errAgentMissing{err}
+		}
+		return err
+	}
+	st := agentStateOf(d.Endpoint.Key(), bin)
+	gen := st.generation()
+	err = attempt()
+	if _, ok := err.(errAgentMissing); ok {
+		if serr := d.restage(ctx, c, bin, st, gen); serr != nil {
+			return serr
+		}
+		err = attempt()
+		if missing, ok := err.(errAgentMissing); ok {
+			err = missing.err
+		}
+	}
 	var ee *remote.ExitError
 	if errors.As(err, &ee) && ee.Status == hostagent.ExitFieldError {
 		var fe env.FieldError
@@ -125,6 +203,77 @@ func (d *Driver) call(ctx context.Context, in any, out any, args ...string) erro
 	if err := json.Unmarshal(stdout.Bytes(), out); err != nil {
 		return fmt.Errorf("on %s: agent %s answered %q: %w", d.Endpoint.Key(), args[0], truncate(stdout.String(), 200), err)
 	}
+	return nil
+}
+
+// exitCommandNotFound is a POSIX shell's exit status for a command it cannot
+// find.
+const exitCommandNotFound = 127
+
+func isCommandNotFound(err error) bool {
+	var ee *remote.ExitError
+	return errors.As(err, &ee) && ee.Status == exitCommandNotFound
+}
+
+// errAgentMissing marks an attempt that found no agent on the host.
+type errAgentMissing struct{ err error }
+
+func (e errAgentMissing) Error() string { return e.err.Error() }
+func (e errAgentMissing) Unwrap() error { return e.err }
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (cw *countingWriter) Write(p []byte) (int, error) {
+	n, err := cw.w.Write(p)
+	cw.n += int64(n)
+	return n, err
+}
+
+// agentState serializes the staging of one agent binary on one host, so
+// concurrent calls that all found it missing upload it once.
+type agentState struct {
+	mu  sync.Mutex
+	gen uint64 // bumped at each (re)staging
+}
+
+var (
+	agentStatesMu sync.Mutex
+	agentStates   = map[string]*agentState{}
+)
+
+func agentStateOf(host, bin string) *agentState {
+	agentStatesMu.Lock()
+	defer agentStatesMu.Unlock()
+	k := host + "\x00" + bin
+	st := agentStates[k]
+	if st == nil {
+		st = &agentState{}
+		agentStates[k] = st
+	}
+	return st
+}
+
+func (st *agentState) generation() uint64 {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.gen
+}
+
+// restage stages the agent after a call seen at generation gen found it
+// missing, unless another call has restaged it since.
+func (d *Driver) restage(ctx context.Context, c *remote.Client, bin string, st *agentState, gen uint64) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.gen != gen {
+		return nil
+	}
+	if err := d.stageAgent(ctx, c, bin); err != nil {
+		return err
+	}
+	st.gen++
 	return nil
 }
 
@@ -154,28 +303,33 @@ func agentSum(p string) (string, error) {
 	return s, nil
 }
 
-// ensureAgent stages the agent binary on the host once per content hash.
-func (d *Driver) ensureAgent(ctx context.Context, c *remote.Client) (string, error) {
+// agentBin is where the agent lives on the host: content-addressed under
+// <remote_root>/bin.
+func (d *Driver) agentBin() (string, error) {
 	sum, err := agentSum(d.AgentPath)
-	if err != nil {
-		return "", fmt.Errorf("hashing the agent binary: %w", err)
-	}
-	bin := path.Join(d.Root, "bin", sum[:16], "terraform-provider-aml")
-	if err := c.Run(ctx, "test -x "+remote.ShellQuote(bin), nil, io.Discard, io.Discard); err == nil {
-		return bin, nil
-	}
-	if _, err := c.Output(ctx, "mkdir -p "+remote.ShellQuote(path.Dir(bin))); err != nil {
-		return "", fmt.Errorf("creating %s on %s: %w", path.Dir(bin), d.Endpoint.Key(), err)
-	}
-	f, err := os.Open(d.AgentPath)
 	if err != nil {
 		return "", err
 	}
+	return path.Join(d.Root, "bin", sum[:16], "terraform-provider-aml"), nil
+}
+
+// stageAgent uploads the agent binary to bin unless it is there already.
+func (d *Driver) stageAgent(ctx context.Context, c *remote.Client, bin string) error {
+	if err := c.Run(ctx, "test -x "+remote.ShellQuote(bin), nil, io.Discard, io.Discard); err == nil {
+		return nil
+	}
+	if _, err := c.Output(ctx, "mkdir -p "+remote.ShellQuote(path.Dir(bin))); err != nil {
+		return fmt.Errorf("creating %s on %s: %w", path.Dir(bin), d.Endpoint.Key(), err)
+	}
+	f, err := os.Open(d.AgentPath)
+	if err != nil {
+		return err
+	}
 	defer f.Close()
 	if err := c.Upload(ctx, bin, f, 0o755); err != nil {
-		return "", fmt.Errorf("staging the agent on %s: %w", d.Endpoint.Key(), err)
+		return fmt.Errorf("staging the agent on %s: %w", d.Endpoint.Key(), err)
 	}
-	return bin, nil
+	return nil
 }
 
 // Probe connects, stages the agent and describes the host.
@@ -193,24 +347,23 @@ func (d *Driver) PrepareEnvironment(ctx context.Context, e env.Environment) (env
 }
 
 // Start sends the blobs the host lacks, then stages and launches the run there.
+// The manifest crosses the link once, gzipped: `blobs-missing` keeps it on the
+// host for `start`.
 func (d *Driver) Start(ctx context.Context, spec target.RunSpec) (target.Handle, error) {
+	manifestFile := d.manifestFile(spec.RunID)
 	var missing []string
-	if err := d.call(ctx, spec.Manifest, &missing, "blobs-missing", d.blobsRoot()); err != nil {
+	if err := d.call(ctx, spec.Manifest, &missing, "blobs-missing", d.blobsRoot(), manifestFile); err != nil {
 		return nil, err
 	}
 	if len(missing) > 0 {
-		pr, pw := io.Pipe()
-		go func() { pw.CloseWithError(hostagent.SendBlobs(d.Blobs, missing, pw)) }()
-		err := d.call(ctx, pr, nil, "blobs-receive", d.blobsRoot())
-		pr.CloseWithError(err)
-		if err != nil {
+		send := streamInput(func(w io.Writer) error { return hostagent.SendBlobs(d.Blobs, missing, w) })
+		if err := d.call(ctx, send, nil, "blobs-receive", d.blobsRoot()); err != nil {
 			return nil, fmt.Errorf("uploading %d file(s) of the snapshot: %w", len(missing), err)
 		}
 	}
 	req := local.StageRequest{
 		RunID:          spec.RunID,
 		RunDir:         d.RunDir(spec.RunID),
-		Manifest:       spec.Manifest,
 		BlobsRoot:      d.blobsRoot(),
 		Argv:           spec.Argv,
 		Env:            spec.Env,
@@ -221,7 +374,7 @@ func (d *Driver) Start(ctx context.Context, spec target.RunSpec) (target.Handle,
 		GraceSec:       spec.Grace.Seconds(),
 	}
 	var inner json.RawMessage
-	if err := d.call(ctx, req, &inner, "start"); err != nil {
+	if err := d.call(ctx, hostagent.StartRequest{Stage: &req, ManifestFile: manifestFile}, &inner, "start"); err != nil {
 		return nil, err
 	}
 	return json.Marshal(handle{Host: d.Endpoint.Key(), RunDir: req.RunDir, LocalDir: d.localDir(spec.RunID), Inner: inner})
