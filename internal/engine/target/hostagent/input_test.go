@@ -1,0 +1,262 @@
+package hostagent
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
+	"github.com/openaml/terraform-provider-aml/internal/engine/target/local"
+)
+
+func gz(t *testing.T, b []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if _, err := zw.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// testManifest is a manifest of n files, with their blobs in store when it is
+// not nil.
+func testManifest(t *testing.T, n int, store *snapshot.BlobStore) *snapshot.Manifest {
+	t.Helper()
+	src := t.TempDir()
+	for i := 0; i < n; i++ {
+		p := filepath.Join(src, fmt.Sprintf("d%d", i%3), fmt.Sprintf("f%03d.txt", i))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(fmt.Sprintf("file %d\n", i)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := snapshot.Build(t.Context(), src, snapshot.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if store != nil {
+		if err := store.Ingest(t.Context(), src, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return m
+}
+
+func TestEncodeInputGzipsLargeRequestsOnly(t *testing.T) {
+	small := map[string]string{"a": "b"}
+	b, err := EncodeInput(small)
+	if err != nil || bytes.HasPrefix(b, gzipMagic) || !json.Valid(b) {
+		t.Fatalf("small request: %q, %v; want plain JSON", b, err)
+	}
+	m := testManifest(t, 100, nil)
+	plain, _ := json.Marshal(m)
+	b, err = EncodeInput(m)
+	if err != nil || !bytes.HasPrefix(b, gzipMagic) {
+		t.Fatalf("large request: not gzipped (%d bytes), %v", len(b), err)
+	}
+	if len(b) >= len(plain)/2 {
+		t.Errorf("gzipped manifest is %d bytes, plain %d: want at most half", len(b), len(plain))
+	}
+	// Both forms read back the same.
+	for name, in := range map[string][]byte{"plain": plain, "gzip": b} {
+		var got snapshot.Manifest
+		if err := decodeInput(bytes.NewReader(in), &got); err != nil || got.Hash != m.Hash || len(got.Entries) != 100 {
+			t.Errorf("%s: decoded %d entries, hash %q, %v", name, len(got.Entries), got.Hash, err)
+		}
+		raw, err := readInput(bytes.NewReader(in), 0)
+		if err != nil || !bytes.Equal(raw, plain) {
+			t.Errorf("%s: readInput gave %d bytes, %v; want the plain JSON", name, len(raw), err)
+		}
+	}
+	// The limit applies after decompression.
+	if raw, err := readInput(bytes.NewReader(b), 10); err != nil || len(raw) != 10 {
+		t.Errorf("limited read: %d bytes, %v", len(raw), err)
+	}
+	if _, err := readInput(bytes.NewReader(append(append([]byte{}, gzipMagic...), "garbage"...)), 0); err == nil {
+		t.Error("a corrupt gzip stream was accepted")
+	}
+	if raw, err := readInput(strings.NewReader(""), 0); err != nil || len(raw) != 0 {
+		t.Errorf("empty input: %q, %v", raw, err)
+	}
+}
+
+func TestMainAcceptsGzippedJSON(t *testing.T) {
+	var out, errOut bytes.Buffer
+	in := gz(t, []byte(`{"python":{"user_managed_dependencies":true,"interpreter_path":"/nonexistent/python"}}`))
+	if code := Main([]string{"prepare-env"}, bytes.NewReader(in), &out, &errOut); code != ExitFieldError || !strings.Contains(out.String(), "interpreter_path") {
+		t.Fatalf("gzipped prepare-env: code %d, stdout %q, stderr %q", code, out.String(), errOut.String())
+	}
+}
+
+// blobs-missing reads the manifest (gzipped or not) and, given a second
+// argument, keeps it there for start.
+func TestBlobsMissingSavesTheManifest(t *testing.T) {
+	hostBlobs := snapshot.BlobStore{Root: t.TempDir()}
+	m := testManifest(t, 30, &hostBlobs)
+	plain, _ := json.Marshal(m)
+	// One blob is missing on the host.
+	missingSHA := m.Entries[7].SHA256
+	if err := os.Remove(hostBlobs.Path(missingSHA)); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "manifests")
+	for name, in := range map[string][]byte{"plain": plain, "gzip": gz(t, plain)} {
+		t.Run(name, func(t *testing.T) {
+			saved := filepath.Join(dir, name+".json")
+			var out, errOut bytes.Buffer
+			if code := Main([]string{"blobs-missing", hostBlobs.Root, saved}, bytes.NewReader(in), &out, &errOut); code != 0 {
+				t.Fatalf("code %d, stderr %q", code, errOut.String())
+			}
+			var missing []string
+			if err := json.Unmarshal(out.Bytes(), &missing); err != nil || len(missing) != 1 || missing[0] != missingSHA {
+				t.Fatalf("missing = %v (%v), want [%s]", missing, err, missingSHA)
+			}
+			got, err := LoadManifest(saved)
+			if err != nil || got.Hash != m.Hash || len(got.Entries) != len(m.Entries) {
+				t.Fatalf("saved manifest: %+v, %v", got, err)
+			}
+			if b, err := os.ReadFile(saved); err != nil || !bytes.Equal(b, in) {
+				t.Fatalf("saved manifest is not kept as it came (%d bytes, %d sent): %v", len(b), len(in), err)
+			}
+		})
+	}
+	// Without the second argument nothing is saved (the old form).
+	var out, errOut bytes.Buffer
+	other := t.TempDir()
+	if code := Main([]string{"blobs-missing", other}, bytes.NewReader(plain), &out, &errOut); code != 0 {
+		t.Fatalf("without a manifest file: code %d, stderr %q", code, errOut.String())
+	}
+	if code := Main([]string{"blobs-missing", other, "x", "y"}, bytes.NewReader(plain), &out, &errOut); code != ExitUsage {
+		t.Fatalf("three arguments: code %d, want %d", code, ExitUsage)
+	}
+	// No temporary files are left beside the saved manifests.
+	des, _ := os.ReadDir(dir)
+	if len(des) != 2 {
+		t.Fatalf("manifests dir holds %d files, want 2", len(des))
+	}
+}
+
+func TestSaveManifestPrunesStaleFiles(t *testing.T) {
+	dir := t.TempDir()
+	stale := filepath.Join(dir, "old_run.json")
+	fresh := filepath.Join(dir, "recent_run.json")
+	for _, p := range []string{stale, fresh} {
+		if err := os.WriteFile(p, []byte("{}"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := time.Now().Add(-2 * manifestMaxAge)
+	if err := os.Chtimes(stale, old, old); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "new_run.json")
+	if err := SaveManifest(p, []byte(`{"Hash":"x"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); err == nil {
+		t.Error("a manifest older than a day was kept")
+	}
+	for _, q := range []string{fresh, p} {
+		if _, err := os.Stat(q); err != nil {
+			t.Errorf("%s: %v", q, err)
+		}
+	}
+	// Overwriting is atomic and leaves nothing else.
+	if err := SaveManifest(p, []byte(`{"Hash":"y"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(p); string(b) != `{"Hash":"y"}` {
+		t.Errorf("after overwrite: %q", b)
+	}
+	if des, _ := os.ReadDir(dir); len(des) != 2 {
+		t.Errorf("dir holds %d entries, want 2", len(des))
+	}
+}
+
+func TestDecodeStart(t *testing.T) {
+	m := testManifest(t, 5, nil)
+	plain, _ := json.Marshal(m)
+	saved := filepath.Join(t.TempDir(), "run1.json")
+	if err := SaveManifest(saved, plain); err != nil {
+		t.Fatal(err)
+	}
+	stage := local.StageRequest{RunID: "run1", RunDir: "/r/run1", BlobsRoot: "/r/blobs", Argv: []string{"python3", "x.py"}, GraceSec: 5}
+
+	t.Run("wrapper with a manifest file", func(t *testing.T) {
+		raw, _ := json.Marshal(StartRequest{Stage: &stage, ManifestFile: saved})
+		if bytes.Contains(raw, []byte(`"Entries"`)) {
+			t.Fatalf("the request carries the manifest: %s", raw)
+		}
+		req, file, err := DecodeStart(raw)
+		if err != nil || file != saved || req.Manifest == nil || req.Manifest.Hash != m.Hash || req.RunDir != stage.RunDir || req.Argv[1] != "x.py" {
+			t.Fatalf("got %+v, %q, %v", req, file, err)
+		}
+	})
+	t.Run("wrapper with an inline manifest", func(t *testing.T) {
+		s := stage
+		s.Manifest = m
+		raw, _ := json.Marshal(StartRequest{Stage: &s})
+		req, file, err := DecodeStart(raw)
+		if err != nil || file != "" || req.Manifest.Hash != m.Hash {
+			t.Fatalf("got %+v, %q, %v", req, file, err)
+		}
+	})
+	t.Run("bare stage request", func(t *testing.T) {
+		s := stage
+		s.Manifest = m
+		raw, _ := json.Marshal(s)
+		req, file, err := DecodeStart(raw)
+		if err != nil || file != "" || req.Manifest.Hash != m.Hash || req.RunID != "run1" {
+			t.Fatalf("got %+v, %q, %v", req, file, err)
+		}
+	})
+	for _, tc := range []struct {
+		name string
+		req  any
+		want string
+	}{
+		{"no manifest", StartRequest{Stage: &stage}, "no manifest"},
+		{"bare without manifest", stage, "no manifest"},
+		{"both", StartRequest{Stage: &local.StageRequest{Manifest: m}, ManifestFile: saved}, "both"},
+		{"manifest file gone", StartRequest{Stage: &stage, ManifestFile: saved + ".gone"}, "manifest"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			raw, _ := json.Marshal(tc.req)
+			if _, _, err := DecodeStart(raw); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// start removes the manifest file it was given, even when staging fails.
+func TestStartRemovesTheManifestFile(t *testing.T) {
+	m := testManifest(t, 3, nil)
+	plain, _ := json.Marshal(m)
+	saved := filepath.Join(t.TempDir(), "run1.json")
+	if err := SaveManifest(saved, plain); err != nil {
+		t.Fatal(err)
+	}
+	// The run directory exists already: Stage refuses before launching anything.
+	runDir := t.TempDir()
+	in, _ := EncodeInput(StartRequest{Stage: &local.StageRequest{RunID: "run1", RunDir: runDir, BlobsRoot: t.TempDir()}, ManifestFile: saved})
+	var out, errOut bytes.Buffer
+	if code := Main([]string{"start"}, bytes.NewReader(in), &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "already exists") {
+		t.Fatalf("code %d, stderr %q; want the run directory refusal", code, errOut.String())
+	}
+	if _, err := os.Stat(saved); err == nil {
+		t.Fatal("the manifest file was left behind")
+	}
+}
