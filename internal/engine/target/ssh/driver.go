@@ -406,28 +406,7 @@ func (e *execution) Status(ctx context.Context) (target.State, error) {
 // Wait polls the host. A lost connection does not end the wait: the run goes
 // on on the host, and the pool redials until ctx ends.
 func (e *execution) Wait(ctx context.Context) (target.State, error) {
-	delay := 100 * time.Millisecond
-	var last target.State
-	for {
-		st, err := e.Status(ctx)
-		switch {
-		case err == nil:
-			last = st
-			if st.Status.Terminal() {
-				return st, nil
-			}
-		case !Transient(err):
-			return last, err
-		}
-		select {
-		case <-ctx.Done():
-			return last, ctx.Err()
-		case <-time.After(delay):
-		}
-		if delay < time.Second {
-			delay = delay * 3 / 2
-		}
-	}
+	return target.Poll(ctx, 100*time.Millisecond, time.Second, e.Status, Transient)
 }
 
 // Transient reports errors after which the run is still fine on its host.
