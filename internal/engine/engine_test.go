@@ -1223,3 +1223,39 @@ func TestEngineImportsNoTerraformPlugin(t *testing.T) {
 		}
 	}
 }
+
+// The workspace's disk fills up while a run is staged: a clear error, and no
+// half-made run directory is left behind.
+func TestSubmitDiskFull(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a small tmpfs to fill up needs root")
+	}
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", mnt).Run() })
+	e := newEngine(t, t.TempDir())
+	ctx := context.Background()
+	ws, err := e.CreateWorkspace(ctx, engine.WorkspaceSpec{Name: "full", StoragePath: filepath.Join(mnt, "ws")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := e.PutRunConfig(ctx, ws.ID, engine.RunConfigSpec{Name: "rc", Environment: env.Environment{Python: &env.Python{UserManagedDependencies: true, InterpreterPath: python(t)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := make([]byte, 1800<<10) // fits once (the blob), not twice (the run directory)
+	for i := range big {
+		big[i] = byte(i * 7919 % 251)
+	}
+	src := writeSource(t, map[string]string{"train.py": "print('hi')\n", "data.bin": string(big)})
+	_, err = e.SubmitRun(ctx, engine.RunRequest{WorkspaceID: ws.ID, Experiment: "exp", SourceDirectory: src, Script: "train.py", ComputeTarget: engine.LocalTarget, RunConfigID: rc.ID})
+	if err == nil || !strings.Contains(err.Error(), "no space left on device") {
+		t.Fatalf("submit on a full disk: %v, want an error saying the disk is full", err)
+	}
+	ents, _ := os.ReadDir(filepath.Join(ws.ID, "runs"))
+	if len(ents) != 0 {
+		t.Fatalf("a half-staged run directory was left: %v", ents)
+	}
+}

@@ -96,11 +96,17 @@ type StageRequest struct {
 // Stage materializes the snapshot from the host's blob store into the run
 // directory and writes the supervisor's spec, an initial status and the aml_run
 // helper. The run's base environment is this host's.
-func Stage(ctx context.Context, req StageRequest) error {
+func Stage(ctx context.Context, req StageRequest) (err error) {
 	l := Layout{Dir: req.RunDir}
 	if _, err := os.Stat(l.Dir); err == nil {
 		return fmt.Errorf("run directory %s already exists", l.Dir)
 	}
+	// A half-staged directory (a full disk, say) must never look like a run.
+	defer func() {
+		if err != nil {
+			_ = os.RemoveAll(l.Dir)
+		}
+	}()
 	blobs := snapshot.BlobStore{Root: req.BlobsRoot}
 	if err := blobs.Materialize(ctx, req.Manifest, l.Dir); err != nil {
 		return fmt.Errorf("staging snapshot: %w", err)
