@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -334,5 +335,38 @@ func TestPoolTwoEnginesSubmitAtOnce(t *testing.T) {
 	ws, err := te.e.ReadWorkspace(ctx, te.ws)
 	if err != nil || ws.RunCount != 6 {
 		t.Fatalf("workspace holds %d runs, want 6 (%v)", ws.RunCount, err)
+	}
+}
+
+// Destroying a workspace stops its pools' node agents first.
+func TestDeleteWorkspaceStopsPools(t *testing.T) {
+	te := setup(t, nil)
+	ctx := context.Background()
+	if _, err := te.e.CreateCompute(ctx, te.ws, "cpu", engine.ComputeSpec{VMSize: "STANDARD_D1_V2", MinNodes: 1, MaxNodes: 1, IdleSecondsBeforeScaledown: 60}, true); err != nil {
+		t.Fatal(err)
+	}
+	pid := 0
+	logs, _ := filepath.Glob(filepath.Join(te.ws, "pools", "cpu", "*.log"))
+	for _, f := range logs {
+		b, _ := os.ReadFile(f)
+		if i := indexOf(string(b), "started (pid "); i >= 0 {
+			_, _ = fmtSscan(string(b)[i+len("started (pid "):], &pid)
+		}
+	}
+	if pid == 0 {
+		t.Fatal("no node agent started")
+	}
+	if err := te.e.DeleteWorkspace(ctx, te.ws, true); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for syscall.Kill(pid, 0) == nil {
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err != nil || indexOf(string(b), ") Z") >= 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node agent %d still running after the workspace was deleted", pid)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -138,6 +138,12 @@ func (n *node) loop(ctx context.Context) int {
 		}
 		if time.Since(lastMaintain) > maintainEvery {
 			lastMaintain = time.Now()
+			// A workspace deleted under us (its database unlinked): stop.
+			if _, err := os.Stat(filepath.Join(n.p.Store.Dir, store.DBFile)); err != nil {
+				n.log.Printf("workspace is gone: exiting")
+				n.stopCurrent(run.ReasonCanceled)
+				return 0
+			}
 			if err := n.p.EnsureNodes(bg); err != nil {
 				n.log.Printf("maintenance: %v", err)
 			}
