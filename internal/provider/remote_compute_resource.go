@@ -3,7 +3,9 @@ package provider
 import (
 	"context"
 	"fmt"
+	"time"
 
+	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
 	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/resourcevalidator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
@@ -42,21 +44,22 @@ type RemoteComputeResource struct{ eng *engine.Engine }
 
 // RemoteComputeResourceModel is aml_remote_compute's state.
 type RemoteComputeResourceModel struct {
-	ID                    types.String `tfsdk:"id"`
-	WorkspaceID           types.String `tfsdk:"workspace_id"`
-	Name                  types.String `tfsdk:"name"`
-	Address               types.String `tfsdk:"address"`
-	SSHPort               types.Int64  `tfsdk:"ssh_port"`
-	Username              types.String `tfsdk:"username"`
-	Password              types.String `tfsdk:"password"`
-	PrivateKey            types.String `tfsdk:"private_key"`
-	PrivateKeyPassphrase  types.String `tfsdk:"private_key_passphrase"`
-	UseAgent              types.Bool   `tfsdk:"use_agent"`
-	HostKey               types.String `tfsdk:"host_key"`
-	InsecureIgnoreHostKey types.Bool   `tfsdk:"insecure_ignore_host_key"`
-	Bastion               types.Object `tfsdk:"bastion"`
-	RemoteRoot            types.String `tfsdk:"remote_root"`
-	ForceDetach           types.Bool   `tfsdk:"force_detach"`
+	ID                    types.String   `tfsdk:"id"`
+	WorkspaceID           types.String   `tfsdk:"workspace_id"`
+	Name                  types.String   `tfsdk:"name"`
+	Address               types.String   `tfsdk:"address"`
+	SSHPort               types.Int64    `tfsdk:"ssh_port"`
+	Username              types.String   `tfsdk:"username"`
+	Password              types.String   `tfsdk:"password"`
+	PrivateKey            types.String   `tfsdk:"private_key"`
+	PrivateKeyPassphrase  types.String   `tfsdk:"private_key_passphrase"`
+	UseAgent              types.Bool     `tfsdk:"use_agent"`
+	HostKey               types.String   `tfsdk:"host_key"`
+	InsecureIgnoreHostKey types.Bool     `tfsdk:"insecure_ignore_host_key"`
+	Bastion               types.Object   `tfsdk:"bastion"`
+	RemoteRoot            types.String   `tfsdk:"remote_root"`
+	ForceDetach           types.Bool     `tfsdk:"force_detach"`
+	Timeouts              timeouts.Value `tfsdk:"timeouts"`
 
 	OS                 types.String `tfsdk:"os"`
 	Arch               types.String `tfsdk:"arch"`
@@ -177,6 +180,9 @@ func (r *RemoteComputeResource) Schema(ctx context.Context, req resource.SchemaR
 				Optional: true, Computed: true, Default: booldefault.StaticBool(false),
 				MarkdownDescription: "Destroying the attachment fails while runs are active on it; with `true` they are canceled first.",
 			},
+			"timeouts": timeouts.Attributes(ctx, timeouts.Opts{Create: true, Delete: true,
+				CreateDescription: "How long attaching may take: connecting, staging the agent, probing (default 10m).",
+				DeleteDescription: "How long detaching may take, including canceling active runs with force_detach (default 10m)."}),
 			"os":                   computedStr("Operating system (`linux`)."),
 			"arch":                 computedStr("CPU architecture (`amd64`, `arm64`)."),
 			"cpu_count":            computedInt("Logical CPUs."),
@@ -259,6 +265,10 @@ func (r *RemoteComputeResource) Create(ctx context.Context, req resource.CreateR
 	if resp.Diagnostics.HasError() {
 		return
 	}
+	timeout, d := plan.Timeouts.Create(ctx, 10*time.Minute)
+	resp.Diagnostics.Append(d...)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	ctx = tflog.MaskFieldValuesWithFieldKeys(ctx, "password", "private_key", "private_key_passphrase")
 	tflog.Debug(ctx, "attaching SSH host", map[string]any{"address": spec.Address, "port": spec.Port, "username": spec.Username})
 	t, err := r.eng.AttachRemote(ctx, plan.WorkspaceID.ValueString(), spec, creds)
@@ -293,6 +303,7 @@ func (r *RemoteComputeResource) Read(ctx context.Context, req resource.ReadReque
 		}
 		state.Password, state.PrivateKey, state.PrivateKeyPassphrase = optString(creds.Password), optString(creds.PrivateKey), optString(creds.Passphrase)
 		state.ForceDetach = types.BoolValue(false)
+		state.Timeouts = timeouts.Value{Object: types.ObjectNull(state.Timeouts.AttributeTypes(ctx))}
 		state.Bastion = types.ObjectNull(bastionTypes)
 		if b := t.Remote.Bastion; b != nil {
 			bc := engine.Credentials{}
@@ -324,6 +335,7 @@ func (r *RemoteComputeResource) Update(ctx context.Context, req resource.UpdateR
 		return
 	}
 	state.ForceDetach = plan.ForceDetach
+	state.Timeouts = plan.Timeouts
 	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
 }
 
@@ -333,6 +345,10 @@ func (r *RemoteComputeResource) Delete(ctx context.Context, req resource.DeleteR
 	if resp.Diagnostics.HasError() {
 		return
 	}
+	timeout, d := state.Timeouts.Delete(ctx, 10*time.Minute)
+	resp.Diagnostics.Append(d...)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	if err := r.eng.DetachTarget(ctx, state.ID.ValueString(), state.ForceDetach.ValueBool()); err != nil {
 		addEngineError(&resp.Diagnostics, "Cannot detach compute target", err)
 	}

@@ -105,6 +105,16 @@ resource "aml_experiment_run" "quickstart" {
   compute_target       = aml_remote_compute.host.name
   run_configuration_id = aml_run_configuration.py.id
 }
+
+data "aml_compute_target" "host" {
+  workspace_id = aml_workspace.ws.id
+  name         = aml_remote_compute.host.name
+}
+
+data "aml_compute_target" "local" {
+  workspace_id = aml_workspace.ws.id
+  name         = "local"
+}
 `, quickstart)
 	resource.Test(t, resource.TestCase{
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
@@ -128,6 +138,10 @@ resource "aml_experiment_run" "quickstart" {
 						knownvalue.ListExact([]knownvalue.Check{knownvalue.StringExact("nested/model.txt")})),
 				},
 				Check: resource.ComposeAggregateTestCheckFunc(
+					resource.TestCheckResourceAttr("data.aml_compute_target.host", "kind", "ssh"),
+					resource.TestCheckResourceAttr("data.aml_compute_target.host", "address", "127.0.0.1"),
+					resource.TestCheckResourceAttrPair("data.aml_compute_target.host", "cpu_count", "aml_remote_compute.host", "cpu_count"),
+					resource.TestCheckResourceAttr("data.aml_compute_target.local", "kind", "local"),
 					resource.TestCheckResourceAttr("aml_experiment_run.quickstart", "status", "Completed"),
 					resource.TestCheckResourceAttr("aml_experiment_run.quickstart", "output_files.0", "model.json"),
 					resource.TestCheckResourceAttrWith("aml_experiment_run.quickstart", "metrics.accuracy", func(v string) error {
@@ -175,7 +189,7 @@ resource "aml_experiment_run" "quickstart" {
 				ImportState:             true,
 				ImportStateIdFunc:       importIDFromState("aml_remote_compute.host"),
 				ImportStateVerify:       true,
-				ImportStateVerifyIgnore: []string{"force_detach"},
+				ImportStateVerifyIgnore: []string{"force_detach", "timeouts"},
 			},
 		},
 	})
