@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -180,5 +181,43 @@ func TestAttachBadInput(t *testing.T) {
 				t.Errorf("the error shows the password: %v", err)
 			}
 		})
+	}
+}
+
+// A host whose login PATH has no python3: the attach says so, naming the PATH.
+func TestAttachHostWithoutPython(t *testing.T) {
+	bare := t.TempDir()
+	for _, tool := range []string{"sh", "uname", "mkdir", "test", "printf", "cat", "chmod", "mv", "rm", "wc", "sha256sum"} {
+		if p, err := exec.LookPath(tool); err == nil {
+			_ = os.Symlink(p, filepath.Join(bare, tool))
+		}
+	}
+	if err := os.Chmod(bare, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// t.TempDir's parents are 0700: use a directory the host's user can enter.
+	dir, err := os.MkdirTemp("", "aml-nopython-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "bin")
+	if err := os.Rename(bare, bin); err != nil {
+		t.Fatal(err)
+	}
+	srv := sshd.Start(t, sshd.Options{SessionPath: bin})
+	te := setup(t, nil)
+	_, err = te.e.AttachRemote(context.Background(), te.ws, engine.RemoteSpec{
+		Name: "host", Address: "127.0.0.1", Port: srv.Port, Username: srv.User, HostKey: srv.HostKey,
+	}, engine.Credentials{PrivateKey: string(srv.KeyPEM)})
+	var fe *engine.FieldError
+	if !errors.As(err, &fe) || !strings.Contains(err.Error(), "no python3") || !strings.Contains(err.Error(), bin) {
+		t.Fatalf("attach to a host without python3: %v", err)
+	}
+	if _, err := te.e.ReadTarget(context.Background(), engine.TargetID(te.ws, "host")); !engine.IsNotFound(err) {
+		t.Fatalf("the refused attach was recorded: %v", err)
 	}
 }

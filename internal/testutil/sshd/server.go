@@ -37,6 +37,9 @@ type Options struct {
 	// PermitOpen limits TCP forwarding to these host:port targets (a bastion);
 	// empty leaves forwarding unrestricted.
 	PermitOpen []string
+	// SessionPath, when set, is the PATH of login sessions (sshd's SetEnv):
+	// e.g. a directory without python3, for a host that lacks it.
+	SessionPath string
 	// MaxSessions, when positive, sets sshd's MaxSessions (sessions per
 	// connection); 0 keeps sshd's default (10).
 	MaxSessions int
@@ -241,6 +244,9 @@ func Launch(opts Options) (_ *Server, err error) {
 	}, "\n") + "\n"
 	if len(opts.PermitOpen) > 0 {
 		cfg += "PermitOpen " + strings.Join(opts.PermitOpen, " ") + "\n"
+	}
+	if opts.SessionPath != "" {
+		cfg += "SetEnv PATH=" + opts.SessionPath + "\n"
 	}
 	if opts.MaxSessions > 0 {
 		cfg += "MaxSessions " + strconv.Itoa(opts.MaxSessions) + "\n"
