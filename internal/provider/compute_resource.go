@@ -286,11 +286,7 @@ func (r *ComputeResource) Delete(ctx context.Context, req resource.DeleteRequest
 
 // ImportState takes "{workspace_id}/targets/{name}".
 func (r *ComputeResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
-	if _, _, err := engine.ParseTargetID(req.ID); err != nil {
-		resp.Diagnostics.AddError("Invalid import id", fmt.Sprintf("%v; expecting {workspace_id}/targets/{name}, e.g. /home/me/project/.aml/workspaces/quickstart/targets/cpu-cluster", err))
-		return
-	}
-	resource.ImportStatePassthroughID(ctx, path.Root("id"), req, resp)
+	importChildID(ctx, req, resp, engine.ParseTargetID, "{workspace_id}/targets/{name}", "/home/me/project/.aml/workspaces/quickstart/targets/cpu-cluster")
 }
 
 // vmSizeValidator accepts catalog names and CUSTOM_ shapes.

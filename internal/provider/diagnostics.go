@@ -1,6 +1,7 @@
 package provider
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -68,4 +69,15 @@ func engineFromDataSource(req datasource.ConfigureRequest, resp *datasource.Conf
 		return nil
 	}
 	return eng
+}
+
+// importChildID passes an import id of the form "{workspace_id}/<kind>/<name>"
+// through, after checking it with the engine's parser.
+func importChildID(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse,
+	parse func(string) (string, string, error), form, example string) {
+	if _, _, err := parse(req.ID); err != nil {
+		resp.Diagnostics.AddError("Invalid import id", fmt.Sprintf("%v; expecting %s, e.g. %s", err, form, example))
+		return
+	}
+	resource.ImportStatePassthroughID(ctx, path.Root("id"), req, resp)
 }

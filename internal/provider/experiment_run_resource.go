@@ -490,9 +490,5 @@ func (r *ExperimentRunResource) Delete(ctx context.Context, req resource.DeleteR
 
 // ImportState takes "{workspace_id}/runs/{run_id}".
 func (r *ExperimentRunResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
-	if _, _, err := engine.ParseRunID(req.ID); err != nil {
-		resp.Diagnostics.AddError("Invalid import id", fmt.Sprintf("%v; expecting {workspace_id}/runs/{run_id}, e.g. /home/me/project/.aml/workspaces/quickstart/runs/iris_1732800000_1a2b3c4d", err))
-		return
-	}
-	resource.ImportStatePassthroughID(ctx, path.Root("id"), req, resp)
+	importChildID(ctx, req, resp, engine.ParseRunID, "{workspace_id}/runs/{run_id}", "/home/me/project/.aml/workspaces/quickstart/runs/iris_1732800000_1a2b3c4d")
 }

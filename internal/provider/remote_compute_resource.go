@@ -2,7 +2,6 @@ package provider
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
@@ -356,9 +355,5 @@ func (r *RemoteComputeResource) Delete(ctx context.Context, req resource.DeleteR
 
 // ImportState takes "{workspace_id}/targets/{name}".
 func (r *RemoteComputeResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
-	if _, _, err := engine.ParseTargetID(req.ID); err != nil {
-		resp.Diagnostics.AddError("Invalid import id", fmt.Sprintf("%v; expecting {workspace_id}/targets/{name}, e.g. /home/me/project/.aml/workspaces/quickstart/targets/attach-dsvm", err))
-		return
-	}
-	resource.ImportStatePassthroughID(ctx, path.Root("id"), req, resp)
+	importChildID(ctx, req, resp, engine.ParseTargetID, "{workspace_id}/targets/{name}", "/home/me/project/.aml/workspaces/quickstart/targets/attach-dsvm")
 }

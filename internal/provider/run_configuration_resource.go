@@ -2,7 +2,6 @@ package provider
 
 import (
 	"context"
-	"fmt"
 	"strings"
 
 	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
@@ -10,7 +9,6 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
 	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
-	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/booldefault"
@@ -372,11 +370,7 @@ func (r *RunConfigurationResource) Delete(ctx context.Context, req resource.Dele
 
 // ImportState takes "{workspace_id}/runconfigs/{name}".
 func (r *RunConfigurationResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
-	if _, _, err := engine.ParseRunConfigID(req.ID); err != nil {
-		resp.Diagnostics.AddError("Invalid import id", fmt.Sprintf("%v; expecting {workspace_id}/runconfigs/{name}, e.g. /home/me/project/.aml/workspaces/quickstart/runconfigs/user-python", err))
-		return
-	}
-	resource.ImportStatePassthroughID(ctx, path.Root("id"), req, resp)
+	importChildID(ctx, req, resp, engine.ParseRunConfigID, "{workspace_id}/runconfigs/{name}", "/home/me/project/.aml/workspaces/quickstart/runconfigs/user-python")
 }
 
 func environmentFromModel(ctx context.Context, obj types.Object, diags *diag.Diagnostics) env.Environment {
