@@ -1118,25 +1118,9 @@ with open(os.path.join(os.environ["AML_OUTPUTS_DIR"], "out%d.txt" % i), "w") as 
 print("run", i)
 `})
 	const n = 4
-	var wg sync.WaitGroup
-	runs := make([]*engine.Run, n)
-	errs := make([]error, n)
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx := context.Background()
-			r, err := te.e.SubmitRun(ctx, te.request(src, "idx.py", strconv.Itoa(i)))
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-			defer cancel()
-			runs[i], errs[i] = te.e.WaitRun(wctx, r.ID)
-		}()
-	}
-	wg.Wait()
+	runs, errs := runConcurrently(te.e, n, time.Minute, func(i int) engine.RunRequest {
+		return te.request(src, "idx.py", strconv.Itoa(i))
+	})
 	seen := map[string]bool{}
 	for i := 0; i < n; i++ {
 		if errs[i] != nil {
@@ -1258,4 +1242,28 @@ func TestSubmitDiskFull(t *testing.T) {
 	if len(ents) != 0 {
 		t.Fatalf("a half-staged run directory was left: %v", ents)
 	}
+}
+
+// runConcurrently submits n runs from as many goroutines at once and waits for
+// each (bounded by timeout); runs[i] and errs[i] belong to request i.
+func runConcurrently(e *engine.Engine, n int, timeout time.Duration, request func(i int) engine.RunRequest) ([]*engine.Run, []error) {
+	var wg sync.WaitGroup
+	runs := make([]*engine.Run, n)
+	errs := make([]error, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			defer cancel()
+			r, err := e.SubmitRun(ctx, request(i))
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			runs[i], errs[i] = e.WaitRun(ctx, r.ID)
+		}()
+	}
+	wg.Wait()
+	return runs, errs
 }

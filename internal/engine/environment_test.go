@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -154,25 +153,9 @@ func TestSystemManagedEnvironmentConcurrentRuns(t *testing.T) {
 	te := setup(t, systemManaged(links, "tinypkg==2.0"))
 	src := writeSource(t, map[string]string{"train.py": tinypkgScript})
 	const n = 4
-	var wg sync.WaitGroup
-	runs := make([]*engine.Run, n)
-	errs := make([]error, n)
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx := context.Background()
-			r, err := te.e.SubmitRun(ctx, te.request(src, "train.py", fmt.Sprint(i)))
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-			defer cancel()
-			runs[i], errs[i] = te.e.WaitRun(wctx, r.ID)
-		}()
-	}
-	wg.Wait()
+	runs, errs := runConcurrently(te.e, n, 2*time.Minute, func(i int) engine.RunRequest {
+		return te.request(src, "train.py", fmt.Sprint(i))
+	})
 	built := 0
 	for i := 0; i < n; i++ {
 		if errs[i] != nil {

@@ -71,25 +71,12 @@ func TestPoolRunsTwoAtATime(t *testing.T) {
 	te := setup(t, nil)
 	newPool(t, te, "cpu", engine.ComputeSpec{VMSize: "STANDARD_D1_V2", MinNodes: 0, MaxNodes: 2, IdleSecondsBeforeScaledown: 60})
 	src := writeSource(t, map[string]string{"train.py": spanScript})
-	ctx := context.Background()
-	var wg sync.WaitGroup
-	runs := make([]*engine.Run, 4)
-	errs := make([]error, 4)
-	for i := range runs {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			req := te.request(src, "train.py", "1.0")
-			req.ComputeTarget = "cpu"
-			req.EnvironmentVariables = map[string]string{"C": strconv.Itoa(i)}
-			r, err := te.e.SubmitRun(ctx, req)
-			if err == nil {
-				r, err = te.e.WaitRun(ctx, r.ID)
-			}
-			runs[i], errs[i] = r, err
-		}(i)
-	}
-	wg.Wait()
+	runs, errs := runConcurrently(te.e, 4, time.Minute, func(i int) engine.RunRequest {
+		req := te.request(src, "train.py", "1.0")
+		req.ComputeTarget = "cpu"
+		req.EnvironmentVariables = map[string]string{"C": strconv.Itoa(i)}
+		return req
+	})
 	var spans []span
 	for i, r := range runs {
 		if errs[i] != nil || r.Status != run.Completed || r.Metrics["c"] != float64(i) {
