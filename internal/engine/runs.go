@@ -91,6 +91,9 @@ type Run struct {
 	Adopted bool
 }
 
+// errNotCollected marks an observation of a run that has not ended yet.
+var errNotCollected = errors.New("not collected: the run has not ended")
+
 // RunFailedError is returned by WaitRun for a run that did not complete.
 type RunFailedError struct{ Run *Run }
 
@@ -441,10 +444,16 @@ func (e *Engine) refresh(ctx context.Context, s *store.Store, rec *run.Record) (
 	return e.record(ctx, s, rec.ID, ex, st)
 }
 
-// record stores an observation, collecting results once the run is terminal (and
-// metrics along the way while it runs).
+// record stores an observation, collecting results once the run is terminal.
 func (e *Engine) record(ctx context.Context, s *store.Store, id string, ex target.Execution, st target.State) (*Run, error) {
-	col, cerr := ex.Collect(ctx)
+	// Results are collected once, when the run has ended: for an SSH host a
+	// collect brings outputs back over the wire, which no refresh of a running
+	// run should pay for.
+	var col target.Collected
+	cerr := errNotCollected
+	if st.Status.Terminal() {
+		col, cerr = ex.Collect(ctx)
+	}
 	rec, err := s.UpdateRun(ctx, id, func(r *run.Record) error {
 		if run.CanTransition(r.Status, st.Status) {
 			r.Status = st.Status
