@@ -213,9 +213,7 @@ func (r *ComputeResource) Create(ctx context.Context, req resource.CreateRequest
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	timeout, d := plan.Timeouts.Create(ctx, 10*time.Minute)
-	resp.Diagnostics.Append(d...)
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := withTimeout(ctx, plan.Timeouts.Create, 10*time.Minute, &resp.Diagnostics)
 	defer cancel()
 	c, err := r.eng.CreateCompute(ctx, plan.WorkspaceID.ValueString(), plan.Name.ValueString(), plan.spec(), plan.WaitForCompletion.ValueBool())
 	if err != nil {
@@ -256,9 +254,7 @@ func (r *ComputeResource) Update(ctx context.Context, req resource.UpdateRequest
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	timeout, d := plan.Timeouts.Update(ctx, 10*time.Minute)
-	resp.Diagnostics.Append(d...)
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := withTimeout(ctx, plan.Timeouts.Update, 10*time.Minute, &resp.Diagnostics)
 	defer cancel()
 	c, err := r.eng.UpdateCompute(ctx, plan.ID.ValueString(), plan.spec())
 	if err != nil {
@@ -275,9 +271,7 @@ func (r *ComputeResource) Delete(ctx context.Context, req resource.DeleteRequest
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	timeout, d := state.Timeouts.Delete(ctx, 10*time.Minute)
-	resp.Diagnostics.Append(d...)
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := withTimeout(ctx, state.Timeouts.Delete, 10*time.Minute, &resp.Diagnostics)
 	defer cancel()
 	if err := r.eng.DeleteCompute(ctx, state.ID.ValueString(), state.ForceDestroy.ValueBool()); err != nil {
 		addEngineError(&resp.Diagnostics, "Cannot delete compute", err)

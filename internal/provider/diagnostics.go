@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework/datasource"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
@@ -80,4 +81,13 @@ func importChildID(ctx context.Context, req resource.ImportStateRequest, resp *r
 		return
 	}
 	resource.ImportStatePassthroughID(ctx, path.Root("id"), req, resp)
+}
+
+// withTimeout bounds a long operation by its configured timeout (or def):
+// timeout is one of a timeouts.Value's Create, Update or Delete methods.
+func withTimeout(ctx context.Context, timeout func(context.Context, time.Duration) (time.Duration, diag.Diagnostics),
+	def time.Duration, diags *diag.Diagnostics) (context.Context, context.CancelFunc) {
+	d, dd := timeout(ctx, def)
+	diags.Append(dd...)
+	return context.WithTimeout(ctx, d)
 }

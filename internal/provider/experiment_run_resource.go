@@ -479,9 +479,7 @@ func (r *ExperimentRunResource) Delete(ctx context.Context, req resource.DeleteR
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	timeout, d := state.Timeouts.Delete(ctx, defaultDeleteTimeout)
-	resp.Diagnostics.Append(d...)
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := withTimeout(ctx, state.Timeouts.Delete, defaultDeleteTimeout, &resp.Diagnostics)
 	defer cancel()
 	if err := r.eng.ReleaseRun(ctx, state.ID.ValueString()); err != nil {
 		addEngineError(&resp.Diagnostics, "Cannot cancel run", err)

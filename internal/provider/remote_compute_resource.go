@@ -264,9 +264,7 @@ func (r *RemoteComputeResource) Create(ctx context.Context, req resource.CreateR
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	timeout, d := plan.Timeouts.Create(ctx, 10*time.Minute)
-	resp.Diagnostics.Append(d...)
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := withTimeout(ctx, plan.Timeouts.Create, 10*time.Minute, &resp.Diagnostics)
 	defer cancel()
 	ctx = tflog.MaskFieldValuesWithFieldKeys(ctx, "password", "private_key", "private_key_passphrase")
 	tflog.Debug(ctx, "attaching SSH host", map[string]any{"address": spec.Address, "port": spec.Port, "username": spec.Username})
@@ -344,9 +342,7 @@ func (r *RemoteComputeResource) Delete(ctx context.Context, req resource.DeleteR
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	timeout, d := state.Timeouts.Delete(ctx, 10*time.Minute)
-	resp.Diagnostics.Append(d...)
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := withTimeout(ctx, state.Timeouts.Delete, 10*time.Minute, &resp.Diagnostics)
 	defer cancel()
 	if err := r.eng.DetachTarget(ctx, state.ID.ValueString(), state.ForceDetach.ValueBool()); err != nil {
 		addEngineError(&resp.Diagnostics, "Cannot detach compute target", err)
