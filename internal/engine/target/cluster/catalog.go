@@ -5,12 +5,15 @@
 package cluster
 
 import (
+	"context"
 	"fmt"
 	"regexp"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+
+	"github.com/openaml/terraform-provider-aml/internal/engine/target/local"
 )
 
 // VMSize is a node shape: the CPUs, memory and GPUs one node gets.
@@ -85,10 +88,12 @@ type Host struct {
 	GPUs     int
 }
 
-// ThisHost measures the engine host.
-func ThisHost() Host {
-	return Host{Cores: runtime.NumCPU(), MemoryMB: memTotalMB(), GPUs: countGPUs()}
-}
+// ThisHost measures the engine host (the local driver's probe), once per
+// process: pools ask on every observation, and the capacity does not change.
+var ThisHost = sync.OnceValue(func() Host {
+	f, _ := (&local.Driver{}).Probe(context.Background())
+	return Host{Cores: f.Cores, MemoryMB: f.MemoryBytes >> 20, GPUs: f.GPUs}
+})
 
 // Fits reports, as an error naming the host's capacity, a size one node of
 // which this host could not hold. Several nodes may share the host's cores.

@@ -211,7 +211,6 @@ func Probe(ctx context.Context) (target.Facts, error) {
 		f.PythonVersions = append(f.PythonVersions, in.Version)
 	}
 	f.Docker = env.CheckDocker(ctx, os.Getenv("PATH")) == nil
-	f.GPUs = countGPUs(ctx)
 	f.Home, _ = os.UserHomeDir()
 	f.PathEnv = os.Getenv("PATH")
 	return f, nil
@@ -403,20 +402,4 @@ func noLinkOnPath(dest, rel string) error {
 		}
 	}
 	return nil
-}
-
-func countGPUs(ctx context.Context) int {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	out, err := execOutput(ctx, "nvidia-smi", "-L")
-	if err != nil {
-		return 0
-	}
-	n := 0
-	for _, line := range strings.Split(string(out), "\n") {
-		if strings.HasPrefix(line, "GPU ") {
-			n++
-		}
-	}
-	return n
 }

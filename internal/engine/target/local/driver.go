@@ -53,7 +53,25 @@ func (d *Driver) Probe(ctx context.Context) (target.Facts, error) {
 	if out, err := exec.CommandContext(ctx, "python3", "--version").Output(); err == nil {
 		f.Python = strings.TrimSpace(strings.TrimPrefix(string(out), "Python "))
 	}
+	f.GPUs = countGPUs(ctx)
 	return f, nil
+}
+
+// countGPUs asks nvidia-smi; without it the machine has none we can use.
+func countGPUs(ctx context.Context) int {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "nvidia-smi", "-L").Output()
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, "GPU ") {
+			n++
+		}
+	}
+	return n
 }
 
 // Start stages the run directory and launches its supervisor detached.
