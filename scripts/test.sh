@@ -19,7 +19,7 @@ log=$(mktemp -t aml-test-XXXXXX.log)
 trap 'rm -f "$log"' EXIT
 
 say "engine unit tests (-race)"
-go test -race -count=1 -v ./internal/engine/... ./internal/agent/... >"$log" 2>&1 || { cat "$log"; exit 1; }
+go test -race -count=1 -v ./internal/engine/... ./internal/agent/... ./internal/architecture/... >"$log" 2>&1 || { cat "$log"; exit 1; }
 grep -E '^(ok|FAIL|--- FAIL|--- SKIP)' "$log" || true
 skips=$(grep -c -- '--- SKIP' "$log" || true)
 

@@ -1,5 +1,6 @@
 // Package agent dispatches the provider binary's `agent` subcommands: the detached
-// helpers the engine starts (the run supervisor today, node agents later).
+// helpers the engine starts (the run supervisor, pool node agents) and the host
+// commands that drivers of attached machines run there.
 package agent
 
 import (
@@ -7,15 +8,15 @@ import (
 	"os"
 	"strings"
 
-	"github.com/openaml/terraform-provider-aml/internal/engine/target/cluster"
-	"github.com/openaml/terraform-provider-aml/internal/engine/target/hostagent"
-	"github.com/openaml/terraform-provider-aml/internal/engine/target/local"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun/hostagent"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/pool"
 )
 
 // Main runs `agent <subcommand> ...` and returns the exit code.
 func Main(args []string) int {
 	if len(args) == 0 {
-		fmt.Fprintf(os.Stderr, "usage: terraform-provider-aml agent {supervise|%s} ...\n", strings.Join(hostagent.Commands, "|"))
+		fmt.Fprintf(os.Stderr, "usage: terraform-provider-aml agent {supervise|node|%s} ...\n", strings.Join(hostagent.Commands, "|"))
 		return 2
 	}
 	switch args[0] {
@@ -24,13 +25,13 @@ func Main(args []string) int {
 			fmt.Fprintln(os.Stderr, "usage: terraform-provider-aml agent node <workspace-dir> <pool> <node-id>")
 			return 2
 		}
-		return cluster.RunNode(args[1], args[2], args[3])
+		return pool.RunNode(args[1], args[2], args[3])
 	case "supervise":
 		if len(args) != 2 {
 			fmt.Fprintln(os.Stderr, "usage: terraform-provider-aml agent supervise <run-dir>")
 			return 2
 		}
-		return local.Supervise(args[1])
+		return hostrun.Supervise(args[1])
 	default:
 		// Host commands: what drivers of attached machines run there over SSH.
 		return hostagent.Main(args, os.Stdin, os.Stdout, os.Stderr)

@@ -6,261 +6,101 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
-	"strings"
-	"syscall"
 	"time"
 
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/pool"
+	"github.com/openaml/terraform-provider-aml/internal/engine/field"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/store"
-	"github.com/openaml/terraform-provider-aml/internal/engine/target/cluster"
-	"github.com/openaml/terraform-provider-aml/internal/engine/target/local"
 )
 
-// poolDriver marks the managed pool's driver (it runs multi-node runs).
-type poolDriver struct{ *cluster.Driver }
-
-func (e *Engine) managedPool(s *store.Store, name string) *cluster.Pool {
-	return &cluster.Pool{
-		Store: s, Name: name, AgentCommand: e.opts.AgentCommand,
-		EnvRoot: filepath.Join(s.Dir, EnvsDir), EnvCacheBytes: e.opts.EnvCacheMaxBytes,
-		Host: cluster.ThisHost(),
-	}
-}
-
-// ComputeSpec is an aml_compute as configured.
-type ComputeSpec = cluster.Spec
+// NodeCounts are a managed pool's node state counts.
+type NodeCounts = drivers.NodeCounts
 
 // Compute is a managed pool with its live node counts.
 type Compute struct {
 	ID, WorkspaceID, Name string
 	Spec                  ComputeSpec
-	Counts                cluster.Counts
+	Counts                NodeCounts
 	ProvisioningState     string
+}
+
+// VMSizeNames lists the node shapes a pool accepts (Azure's D/NC sizes; any
+// CUSTOM_<cores>C_<memory>GB shape is accepted too).
+func VMSizeNames() []string { return pool.SizeNames() }
+
+// CheckVMSize reports an unknown vm_size, listing the valid ones.
+func CheckVMSize(name string) error {
+	_, err := pool.LookupSize(name)
+	return err
 }
 
 // ValidateCompute checks a pool's settings against each other and this host
 // (usable at plan time).
 func ValidateCompute(spec ComputeSpec) error {
-	if err := spec.Validate(cluster.ThisHost()); err != nil {
-		return asFieldError(err)
-	}
-	return nil
-}
-
-func asFieldError(err error) error {
-	if fe, ok := err.(*cluster.FieldError); ok {
-		return &FieldError{Attr: fe.Attr, Msg: fe.Msg}
-	}
-	return err
-}
-
-func normalizeCompute(spec *ComputeSpec) {
-	if spec.VMPriority == "" {
-		spec.VMPriority = "Dedicated"
-	}
-	if size, err := cluster.LookupSize(spec.VMSize); err == nil {
-		spec.VMSize = size.Name
-	}
+	pool.Normalize(&spec)
+	return spec.Validate(pool.ThisHost())
 }
 
 // CreateCompute provisions a managed pool and starts min_nodes nodes; with wait
 // it returns once they are ready.
 func (e *Engine) CreateCompute(ctx context.Context, workspaceID, name string, spec ComputeSpec, wait bool) (*Compute, error) {
-	s, err := e.open(ctx, workspaceID)
+	t, err := e.AttachTarget(ctx, workspaceID, KindPool, name, spec, nil)
 	if err != nil {
-		return nil, fieldErr("workspace_id", "%v", err)
+		return nil, err
 	}
-	if !TargetNamePattern.MatchString(name) {
-		return nil, fieldErr("name", "%q is not a valid compute name: use 2 to 16 letters, digits or '-', starting with a letter", name)
+	c, err := computeOf(t)
+	if err != nil || !wait {
+		return c, err
 	}
-	for _, r := range ReservedTargetNames {
-		if strings.EqualFold(name, r) {
-			return nil, fieldErr("name", "%q is reserved; choose another name", name)
+	for c.Counts.Idle+c.Counts.Running < c.Spec.MinNodes {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for %d node(s) of %s: %w", c.Spec.MinNodes, name, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
 		}
-	}
-	if existing, err := s.GetTarget(ctx, name); err == nil {
-		return nil, fieldErr("name", "workspace already has a compute target %q (kind %s); names are unique across kinds", name, existing.Kind)
-	}
-	normalizeCompute(&spec)
-	if err := ValidateCompute(spec); err != nil {
-		return nil, err
-	}
-	body, _ := json.Marshal(spec)
-	if err := s.PutTarget(ctx, store.TargetRow{Name: name, Kind: cluster.Kind, Spec: body}); err != nil {
-		return nil, err
-	}
-	if err := e.managedPool(s, name).EnsureNodes(ctx); err != nil {
-		return nil, err
-	}
-	if wait {
-		if err := e.waitNodes(ctx, s, name, spec.MinNodes); err != nil {
+		if c, err = e.ReadCompute(ctx, t.ID); err != nil {
 			return nil, err
 		}
 	}
-	return e.ReadCompute(ctx, TargetID(s.Dir, name))
+	return c, nil
 }
 
-// waitNodes waits until n nodes of the pool are idle or running.
-func (e *Engine) waitNodes(ctx context.Context, s *store.Store, name string, n int) error {
-	for {
-		c, err := e.managedPool(s, name).NodeCounts(ctx)
-		if err != nil {
-			return err
-		}
-		if c.Idle+c.Running >= n {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for %d node(s) of %s: %w", n, name, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
+func computeOf(t *Target) (*Compute, error) {
+	if t.Kind != KindPool {
+		return nil, fmt.Errorf("compute target %q is a %s, not a managed pool", t.Name, t.Kind)
 	}
+	c := &Compute{ID: t.ID, WorkspaceID: t.WorkspaceID, Name: t.Name, ProvisioningState: t.ProvisioningState}
+	if t.Nodes != nil {
+		c.Counts = *t.Nodes
+	}
+	return c, t.Decode(&c.Spec, nil)
 }
 
 // ReadCompute returns the pool with live node counts.
 func (e *Engine) ReadCompute(ctx context.Context, id string) (*Compute, error) {
-	wsID, name, err := ParseTargetID(id)
+	t, err := e.ReadTarget(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	s, err := e.open(ctx, wsID)
-	if err != nil {
-		return nil, err
-	}
-	p := e.managedPool(s, name)
-	spec, err := p.LoadSpec(ctx)
-	if err != nil {
-		return nil, err
-	}
-	counts, err := p.NodeCounts(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return &Compute{ID: TargetID(s.Dir, name), WorkspaceID: s.Dir, Name: name, Spec: spec, Counts: counts, ProvisioningState: "Succeeded"}, nil
+	return computeOf(t)
 }
 
 // UpdateCompute changes the scale settings in place; nodes pick them up.
 func (e *Engine) UpdateCompute(ctx context.Context, id string, spec ComputeSpec) (*Compute, error) {
-	wsID, name, err := ParseTargetID(id)
+	t, err := e.UpdateTarget(ctx, id, spec)
 	if err != nil {
 		return nil, err
 	}
-	s, err := e.open(ctx, wsID)
-	if err != nil {
-		return nil, err
-	}
-	normalizeCompute(&spec)
-	if err := ValidateCompute(spec); err != nil {
-		return nil, err
-	}
-	body, _ := json.Marshal(spec)
-	if err := s.PutTarget(ctx, store.TargetRow{Name: name, Kind: cluster.Kind, Spec: body}); err != nil {
-		return nil, err
-	}
-	if err := e.managedPool(s, name).EnsureNodes(ctx); err != nil {
-		return nil, err
-	}
-	return e.ReadCompute(ctx, id)
+	return computeOf(t)
 }
 
 // DeleteCompute drains a pool: it refuses while runs are queued or running
 // unless force (then they are canceled), stops every node agent and removes the
 // pool. Run history stays.
 func (e *Engine) DeleteCompute(ctx context.Context, id string, force bool) error {
-	wsID, name, err := ParseTargetID(id)
-	if err != nil {
-		return err
-	}
-	s, err := e.open(ctx, wsID)
-	if IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	p := e.managedPool(s, name)
-	if _, err := p.LoadSpec(ctx); IsNotFound(err) {
-		return nil
-	}
-	active, err := s.ActiveQueue(ctx, name)
-	if err != nil {
-		return err
-	}
-	if len(active) > 0 && !force {
-		ids := make([]string, len(active))
-		for i, q := range active {
-			ids[i] = q.RunID
-		}
-		return fmt.Errorf("compute %q has %d queued or running run(s) (%s); destroy them first, or set force_destroy = true to cancel them", name, len(active), strings.Join(ids, ", "))
-	}
-	for _, q := range active {
-		if _, err := e.cancel(ctx, s, q.RunID, run.ReasonCanceled); err != nil {
-			return fmt.Errorf("canceling run %s: %w", q.RunID, err)
-		}
-	}
-	if err := s.SetNodeState(ctx, name, store.NodeLeaving); err != nil {
-		return err
-	}
-	// Node agents see "leaving" within a tick and remove themselves.
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		nodes, err := s.Nodes(ctx, name)
-		if err != nil {
-			return err
-		}
-		if len(nodes) == 0 {
-			break
-		}
-		if _, err := p.Store.ReapNodes(ctx, name, cluster.LeaseTimeout, func(n store.NodeRow) bool { return local.ProcessAlive(n.PID, n.Ticks) }); err != nil {
-			return err
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	// Whatever did not leave in time is stopped by PID (checked against its start time).
-	nodes, err := s.Nodes(ctx, name)
-	if err != nil {
-		return err
-	}
-	for _, n := range nodes {
-		if local.ProcessAlive(n.PID, n.Ticks) {
-			_ = syscall.Kill(n.PID, syscall.SIGKILL)
-		}
-	}
-	if err := s.DeletePool(ctx, name); err != nil {
-		return err
-	}
-	return s.DeleteTarget(ctx, name)
-}
-
-// CheckPlacement is the plan-time check that a run configuration fits its target:
-// a node_count the target cannot provide is refused before anything is applied.
-// Whatever does not exist yet (created in the same apply) is checked at apply.
-func (e *Engine) CheckPlacement(ctx context.Context, workspaceID, targetName, runConfigID string) error {
-	s, err := e.open(ctx, workspaceID)
-	if err != nil {
-		return nil
-	}
-	rc, err := e.ReadRunConfig(ctx, runConfigID)
-	if err != nil || rc.Spec.NodeCount <= 1 {
-		return nil
-	}
-	if targetName == LocalTarget {
-		return fieldErr("compute_target", "run configuration %q asks for node_count = %d, but %q runs one node; use an aml_compute pool", rc.Spec.Name, rc.Spec.NodeCount, targetName)
-	}
-	row, err := s.GetTarget(ctx, targetName)
-	if err != nil {
-		return nil
-	}
-	if row.Kind != cluster.Kind {
-		return fieldErr("compute_target", "run configuration %q asks for node_count = %d, but compute target %q (%s) runs one node; use an aml_compute pool", rc.Spec.Name, rc.Spec.NodeCount, targetName, row.Kind)
-	}
-	spec, err := e.managedPool(s, targetName).LoadSpec(ctx)
-	if err == nil && rc.Spec.NodeCount > spec.MaxNodes {
-		return fieldErr("compute_target", "run configuration %q asks for node_count = %d, but pool %q has max_nodes = %d", rc.Spec.Name, rc.Spec.NodeCount, targetName, spec.MaxNodes)
-	}
-	return nil
+	return e.detach(ctx, id, force, "force_destroy")
 }
 
 // RunBasedTarget is the compute_target of a run that gets a pool of its own.
@@ -276,10 +116,8 @@ func checkRunBased(rb *RunBasedCompute, nodeCount int) error {
 	if rb == nil {
 		return fieldErr("run_based_compute", "is required with compute_target = %q: it says which pool to create for the run (vm_size, max_nodes)", RunBasedTarget)
 	}
-	spec := ComputeSpec{VMSize: rb.VMSize, MaxNodes: rb.MaxNodes}
-	if err := ValidateCompute(spec); err != nil {
-		fe := asFieldError(err).(*FieldError)
-		return fieldErr("run_based_compute."+fe.Attr, "%s", fe.Msg)
+	if err := ValidateCompute(ComputeSpec{VMSize: rb.VMSize, MaxNodes: rb.MaxNodes}); err != nil {
+		return field.Within("run_based_compute", err)
 	}
 	if nodeCount > rb.MaxNodes {
 		return fieldErr("run_based_compute.max_nodes", "the run configuration asks for node_count = %d, more than max_nodes = %d", nodeCount, rb.MaxNodes)
@@ -289,17 +127,18 @@ func checkRunBased(rb *RunBasedCompute, nodeCount int) error {
 
 // createRunBasedPool makes the pool of one run: no minimum, nodes stop as soon
 // as they are idle, and the engine deletes it when the run has ended.
-func (e *Engine) createRunBasedPool(ctx context.Context, s *store.Store, runID string, rb RunBasedCompute) (string, runDriver, error) {
+func (e *Engine) createRunBasedPool(ctx context.Context, s *store.Store, runID string, rb RunBasedCompute) (string, drivers.Driver, error) {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	name := "rb-" + hex.EncodeToString(b)
 	spec := ComputeSpec{VMSize: rb.VMSize, MaxNodes: rb.MaxNodes, RunBased: runID}
-	normalizeCompute(&spec)
+	pool.Normalize(&spec)
 	body, _ := json.Marshal(spec)
-	if err := s.PutTarget(ctx, store.TargetRow{Name: name, Kind: cluster.Kind, Spec: body}); err != nil {
+	if err := s.PutTarget(ctx, store.TargetRow{Name: name, Kind: KindPool, Spec: body}); err != nil {
 		return "", nil, err
 	}
-	return name, poolDriver{&cluster.Driver{Pool: e.managedPool(s, name)}}, nil
+	drv, err := e.driverFor(ctx, s, name)
+	return name, drv, err
 }
 
 // releaseRunBasedPool deletes a finished run's own pool.
@@ -308,4 +147,41 @@ func (e *Engine) releaseRunBasedPool(ctx context.Context, s *store.Store, rec *r
 		return
 	}
 	_ = e.DeleteCompute(context.WithoutCancel(ctx), TargetID(s.Dir, rec.Pool), true)
+}
+
+// CheckPlacement is the plan-time check that a run configuration fits its target:
+// a node_count the target cannot provide is refused before anything is applied.
+// Whatever does not exist yet (created in the same apply) is checked at apply.
+func (e *Engine) CheckPlacement(ctx context.Context, workspaceID, targetName, runConfigID string) error {
+	s, err := e.open(ctx, workspaceID)
+	if err != nil {
+		return nil
+	}
+	rc, err := e.ReadRunConfig(ctx, runConfigID)
+	if err != nil || rc.Spec.NodeCount <= 1 {
+		return nil
+	}
+	drv, err := e.driverFor(ctx, s, targetName)
+	if err != nil {
+		return nil
+	}
+	return checkNodes(ctx, drv, "compute_target", rc.Spec.Name, rc.Spec.NodeCount, targetName)
+}
+
+// checkNodes refuses a node_count the target cannot run.
+func checkNodes(ctx context.Context, drv drivers.Driver, attr, rcName string, nodeCount int, targetName string) error {
+	if nodeCount <= 1 {
+		return nil
+	}
+	caps, err := drv.Capabilities(ctx)
+	if err != nil {
+		return err
+	}
+	switch {
+	case caps.MaxNodes <= 1:
+		return fieldErr(attr, "run configuration %q asks for node_count = %d, but compute target %q runs one node; use an aml_compute pool", rcName, nodeCount, targetName)
+	case nodeCount > caps.MaxNodes:
+		return fieldErr(attr, "run configuration %q asks for node_count = %d, but %s", rcName, nodeCount, caps.MaxNodesReason)
+	}
+	return nil
 }

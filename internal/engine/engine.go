@@ -15,11 +15,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/openaml/terraform-provider-aml/internal/engine/env"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun"
+	"github.com/openaml/terraform-provider-aml/internal/engine/field"
 	"github.com/openaml/terraform-provider-aml/internal/engine/remote"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
 	"github.com/openaml/terraform-provider-aml/internal/engine/store"
-	"github.com/openaml/terraform-provider-aml/internal/engine/target/local"
 )
 
 // ErrNotFound is returned (wrapped) when a workspace, run configuration or run
@@ -27,12 +27,10 @@ import (
 var ErrNotFound = store.ErrNotFound
 
 // FieldError names the configuration attribute at fault, so the provider can
-// attach the diagnostic to it.
-type FieldError = env.FieldError
+// attach the diagnostic to it. It is the engine's one such type.
+type FieldError = field.Error
 
-func fieldErr(attr, format string, args ...any) error {
-	return &FieldError{Attr: attr, Msg: fmt.Sprintf(format, args...)}
-}
+func fieldErr(attr, format string, args ...any) error { return field.Errorf(attr, format, args...) }
 
 // Options configure an Engine.
 type Options struct {
@@ -88,7 +86,7 @@ func New(opts Options) (*Engine, error) {
 	host, _ := os.Hostname()
 	return &Engine{
 		opts:   opts,
-		owner:  fmt.Sprintf("%s:%d:%d", host, os.Getpid(), local.SelfStartTicks()),
+		owner:  fmt.Sprintf("%s:%d:%d", host, os.Getpid(), hostrun.SelfStartTicks()),
 		stores: map[string]*store.Store{},
 	}, nil
 }
@@ -134,6 +132,20 @@ func (e *Engine) open(ctx context.Context, id string) (*store.Store, error) {
 	return s, nil
 }
 
+// cleanID is a workspace id in its one spelling.
+func cleanID(id string) string { return filepath.Clean(id) }
+
+// openChild opens the workspace of a child id (run, target, ...) and returns
+// the child's name.
+func (e *Engine) openChild(ctx context.Context, id string, parse func(string) (string, string, error)) (*store.Store, string, error) {
+	wsID, name, err := parse(id)
+	if err != nil {
+		return nil, "", err
+	}
+	s, err := e.open(ctx, wsID)
+	return s, name, err
+}
+
 func (e *Engine) forget(id string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -159,7 +171,7 @@ func ownerAlive(owner string) bool {
 	if err1 != nil || err2 != nil {
 		return false
 	}
-	return local.ProcessAlive(pid, ticks)
+	return hostrun.ProcessAlive(pid, ticks)
 }
 
 // IsNotFound reports whether err means the object does not exist.

@@ -17,10 +17,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openaml/terraform-provider-aml/internal/agent"
 	"github.com/openaml/terraform-provider-aml/internal/engine"
 	"github.com/openaml/terraform-provider-aml/internal/engine/env"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
+	"github.com/openaml/terraform-provider-aml/internal/testutil"
 )
 
 // childEnv, when set, makes the test binary act as a short-lived provider process
@@ -34,12 +34,12 @@ type childJob struct {
 }
 
 func TestMain(m *testing.M) {
-	// The engine starts run supervisors by re-executing this binary with "agent".
-	agent.MaybeRun()
-	if job := os.Getenv(childEnv); job != "" {
-		os.Exit(submitChild(job))
-	}
-	os.Exit(m.Run())
+	testutil.Main(m, func() func() {
+		if job := os.Getenv(childEnv); job != "" {
+			os.Exit(submitChild(job))
+		}
+		return nil
+	})
 }
 
 func submitChild(job string) int {
@@ -204,17 +204,6 @@ func waitRun(t *testing.T, e *engine.Engine, id string, limit time.Duration) (*e
 	return r, err
 }
 
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", limit, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // waitStatus polls ReadRun (which observes the target) until the run has want.
 func waitStatus(t *testing.T, e *engine.Engine, id string, want run.Status) {
 	t.Helper()
@@ -238,7 +227,7 @@ func waitStatus(t *testing.T, e *engine.Engine, id string, want run.Status) {
 func readPID(t *testing.T, r *engine.Run) int {
 	t.Helper()
 	var pid int
-	waitFor(t, 15*time.Second, "the script's pid file", func() bool {
+	testutil.WaitFor(t, 15*time.Second, "the script's pid file", func() bool {
 		b, err := os.ReadFile(filepath.Join(r.OutputsPath, "pid.txt"))
 		if err != nil {
 			return false
@@ -249,20 +238,10 @@ func readPID(t *testing.T, r *engine.Run) int {
 	return pid
 }
 
-// pidGone reports whether pid no longer runs (an unreaped zombie runs nothing).
-func pidGone(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return syscall.Kill(pid, 0) != nil
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i >= 0 && i+2 < len(b) && (b[i+2] == 'Z' || b[i+2] == 'X')
-}
-
 func assertGone(t *testing.T, pid int) {
 	t.Helper()
-	waitFor(t, 5*time.Second, fmt.Sprintf("process %d (the script's group) to be gone", pid), func() bool {
-		return pidGone(pid)
+	testutil.WaitFor(t, 5*time.Second, fmt.Sprintf("process %d (the script's group) to be gone", pid), func() bool {
+		return testutil.ProcessGone(pid)
 	})
 }
 
@@ -713,7 +692,7 @@ func TestCancelRun(t *testing.T) {
 			pid := readPID(t, sub)
 			if tt.atLeast > 0 {
 				// Make sure the handler is installed before we cancel.
-				waitFor(t, 10*time.Second, "the script to ignore SIGTERM", func() bool {
+				testutil.WaitFor(t, 10*time.Second, "the script to ignore SIGTERM", func() bool {
 					b, _ := os.ReadFile(sub.LogPath)
 					return strings.Contains(string(b), "ignoring")
 				})
@@ -783,7 +762,7 @@ func TestCancelAfterUnobservedCompletion(t *testing.T) {
 	src := writeSource(t, map[string]string{"quick.py": "print('quick')\n"})
 	sub := te.submit(t, te.request(src, "quick.py"))
 	statusFile := filepath.Join(filepath.Dir(sub.OutputsPath), ".aml", "status.json")
-	waitFor(t, 15*time.Second, "the supervisor to record completion", func() bool {
+	testutil.WaitFor(t, 15*time.Second, "the supervisor to record completion", func() bool {
 		b, _ := os.ReadFile(statusFile)
 		return bytes.Contains(b, []byte(`"Completed"`))
 	})
@@ -936,7 +915,7 @@ func TestLostSupervisor(t *testing.T) {
 		ChildPID      int        `json:"child_pid"`
 	}
 	statusFile := filepath.Join(filepath.Dir(sub.OutputsPath), ".aml", "status.json")
-	waitFor(t, 10*time.Second, "the supervisor to record the running child", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the supervisor to record the running child", func() bool {
 		b, err := os.ReadFile(statusFile)
 		return err == nil && json.Unmarshal(b, &st) == nil && st.Status == run.Running && st.SupervisorPID > 0
 	})
@@ -946,7 +925,7 @@ func TestLostSupervisor(t *testing.T) {
 	if err := syscall.Kill(st.SupervisorPID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the supervisor to die", func() bool { return pidGone(st.SupervisorPID) })
+	testutil.WaitFor(t, 5*time.Second, "the supervisor to die", func() bool { return testutil.ProcessGone(st.SupervisorPID) })
 
 	r, err := te.e.ReadRun(ctx, sub.ID)
 	if err != nil {

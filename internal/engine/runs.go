@@ -12,13 +12,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun"
 	"github.com/openaml/terraform-provider-aml/internal/engine/env"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
 	"github.com/openaml/terraform-provider-aml/internal/engine/store"
-	"github.com/openaml/terraform-provider-aml/internal/engine/target"
-	"github.com/openaml/terraform-provider-aml/internal/engine/target/local"
-	sshdrv "github.com/openaml/terraform-provider-aml/internal/engine/target/ssh"
 )
 
 // LocalTarget is the reserved name of the machine running Terraform.
@@ -158,6 +157,36 @@ func CheckScript(m *snapshot.Manifest, dir, script string) error {
 // once (see WaitRun). A run with the same submission that an interrupted apply
 // left behind is adopted instead of started again.
 func (e *Engine) SubmitRun(ctx context.Context, req RunRequest) (*Run, error) {
+	sub, err := e.validateSubmission(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if r, err := e.adopt(ctx, sub); r != nil || err != nil {
+		return r, err
+	}
+	rec, err := e.stage(ctx, sub)
+	if err != nil {
+		return nil, err
+	}
+	return e.start(ctx, sub, rec)
+}
+
+// submission is a validated run request with everything needed to start it.
+type submission struct {
+	req      RunRequest
+	s        *store.Store
+	rc       *RunConfig
+	drv      drivers.Driver
+	srcDir   string
+	sum      *SnapshotSummary
+	manifest *snapshot.Manifest
+	launch   env.Launch
+	key      string
+}
+
+// validateSubmission checks a request against its workspace, run
+// configuration, target and source tree; nothing is written.
+func (e *Engine) validateSubmission(ctx context.Context, req RunRequest) (*submission, error) {
 	s, err := e.open(ctx, req.WorkspaceID)
 	if err != nil {
 		return nil, fieldErr("workspace_id", "%v", err)
@@ -169,48 +198,48 @@ func (e *Engine) SubmitRun(ctx context.Context, req RunRequest) (*Run, error) {
 	if err != nil {
 		return nil, fieldErr("run_configuration_id", "%v", err)
 	}
-	if filepath.Clean(rcWS) != s.Dir {
+	if cleanID(rcWS) != s.Dir {
 		return nil, fieldErr("run_configuration_id", "%q belongs to workspace %s, not to this run's workspace %s", req.RunConfigID, rcWS, s.Dir)
 	}
 	rc, err := e.ReadRunConfig(ctx, req.RunConfigID)
 	if err != nil {
 		return nil, fieldErr("run_configuration_id", "%v", err)
 	}
-	var drv runDriver
+	sub := &submission{req: req, s: s, rc: rc}
 	if req.ComputeTarget == RunBasedTarget {
 		if err := checkRunBased(req.RunBased, rc.Spec.NodeCount); err != nil {
 			return nil, err
 		}
-		drv = e.localDriver(s) // the pool is created below, once nothing can fail first
+		// The run's own pool is created once nothing can fail first; its
+		// nodes run on this machine, which prepares the environment.
+		sub.drv, err = e.driverFor(ctx, s, LocalTarget)
 	} else {
 		if req.RunBased != nil {
 			return nil, fieldErr("run_based_compute", "is only used with compute_target = %q", RunBasedTarget)
 		}
-		if drv, err = e.driverFor(ctx, s, req.ComputeTarget); err != nil {
-			return nil, err
+		if sub.drv, err = e.driverFor(ctx, s, req.ComputeTarget); err == nil {
+			err = checkNodes(ctx, sub.drv, "run_configuration_id", rc.Spec.Name, rc.Spec.NodeCount, req.ComputeTarget)
 		}
 	}
-	if _, pool := drv.(poolDriver); rc.Spec.NodeCount > 1 && !pool && req.ComputeTarget != RunBasedTarget {
-		return nil, fieldErr("run_configuration_id", "run configuration %q asks for node_count = %d, but compute target %q runs one node", rc.Spec.Name, rc.Spec.NodeCount, req.ComputeTarget)
+	if err != nil {
+		return nil, err
 	}
 	if (req.Script == "") == (len(req.Command) == 0) {
 		return nil, fieldErr("script", "exactly one of script or command must be set")
 	}
-	srcDir := e.abs(req.SourceDirectory)
-	sum, manifest, err := e.PlanSnapshot(ctx, srcDir)
-	if err != nil {
+	sub.srcDir = e.abs(req.SourceDirectory)
+	if sub.sum, sub.manifest, err = e.PlanSnapshot(ctx, sub.srcDir); err != nil {
 		return nil, err
 	}
-	if req.PlannedSnapshotHash != "" && req.PlannedSnapshotHash != sum.Hash {
-		return nil, fieldErr("source_directory", "%s: %v (planned %s, now %s)", srcDir, ErrSourceChanged, req.PlannedSnapshotHash, sum.Hash)
+	if req.PlannedSnapshotHash != "" && req.PlannedSnapshotHash != sub.sum.Hash {
+		return nil, fieldErr("source_directory", "%s: %v (planned %s, now %s)", sub.srcDir, ErrSourceChanged, req.PlannedSnapshotHash, sub.sum.Hash)
 	}
 	if req.Script != "" {
-		if err := CheckScript(manifest, srcDir, req.Script); err != nil {
+		if err := CheckScript(sub.manifest, sub.srcDir, req.Script); err != nil {
 			return nil, err
 		}
 	}
-	launch, err := drv.PrepareEnvironment(ctx, rc.Spec.Environment)
-	if err != nil {
+	if sub.launch, err = sub.drv.PrepareEnvironment(ctx, rc.Spec.Environment); err != nil {
 		var fe *FieldError
 		if !errors.As(err, &fe) {
 			return nil, fmt.Errorf("compute target %q: %w", req.ComputeTarget, err)
@@ -218,39 +247,42 @@ func (e *Engine) SubmitRun(ctx context.Context, req RunRequest) (*Run, error) {
 		// The fault is in the run configuration: say which, and where in it.
 		return nil, fieldErr("run_configuration_id", "run configuration %q cannot run on target %q: %v", rc.Spec.Name, req.ComputeTarget, err)
 	}
+	sub.key = submitKey(s.Dir, sub.sum.Hash, req, rc)
+	return sub, nil
+}
 
-	key := submitKey(s.Dir, sum.Hash, req, rc)
-	if rec, err := s.ClaimOrphan(ctx, key, e.owner, ownerAlive); err != nil {
+// adopt returns the run an interrupted apply left behind for the same
+// submission, if any (nil, nil: submit a new one).
+func (e *Engine) adopt(ctx context.Context, sub *submission) (*Run, error) {
+	s := sub.s
+	rec, err := s.ClaimOrphan(ctx, sub.key, e.owner, ownerAlive)
+	if err != nil || rec == nil {
 		return nil, err
-	} else if rec != nil {
-		if len(rec.Handle) > 0 {
-			r, err := e.refresh(ctx, s, rec)
-			if err == nil {
-				r.Adopted = true
-			}
-			return r, err
-		}
-		// Killed between recording and starting: nothing runs; close it out.
-		_, _ = s.UpdateRun(ctx, rec.ID, func(r *run.Record) error {
-			r.Status, r.FailureReason, r.Error = run.Failed, run.ReasonLost, "submission was interrupted before the run started"
-			return nil
-		})
-		_ = s.MarkReleased(ctx, rec.ID)
 	}
+	if len(rec.Handle) > 0 {
+		r, err := e.refresh(ctx, s, rec)
+		if err == nil {
+			r.Adopted = true
+		}
+		return r, err
+	}
+	// Killed between recording and starting: nothing runs; close it out.
+	_, _ = s.UpdateRun(ctx, rec.ID, func(r *run.Record) error {
+		r.Status, r.FailureReason, r.Error = run.Failed, run.ReasonLost, "submission was interrupted before the run started"
+		return nil
+	})
+	_ = s.MarkReleased(ctx, rec.ID)
+	return nil, nil
+}
 
-	blobs := snapshot.BlobStore{Root: s.BlobsPath()}
-	if err := blobs.Ingest(ctx, srcDir, manifest); err != nil {
+// stage stores the snapshot's blobs and records the new run (NotStarted).
+func (e *Engine) stage(ctx context.Context, sub *submission) (*run.Record, error) {
+	s, req, rc := sub.s, sub.req, sub.rc
+	if err := e.blobs(s).Ingest(ctx, sub.srcDir, sub.manifest); err != nil {
 		if errors.Is(err, snapshot.ErrSourceChanged) {
 			return nil, fieldErr("source_directory", "%v; run plan again", err)
 		}
 		return nil, fmt.Errorf("storing snapshot: %w", err)
-	}
-	envVars := map[string]string{}
-	for k, v := range rc.Spec.EnvironmentVariables {
-		envVars[k] = v
-	}
-	for k, v := range req.EnvironmentVariables {
-		envVars[k] = v
 	}
 	now := time.Now().UTC()
 	rec := &run.Record{
@@ -258,12 +290,12 @@ func (e *Engine) SubmitRun(ctx context.Context, req RunRequest) (*Run, error) {
 		Experiment:      req.Experiment,
 		Target:          req.ComputeTarget,
 		RunConfig:       rc.Spec.Name,
-		SubmitKey:       key,
+		SubmitKey:       sub.key,
 		Status:          run.NotStarted,
 		CreatedAt:       now,
-		SnapshotHash:    sum.Hash,
-		SnapshotFiles:   sum.Files,
-		SnapshotBytes:   sum.Bytes,
+		SnapshotHash:    sub.sum.Hash,
+		SnapshotFiles:   sub.sum.Files,
+		SnapshotBytes:   sub.sum.Bytes,
 		Tags:            req.Tags,
 		EnvironmentHash: rc.EnvironmentHash,
 
@@ -276,21 +308,34 @@ func (e *Engine) SubmitRun(ctx context.Context, req RunRequest) (*Run, error) {
 	}
 	rec.RunDir = s.RunDir(rec.ID)
 	if req.ComputeTarget == RunBasedTarget {
-		if rec.Pool, drv, err = e.createRunBasedPool(ctx, s, rec.ID, *req.RunBased); err != nil {
+		var err error
+		if rec.Pool, sub.drv, err = e.createRunBasedPool(ctx, s, rec.ID, *req.RunBased); err != nil {
 			return nil, err
 		}
 	}
-	argv := runArgv(req, launch, rec.ID, drv.RunDir(rec.ID), envVars)
 	if err := s.InsertRun(ctx, rec, e.owner); err != nil {
 		return nil, err
 	}
-	h, err := drv.Start(ctx, target.RunSpec{
+	return rec, nil
+}
+
+// start hands the recorded run to its driver and keeps the handle.
+func (e *Engine) start(ctx context.Context, sub *submission, rec *run.Record) (*Run, error) {
+	s, req, rc := sub.s, sub.req, sub.rc
+	vars := map[string]string{}
+	for k, v := range rc.Spec.EnvironmentVariables {
+		vars[k] = v
+	}
+	for k, v := range req.EnvironmentVariables {
+		vars[k] = v
+	}
+	h, err := sub.drv.Start(ctx, drivers.RunSpec{
 		RunID:       rec.ID,
-		Manifest:    manifest,
-		Blobs:       blobs,
-		Argv:        argv,
-		Env:         envVars,
-		Environment: launch.System,
+		Manifest:    sub.manifest,
+		Blobs:       e.blobs(s),
+		Program:     drivers.Program{Script: req.Script, Command: req.Command, Arguments: req.Arguments},
+		Launch:      sub.launch,
+		Env:         vars,
 		NodeCount:   rc.Spec.NodeCount,
 		MaxDuration: time.Duration(rc.Spec.MaxRunDurationSeconds) * time.Second,
 		Grace:       e.opts.CancelGrace,
@@ -321,41 +366,8 @@ func (e *Engine) SubmitRun(ctx context.Context, req RunRequest) (*Run, error) {
 	return e.toRun(s, rec), nil
 }
 
-// EnvsDir holds a workspace's cache of built environments.
-const EnvsDir = "envs"
-
-// runArgv is the program a run executes. For a system-managed environment the
-// interpreter is left empty: the supervisor fills it in once the environment is
-// ready. Docker runs wrap the script in `docker run`.
-func runArgv(req RunRequest, launch env.Launch, runID, runDir string, envVars map[string]string) []string {
-	var prog []string
-	if req.Script != "" {
-		prog = append([]string{filepath.FromSlash(req.Script)}, req.Arguments...)
-	} else {
-		prog = append(append([]string{}, req.Command...), req.Arguments...)
-	}
-	switch {
-	case launch.Docker != nil:
-		l := local.Layout{Dir: runDir}
-		vars := map[string]string{
-			"AML_RUN_ID": runID, "AML_OUTPUTS_DIR": l.Outputs(), "AML_LOGS_DIR": l.Logs(),
-			"AML_METRICS_FILE": l.Metrics(), "PYTHONPATH": l.HelperLib(), "PYTHONUNBUFFERED": "1",
-		}
-		for k, v := range envVars {
-			vars[k] = v
-		}
-		dr := env.DockerRun{Name: "aml-" + runID, RunDir: runDir, Env: vars, Python: launch.Interpreter}
-		if req.Script != "" {
-			dr.Script = prog
-		} else {
-			dr.Python, dr.Script = prog[0], prog[1:]
-		}
-		return env.DockerArgs(*launch.Docker, dr)
-	case req.Script == "":
-		return prog
-	default:
-		return append([]string{launch.Interpreter}, prog...)
-	}
+func (e *Engine) blobs(s *store.Store) snapshot.BlobStore {
+	return snapshot.BlobStore{Root: s.BlobsPath()}
 }
 
 // submitKey identifies "the same submission": same workspace, code, command,
@@ -431,7 +443,7 @@ func (e *Engine) refresh(ctx context.Context, s *store.Store, rec *run.Record) (
 		return nil, err
 	}
 	st, err := ex.Status(ctx)
-	if sshdrv.Transient(err) {
+	if drivers.IsUnreachable(err) {
 		// The host is out of reach; the run goes on there. Report what we
 		// know and observe it again next time.
 		r := e.toRun(s, rec)
@@ -445,11 +457,11 @@ func (e *Engine) refresh(ctx context.Context, s *store.Store, rec *run.Record) (
 }
 
 // record stores an observation, collecting results once the run is terminal.
-func (e *Engine) record(ctx context.Context, s *store.Store, id string, ex target.Execution, st target.State) (*Run, error) {
+func (e *Engine) record(ctx context.Context, s *store.Store, id string, ex drivers.Execution, st drivers.State) (*Run, error) {
 	// Results are collected once, when the run has ended: for an SSH host a
 	// collect brings outputs back over the wire, which no refresh of a running
 	// run should pay for.
-	var col target.Collected
+	var col drivers.Collected
 	cerr := errNotCollected
 	if st.Status.Terminal() {
 		col, cerr = ex.Collect(ctx)
@@ -469,6 +481,7 @@ func (e *Engine) record(ctx context.Context, s *store.Store, id string, ex targe
 			r.Metrics = run.LastValues(col.Metrics)
 			r.OutputFiles = col.OutputFiles
 			r.LogTail = col.LogTail
+			r.OutputsPath, r.LogPath = col.OutputsPath, col.LogPath
 		}
 		if len(st.NodeExitCodes) > 0 {
 			r.NodeExitCodes = st.NodeExitCodes
@@ -597,7 +610,16 @@ func (e *Engine) ReleaseRun(ctx context.Context, id string) error {
 }
 
 func (e *Engine) toRun(s *store.Store, rec *run.Record) *Run {
-	l := local.Layout{Dir: rec.RunDir}
+	// Until a run is collected, its files are where the engine host keeps
+	// them: the run directory of the workspace.
+	l := hostrun.Layout{Dir: rec.RunDir}
+	outputsPath, logPath := rec.OutputsPath, rec.LogPath
+	if outputsPath == "" {
+		outputsPath = l.Outputs()
+	}
+	if logPath == "" {
+		logPath = l.StdLog()
+	}
 	metrics := rec.Metrics
 	if metrics == nil {
 		metrics = map[string]float64{}
@@ -622,9 +644,9 @@ func (e *Engine) toRun(s *store.Store, rec *run.Record) *Run {
 		DurationSeconds:         rec.DurationSeconds(time.Now()),
 		Metrics:                 metrics,
 		OutputFiles:             outputs,
-		OutputsPath:             l.Outputs(),
+		OutputsPath:             outputsPath,
 		LogTail:                 rec.LogTail,
-		LogPath:                 l.StdLog(),
+		LogPath:                 logPath,
 		SnapshotHash:            rec.SnapshotHash,
 		SnapshotFiles:           rec.SnapshotFiles,
 		SnapshotBytes:           rec.SnapshotBytes,
@@ -655,3 +677,6 @@ func (e *Engine) SetRunTags(ctx context.Context, id string, tags map[string]stri
 	}
 	return e.toRun(s, rec), nil
 }
+
+// EnvsDir holds a workspace's cache of built environments.
+const EnvsDir = drivers.EnvsDir

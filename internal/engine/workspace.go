@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/store"
-	"github.com/openaml/terraform-provider-aml/internal/engine/target/cluster"
 )
 
 // WorkspaceNamePattern is Azure ML's rule for workspace names.
@@ -127,16 +126,19 @@ func (e *Engine) DeleteWorkspace(ctx context.Context, id string, force bool) err
 	if len(active) > 0 {
 		return fmt.Errorf("workspace %s has %d active run(s) (%s); destroy or cancel them first", id, len(active), strings.Join(active, ", "))
 	}
-	// Stop the pools' node agents: nothing may keep working in a deleted workspace.
+	// Every target releases what it holds (a pool stops its node agents):
+	// nothing may keep working in a deleted workspace.
 	names, err := s.TargetNames(ctx)
 	if err != nil {
 		return err
 	}
 	for _, name := range names {
-		if row, err := s.GetTarget(ctx, name); err == nil && row.Kind == cluster.Kind {
-			if err := e.DeleteCompute(ctx, TargetID(id, name), true); err != nil {
-				return fmt.Errorf("stopping pool %s: %w", name, err)
-			}
+		row, err := s.GetTarget(ctx, name)
+		if err != nil {
+			return err
+		}
+		if err := e.release(ctx, s, row); err != nil {
+			return err
 		}
 	}
 	e.forget(id)

@@ -22,7 +22,6 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine"
-	"github.com/openaml/terraform-provider-aml/internal/engine/target/cluster"
 )
 
 var (
@@ -66,7 +65,7 @@ var nodeStateCountTypes = map[string]attr.Type{
 	"unusable": types.Int64Type, "leaving": types.Int64Type, "preempted": types.Int64Type,
 }
 
-func nodeStateCounts(c cluster.Counts) types.Object {
+func nodeStateCounts(c engine.NodeCounts) types.Object {
 	return types.ObjectValueMust(nodeStateCountTypes, map[string]attr.Value{
 		"idle": types.Int64Value(int64(c.Idle)), "running": types.Int64Value(int64(c.Running)),
 		"preparing": types.Int64Value(int64(c.Preparing)), "unusable": types.Int64Value(int64(c.Unusable)),
@@ -101,7 +100,7 @@ func (r *ComputeResource) Schema(ctx context.Context, req resource.SchemaRequest
 			},
 			"vm_size": schema.StringAttribute{
 				Required: true, PlanModifiers: replace,
-				MarkdownDescription: "Node shape: one of " + oneOfDescription(cluster.SizeNames()) + " (case-insensitive). A size larger than this host is refused at plan time.",
+				MarkdownDescription: "Node shape: one of " + oneOfDescription(engine.VMSizeNames()) + " (case-insensitive). A size larger than this host is refused at plan time.",
 				Validators:          []validator.String{vmSizeValidator{}},
 			},
 			"vm_priority": schema.StringAttribute{
@@ -287,7 +286,7 @@ func (r *ComputeResource) ImportState(ctx context.Context, req resource.ImportSt
 type vmSizeValidator struct{}
 
 func (vmSizeValidator) Description(ctx context.Context) string {
-	return "must be one of " + strings.Join(cluster.SizeNames(), ", ")
+	return "must be one of " + strings.Join(engine.VMSizeNames(), ", ")
 }
 
 func (v vmSizeValidator) MarkdownDescription(ctx context.Context) string { return v.Description(ctx) }
@@ -296,7 +295,7 @@ func (v vmSizeValidator) ValidateString(ctx context.Context, req validator.Strin
 	if req.ConfigValue.IsNull() || req.ConfigValue.IsUnknown() {
 		return
 	}
-	if _, err := cluster.LookupSize(req.ConfigValue.ValueString()); err != nil {
+	if err := engine.CheckVMSize(req.ConfigValue.ValueString()); err != nil {
 		resp.Diagnostics.AddAttributeError(req.Path, "Unknown vm_size", fmt.Sprintf("%s: %v", req.Path, err))
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
+	"github.com/openaml/terraform-provider-aml/internal/testutil"
 )
 
 // poolScript sleeps, logs its C argument and records where and when it ran.
@@ -244,7 +245,7 @@ func TestAccCompute_killedAgentRequeues(t *testing.T) {
 				PreConfig: func() {
 					e := testEngine(t)
 					ctx := context.Background()
-					if err := waitFor(30*time.Second, "the run to start on a node", func() (bool, error) {
+					if err := testutil.Poll(30*time.Second, "the run to start on a node", func() (bool, error) {
 						r, err := e.ReadRun(ctx, runID)
 						return err == nil && r.Status == run.Running, err
 					}); err != nil {
@@ -254,7 +255,7 @@ func TestAccCompute_killedAgentRequeues(t *testing.T) {
 					if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 						t.Fatalf("killing node agent %d: %v", pid, err)
 					}
-					if err := waitFor(60*time.Second, "the requeued run to complete", func() (bool, error) {
+					if err := testutil.Poll(60*time.Second, "the requeued run to complete", func() (bool, error) {
 						r, err := e.ReadRun(ctx, runID)
 						return err == nil && r.Status.Terminal(), err
 					}); err != nil {

@@ -99,11 +99,11 @@ func (d *ComputeTargetDataSource) Read(ctx context.Context, req datasource.ReadR
 	m.CPUCount, m.MemoryMB, m.GPUCount = types.Int64Value(int64(ts.Facts.Cores)), types.Int64Value(ts.Facts.MemoryBytes>>20), types.Int64Value(int64(ts.Facts.GPUs))
 	m.AllocationState, m.CurrentNodeCount, m.TargetNodeCount, m.QueuedRuns = types.StringNull(), types.Int64Null(), types.Int64Null(), types.Int64Null()
 	m.NodeStateCounts = types.ObjectNull(nodeStateCountTypes)
-	if p := ts.Pool; p != nil {
-		m.AllocationState = types.StringValue(p.Counts.AllocationState)
-		m.CurrentNodeCount, m.TargetNodeCount = types.Int64Value(int64(p.Counts.Current)), types.Int64Value(int64(p.Counts.Target))
-		m.QueuedRuns = types.Int64Value(int64(p.Counts.Queued))
-		m.NodeStateCounts = nodeStateCounts(p.Counts)
+	if c := ts.Nodes; c != nil {
+		m.AllocationState = types.StringValue(c.AllocationState)
+		m.CurrentNodeCount, m.TargetNodeCount = types.Int64Value(int64(c.Current)), types.Int64Value(int64(c.Target))
+		m.QueuedRuns = types.Int64Value(int64(c.Queued))
+		m.NodeStateCounts = nodeStateCounts(*c)
 	}
 	resp.Diagnostics.Append(resp.State.Set(ctx, &m)...)
 }

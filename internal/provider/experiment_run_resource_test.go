@@ -24,6 +24,7 @@ import (
 
 	"github.com/openaml/terraform-provider-aml/internal/engine"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
+	"github.com/openaml/terraform-provider-aml/internal/testutil"
 )
 
 // envTrainScript reports, as metrics, the accuracy it was written with and the
@@ -188,7 +189,7 @@ resource "aml_experiment_run" "train" {
 			{
 				// A file .amlignore excludes is not part of the run.
 				PreConfig: func() {
-					writeFiles(t, src, map[string]string{"ignored.txt": "scratch v2, now longer\n"})
+					testutil.WriteFiles(t, src, map[string]string{"ignored.txt": "scratch v2, now longer\n"})
 				},
 				Config: config("alice", "v1"),
 				ConfigPlanChecks: resource.ConfigPlanChecks{
@@ -220,7 +221,7 @@ resource "aml_experiment_run" "train" {
 			{
 				// Editing the script replaces the run, which runs the new code.
 				PreConfig: func() {
-					writeFiles(t, src, map[string]string{"train.py": envTrainScript("0.95")})
+					testutil.WriteFiles(t, src, map[string]string{"train.py": envTrainScript("0.95")})
 				},
 				Config: config("bob", "v1"),
 				ConfigPlanChecks: resource.ConfigPlanChecks{
@@ -342,7 +343,7 @@ time.sleep(60)
 // readPid waits for a run's script to write its pid.
 func readPid(outputsDir string) (int, error) {
 	var pid int
-	err := waitFor(20*time.Second, "the script to write pid.txt", func() (bool, error) {
+	err := testutil.Poll(20*time.Second, "the script to write pid.txt", func() (bool, error) {
 		b, err := os.ReadFile(filepath.Join(outputsDir, "pid.txt"))
 		if err != nil || len(b) == 0 {
 			return false, nil
@@ -393,7 +394,7 @@ resource "aml_experiment_run" "sleep" {
 					if pid, err = readPid(outputs); err != nil {
 						return err
 					}
-					if processGone(pid) {
+					if testutil.ProcessGone(pid) {
 						return fmt.Errorf("the run's script (pid %d) is not running", pid)
 					}
 					return nil
@@ -471,7 +472,7 @@ resource "aml_experiment_run" "sleep" {
 
 // killIfRunning stops a run's script that a failed test left running.
 func killIfRunning(pid int) {
-	if pid > 0 && !processGone(pid) {
+	if pid > 0 && !testutil.ProcessGone(pid) {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 }
@@ -487,8 +488,8 @@ func checkCanceled(t *testing.T, id string, pid int, reason string) error {
 	if r.Status != run.Canceled || r.FailureReason != reason {
 		return fmt.Errorf("run %s has status %s (%s), want Canceled (%s)", id, r.Status, r.FailureReason, reason)
 	}
-	return waitFor(5*time.Second, fmt.Sprintf("the script (pid %d) to exit", pid), func() (bool, error) {
-		return processGone(pid), nil
+	return testutil.Poll(5*time.Second, fmt.Sprintf("the script (pid %d) to exit", pid), func() (bool, error) {
+		return testutil.ProcessGone(pid), nil
 	})
 }
 
@@ -523,17 +524,17 @@ func TestAccExperimentRunResource_badInput(t *testing.T) {
 	otherWS := filepath.Join(root, "other-ws")
 	corruptWS := filepath.Join(root, "corrupt-ws")
 
-	src := writeFiles(t, filepath.Join(root, "src"), map[string]string{
+	src := testutil.WriteFiles(t, filepath.Join(root, "src"), map[string]string{
 		"train.py":   trainScript,
 		"secret.py":  "print('never runs')\n",
 		".amlignore": "secret.py\n",
 	})
-	linked := writeFiles(t, filepath.Join(root, "linked"), map[string]string{"train.py": trainScript})
-	writeFiles(t, root, map[string]string{"outside.txt": "outside the source directory\n"})
+	linked := testutil.WriteFiles(t, filepath.Join(root, "linked"), map[string]string{"train.py": trainScript})
+	testutil.WriteFiles(t, root, map[string]string{"outside.txt": "outside the source directory\n"})
 	if err := os.Symlink("../outside.txt", filepath.Join(linked, "escape")); err != nil {
 		t.Fatal(err)
 	}
-	big := writeFiles(t, filepath.Join(root, "big"), map[string]string{
+	big := testutil.WriteFiles(t, filepath.Join(root, "big"), map[string]string{
 		"train.py": trainScript,
 		"a.txt":    "a",
 		"b.txt":    "b",
@@ -713,7 +714,7 @@ func TestAccExperimentRunResource_adoptAfterProviderKilled(t *testing.T) {
 	}
 
 	cliConfig := filepath.Join(tmp, "terraformrc")
-	writeFiles(t, tmp, map[string]string{"terraformrc": fmt.Sprintf(`
+	testutil.WriteFiles(t, tmp, map[string]string{"terraformrc": fmt.Sprintf(`
 provider_installation {
   dev_overrides {
     "openaml/aml" = %q
@@ -723,7 +724,7 @@ provider_installation {
 `, binDir)})
 
 	wsDir := filepath.Join(tmp, "ws")
-	src := writeFiles(t, filepath.Join(tmp, "src"), map[string]string{"slow.py": `import os
+	src := testutil.WriteFiles(t, filepath.Join(tmp, "src"), map[string]string{"slow.py": `import os
 import time
 import aml_run
 
@@ -734,7 +735,7 @@ with open(os.path.join(os.environ["AML_OUTPUTS_DIR"], "model.txt"), "w") as f:
     f.write("weights")
 print("finished", flush=True)
 `})
-	workDir := writeFiles(t, filepath.Join(tmp, "tf"), map[string]string{"main.tf": `
+	workDir := testutil.WriteFiles(t, filepath.Join(tmp, "tf"), map[string]string{"main.tf": `
 terraform {
   required_providers {
     aml = {
@@ -802,7 +803,7 @@ output "status" {
 	})
 
 	var runID string
-	err = waitFor(90*time.Second, "the first apply to start its run", func() (bool, error) {
+	err = testutil.Poll(90*time.Second, "the first apply to start its run", func() (bool, error) {
 		select {
 		case err := <-exited:
 			firstDone = true

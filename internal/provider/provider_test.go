@@ -9,18 +9,16 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework/providerserver"
 	"github.com/hashicorp/terraform-plugin-go/tfprotov6"
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 
-	"github.com/openaml/terraform-provider-aml/internal/agent"
 	"github.com/openaml/terraform-provider-aml/internal/engine"
 	"github.com/openaml/terraform-provider-aml/internal/engine/remote"
 	"github.com/openaml/terraform-provider-aml/internal/provider"
+	"github.com/openaml/terraform-provider-aml/internal/testutil"
 )
 
 // testAccProtoV6ProviderFactories serves the provider in-process to the
@@ -39,11 +37,9 @@ var (
 	pythonMissing string
 )
 
-func TestMain(m *testing.M) {
-	// The engine starts each run's supervisor by re-executing os.Executable(),
-	// which in tests is this test binary.
-	agent.MaybeRun()
+func TestMain(m *testing.M) { testutil.Main(m, setupAcceptance) }
 
+func setupAcceptance() (cleanup func()) {
 	terraformBin, terraformMissing = findTerraform()
 	if terraformBin != "" {
 		// Pin plugin-testing to this binary: it must never download one.
@@ -63,11 +59,11 @@ func TestMain(m *testing.M) {
 	if err == nil {
 		os.Setenv("XDG_CACHE_HOME", cacheDir)
 	}
-	code := m.Run()
-	if cacheDir != "" {
-		os.RemoveAll(cacheDir)
+	return func() {
+		if cacheDir != "" {
+			os.RemoveAll(cacheDir)
+		}
 	}
-	os.Exit(code)
 }
 
 func findTerraform() (string, string) {
@@ -116,25 +112,10 @@ func testAccPreCheck(t *testing.T) {
 	}
 }
 
-// writeFiles writes files (slash paths relative to dir) and returns dir.
-func writeFiles(t *testing.T, dir string, files map[string]string) string {
-	t.Helper()
-	for name, body := range files {
-		p := filepath.Join(dir, filepath.FromSlash(name))
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
-}
-
 // newSourceDir creates a source directory holding files.
 func newSourceDir(t *testing.T, files map[string]string) string {
 	t.Helper()
-	return writeFiles(t, filepath.Join(t.TempDir(), "src"), files)
+	return testutil.WriteFiles(t, filepath.Join(t.TempDir(), "src"), files)
 }
 
 // testEngine opens workspaces the way the provider does, to check what it wrote.
@@ -212,41 +193,6 @@ func stateAttr(s *terraform.State, address, attr string) (string, error) {
 // importIDFromState returns an ImportStateIdFunc reading a resource's id.
 func importIDFromState(address string) func(*terraform.State) (string, error) {
 	return func(s *terraform.State) (string, error) { return stateAttr(s, address, "id") }
-}
-
-// waitFor polls cond until it returns true, an error, or the timeout passes.
-func waitFor(timeout time.Duration, what string, cond func() (bool, error)) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, err := cond()
-		if err != nil {
-			return err
-		}
-		if ok {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// processGone reports whether pid no longer names a live (non-zombie) process.
-func processGone(pid int) bool {
-	if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
-		return true
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	// Field 3, after the parenthesized command name, is the state.
-	s := string(b)
-	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) {
-		return s[i+2] == 'Z' || s[i+2] == 'X'
-	}
-	return false
 }
 
 // workspaceConfig is a workspace plus a user-managed Python run configuration

@@ -233,16 +233,22 @@ func (m *RemoteComputeResourceModel) spec(ctx context.Context, diags *diag.Diagn
 }
 
 func (m *RemoteComputeResourceModel) fill(ctx context.Context, t *engine.Target, diags *diag.Diagnostics) {
+	var spec engine.RemoteSpec
+	var st engine.RemoteState
+	if err := t.Decode(&spec, &st); err != nil {
+		diags.AddError("Cannot read compute target", err.Error())
+		return
+	}
 	m.ID = types.StringValue(t.ID)
 	m.WorkspaceID = types.StringValue(t.WorkspaceID)
 	m.Name = types.StringValue(t.Name)
-	m.Address = types.StringValue(t.Remote.Address)
-	m.SSHPort = types.Int64Value(int64(t.Remote.Port))
-	m.Username = types.StringValue(t.Remote.Username)
-	m.UseAgent = types.BoolValue(t.Remote.UseAgent)
-	m.InsecureIgnoreHostKey = types.BoolValue(t.Remote.InsecureIgnoreHostKey)
-	m.HostKey = types.StringValue(t.HostKey)
-	m.RemoteRoot = types.StringValue(t.RemoteRoot)
+	m.Address = types.StringValue(spec.Address)
+	m.SSHPort = types.Int64Value(int64(spec.Port))
+	m.Username = types.StringValue(spec.Username)
+	m.UseAgent = types.BoolValue(spec.UseAgent)
+	m.InsecureIgnoreHostKey = types.BoolValue(spec.InsecureIgnoreHostKey)
+	m.HostKey = types.StringValue(st.HostKey)
+	m.RemoteRoot = types.StringValue(st.RemoteRoot)
 	m.OS = types.StringValue(t.Facts.OS)
 	m.Arch = types.StringValue(t.Facts.Arch)
 	m.CPUCount = types.Int64Value(int64(t.Facts.Cores))
@@ -250,7 +256,7 @@ func (m *RemoteComputeResourceModel) fill(ctx context.Context, t *engine.Target,
 	m.GPUCount = types.Int64Value(int64(t.Facts.GPUs))
 	m.PythonVersions = listValue(ctx, t.Facts.PythonVersions, diags)
 	m.DockerAvailable = types.BoolValue(t.Facts.Docker)
-	m.HostKeyFingerprint = types.StringValue(t.Fingerprint)
+	m.HostKeyFingerprint = types.StringValue(st.Fingerprint)
 	m.ProvisioningState = types.StringValue(t.ProvisioningState)
 }
 
@@ -293,8 +299,8 @@ func (r *RemoteComputeResource) Read(ctx context.Context, req resource.ReadReque
 		return
 	}
 	if state.WorkspaceID.IsNull() { // import: credentials come from the workspace
-		creds, err := r.eng.TargetCredentials(ctx, state.ID.ValueString())
-		if err != nil {
+		var creds engine.Credentials
+		if err := r.eng.TargetSecrets(ctx, state.ID.ValueString(), &creds); err != nil {
 			addEngineError(&resp.Diagnostics, "Cannot read compute target credentials", err)
 			return
 		}
@@ -302,7 +308,12 @@ func (r *RemoteComputeResource) Read(ctx context.Context, req resource.ReadReque
 		state.ForceDetach = types.BoolValue(false)
 		state.Timeouts = timeouts.Value{Object: types.ObjectNull(state.Timeouts.AttributeTypes(ctx))}
 		state.Bastion = types.ObjectNull(bastionTypes)
-		if b := t.Remote.Bastion; b != nil {
+		var spec engine.RemoteSpec
+		if err := t.Decode(&spec, nil); err != nil {
+			addEngineError(&resp.Diagnostics, "Cannot read compute target", err)
+			return
+		}
+		if b := spec.Bastion; b != nil {
 			bc := engine.Credentials{}
 			if creds.Bastion != nil {
 				bc = *creds.Bastion

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/openaml/terraform-provider-aml/internal/engine/field"
 	"io/fs"
 	"net"
 	"os"
@@ -559,11 +560,11 @@ func TestEnsureFieldErrors(t *testing.T) {
 	version := strings.TrimSpace(string(out))
 	cache := env.Cache{Root: t.TempDir()}
 
-	fieldErr := func(err error) *env.FieldError {
+	fieldErr := func(err error) *field.Error {
 		t.Helper()
-		var fe *env.FieldError
+		var fe *field.Error
 		if !errors.As(err, &fe) {
-			t.Fatalf("err = %v (%T), want *env.FieldError", err, err)
+			t.Fatalf("err = %v (%T), want *field.Error", err, err)
 		}
 		return fe
 	}

@@ -3,6 +3,7 @@ package env_test
 import (
 	"context"
 	"errors"
+	"github.com/openaml/terraform-provider-aml/internal/engine/field"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -220,7 +221,7 @@ func TestCheckDocker(t *testing.T) {
 
 	// Through PrepareLocal, the error names the attribute.
 	_, err = env.PrepareLocal(ctx, env.Environment{Docker: &env.Docker{Enabled: true, BaseImage: "python:3.11"}}, empty)
-	var fe *env.FieldError
+	var fe *field.Error
 	if !errors.As(err, &fe) || fe.Attr != "environment.docker.enabled" || !strings.Contains(fe.Msg, "not installed") {
 		t.Errorf("PrepareLocal with docker and no client: %v", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/openaml/terraform-provider-aml/internal/engine/field"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -75,24 +76,15 @@ type Docker struct {
 // DefaultInterpreter is used when a user-managed environment names none.
 const DefaultInterpreter = "python3"
 
-// FieldError names the attribute (dotted path as in the Terraform schema) at fault.
-type FieldError struct {
-	Attr string
-	Msg  string
-}
-
-func (e *FieldError) Error() string { return e.Attr + ": " + e.Msg }
-
 // Validate checks rules that span fields.
 func (e Environment) Validate() error {
 	if d := e.Dock(); d.Enabled && strings.TrimSpace(d.BaseImage) == "" {
-		return &FieldError{"environment.docker.base_image", "is required when environment.docker.enabled is true"}
+		return &field.Error{Attr: "environment.docker.base_image", Msg: "is required when environment.docker.enabled is true"}
 	}
 	if c := e.Py().Conda; c != nil {
 		for i, p := range c.PipPackages {
 			if strings.HasPrefix(strings.TrimSpace(p), "-") {
-				return &FieldError{fmt.Sprintf("environment.python.conda_dependencies.pip_packages[%d]", i),
-					fmt.Sprintf("%q looks like a pip option; put index settings in pip_options", p)}
+				return &field.Error{Attr: fmt.Sprintf("environment.python.conda_dependencies.pip_packages[%d]", i), Msg: fmt.Sprintf("%q looks like a pip option; put index settings in pip_options", p)}
 			}
 		}
 	}
@@ -163,11 +155,11 @@ type Launch struct {
 }
 
 // PrepareLocal checks, before anything is submitted, that this host can provide
-// the environment, and says how. Errors are *FieldError naming the attribute.
+// the environment, and says how. Errors are *field.Error naming the attribute.
 func PrepareLocal(ctx context.Context, e Environment, pathEnv string) (Launch, error) {
 	if d := e.Dock(); d.Enabled {
 		if err := CheckDocker(ctx, pathEnv); err != nil {
-			return Launch{}, &FieldError{"environment.docker.enabled", fmt.Sprintf("Docker runs need a Docker engine on the target: %v", err)}
+			return Launch{}, &field.Error{Attr: "environment.docker.enabled", Msg: fmt.Sprintf("Docker runs need a Docker engine on the target: %v", err)}
 		}
 		return Launch{Docker: &d, Interpreter: e.Py().InterpreterPath}, nil
 	}
@@ -198,8 +190,7 @@ func Precheck(ctx context.Context, e Environment, pathEnv string) error {
 }
 
 func condaMissing(pkgs []string, pathEnv string) error {
-	return &FieldError{"environment.python.conda_dependencies.conda_packages",
-		fmt.Sprintf("conda packages %s need %s on the target, and none was found on PATH (%s); install one or move the packages to pip_packages",
+	return &field.Error{Attr: "environment.python.conda_dependencies.conda_packages", Msg: fmt.Sprintf("conda packages %s need %s on the target, and none was found on PATH (%s); install one or move the packages to pip_packages",
 			strings.Join(pkgs, ", "), strings.Join(CondaTools, ", "), pathEnv)}
 }
 
@@ -207,11 +198,11 @@ func condaMissing(pkgs []string, pathEnv string) error {
 // the PATH the run will see.
 func ResolveLocal(e Environment, pathEnv string) (string, error) {
 	if e.Dock().Enabled {
-		return "", &FieldError{"environment.docker.enabled", "Docker runs are not supported by this release yet; set enabled = false"}
+		return "", &field.Error{Attr: "environment.docker.enabled", Msg: "Docker runs are not supported by this release yet; set enabled = false"}
 	}
 	py := e.Py()
 	if !py.UserManagedDependencies {
-		return "", &FieldError{"environment.python.user_managed_dependencies", ErrSystemManaged.Error()}
+		return "", &field.Error{Attr: "environment.python.user_managed_dependencies", Msg: ErrSystemManaged.Error()}
 	}
 	interp := py.InterpreterPath
 	if interp == "" {
@@ -219,7 +210,7 @@ func ResolveLocal(e Environment, pathEnv string) (string, error) {
 	}
 	if strings.ContainsRune(interp, filepath.Separator) {
 		if _, err := exec.LookPath(interp); err != nil {
-			return "", &FieldError{"environment.python.interpreter_path", fmt.Sprintf("%q is not an executable file on this machine (%v)", interp, unwrapExec(err))}
+			return "", &field.Error{Attr: "environment.python.interpreter_path", Msg: fmt.Sprintf("%q is not an executable file on this machine (%v)", interp, unwrapExec(err))}
 		}
 		return filepath.Abs(interp)
 	}
@@ -232,7 +223,7 @@ func ResolveLocal(e Environment, pathEnv string) (string, error) {
 			return p, nil
 		}
 	}
-	return "", &FieldError{"environment.python.interpreter_path", fmt.Sprintf("%q was not found on PATH (%s)", interp, pathEnv)}
+	return "", &field.Error{Attr: "environment.python.interpreter_path", Msg: fmt.Sprintf("%q was not found on PATH (%s)", interp, pathEnv)}
 }
 
 func unwrapExec(err error) error {

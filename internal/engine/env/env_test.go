@@ -2,6 +2,7 @@ package env
 
 import (
 	"errors"
+	"github.com/openaml/terraform-provider-aml/internal/engine/field"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -115,9 +116,9 @@ func TestValidate(t *testing.T) {
 				}
 				return
 			}
-			var fe *FieldError
+			var fe *field.Error
 			if !errors.As(err, &fe) {
-				t.Fatalf("err = %v (%T), want *FieldError", err, err)
+				t.Fatalf("err = %v (%T), want *field.Error", err, err)
 			}
 			if fe.Attr != tt.attr {
 				t.Errorf("Attr = %q, want %q", fe.Attr, tt.attr)
@@ -181,9 +182,9 @@ func TestResolveLocal(t *testing.T) {
 				}
 				return
 			}
-			var fe *FieldError
+			var fe *field.Error
 			if !errors.As(err, &fe) {
-				t.Fatalf("err = %v (%T), want *FieldError", err, err)
+				t.Fatalf("err = %v (%T), want *field.Error", err, err)
 			}
 			if fe.Attr != tt.errAttr {
 				t.Errorf("Attr = %q, want %q (%v)", fe.Attr, tt.errAttr, err)
@@ -230,7 +231,7 @@ func TestNilSectionsTakeDefaults(t *testing.T) {
 	if err := (Environment{}).Validate(); err != nil {
 		t.Errorf("empty environment: %v", err)
 	}
-	var fe *FieldError
+	var fe *field.Error
 	if _, err := ResolveLocal(Environment{}, ""); !errors.As(err, &fe) || fe.Attr != "environment.python.user_managed_dependencies" {
 		t.Errorf("unset python section is system-managed: %v", err)
 	}

@@ -3,6 +3,7 @@ package env
 import (
 	"context"
 	"fmt"
+	"github.com/openaml/terraform-provider-aml/internal/engine/field"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -99,8 +100,7 @@ func FindInterpreter(ctx context.Context, want, pathEnv string) (Interpreter, er
 	if len(versions) == 0 {
 		versions = []string{"none"}
 	}
-	return Interpreter{}, &FieldError{"environment.python.conda_dependencies.python_version",
-		fmt.Sprintf("no interpreter on this host provides Python %q; found: %s", want, strings.Join(versions, ", "))}
+	return Interpreter{}, &field.Error{Attr: "environment.python.conda_dependencies.python_version", Msg: fmt.Sprintf("no interpreter on this host provides Python %q; found: %s", want, strings.Join(versions, ", "))}
 }
 
 func lookPathIn(name, pathEnv string) (string, error) {

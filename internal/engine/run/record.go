@@ -35,6 +35,10 @@ type Record struct {
 	OutputFiles     []string
 	LogTail         string
 	RunDir          string
+	// OutputsPath and LogPath are where the collected outputs and log are on
+	// the engine host (as the driver's Collect said).
+	OutputsPath string `json:",omitempty"`
+	LogPath     string `json:",omitempty"`
 	Tags            map[string]string
 	EnvironmentHash string
 	// Set once a system-managed environment is ready: EnvironmentHash then is the

@@ -80,7 +80,8 @@ func (s *Store) DeleteTarget(ctx context.Context, name string) error {
 	return err
 }
 
-// ActiveRunsOn lists the ids of runs on a target whose recorded status is not terminal.
+// ActiveRunsOn lists the ids of runs on a target (or in a run's own pool of
+// that name) whose recorded status is not terminal.
 func (s *Store) ActiveRunsOn(ctx context.Context, target string) ([]string, error) {
 	ids, err := s.ActiveRunIDs(ctx)
 	if err != nil {
@@ -92,7 +93,7 @@ func (s *Store) ActiveRunsOn(ctx context.Context, target string) ([]string, erro
 		if err != nil {
 			return nil, err
 		}
-		if rec.Target == target {
+		if rec.Target == target || rec.Pool == target {
 			out = append(out, id)
 		}
 	}

@@ -1,4 +1,4 @@
-package cluster
+package pool
 
 import (
 	"context"
@@ -11,18 +11,19 @@ import (
 	"strings"
 	"time"
 
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun"
 	"github.com/openaml/terraform-provider-aml/internal/engine/env"
+	"github.com/openaml/terraform-provider-aml/internal/engine/field"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/store"
-	"github.com/openaml/terraform-provider-aml/internal/engine/target"
-	"github.com/openaml/terraform-provider-aml/internal/engine/target/local"
 )
 
 // Driver sends runs to a managed pool: it stages one run directory per rank,
 // queues the run and makes sure nodes are coming; node agents do the rest.
 type Driver struct{ Pool *Pool }
 
-var _ target.Driver = (*Driver)(nil)
+var _ drivers.Driver = (*Driver)(nil)
 
 // handle is what the run record keeps.
 type handle struct {
@@ -32,8 +33,18 @@ type handle struct {
 }
 
 // Probe describes the engine host, where the nodes run.
-func (d *Driver) Probe(ctx context.Context) (target.Facts, error) {
-	return (&local.Driver{}).Probe(ctx)
+func (d *Driver) Probe(ctx context.Context) (drivers.Facts, error) {
+	return hostrun.ProbeHost(ctx), nil
+}
+
+// Capabilities: a run may span up to max_nodes nodes.
+func (d *Driver) Capabilities(ctx context.Context) (drivers.Capabilities, error) {
+	ps, err := d.Pool.LoadSpec(ctx)
+	if err != nil {
+		return drivers.Capabilities{}, err
+	}
+	size, _ := LookupSize(ps.VMSize)
+	return drivers.Capabilities{MaxNodes: ps.MaxNodes, MaxNodesReason: fmt.Sprintf("pool %q has max_nodes = %d", d.Pool.Name, ps.MaxNodes), Docker: true, GPUs: size.GPUs}, nil
 }
 
 // PrepareEnvironment checks this host can provide the environment.
@@ -41,23 +52,20 @@ func (d *Driver) PrepareEnvironment(ctx context.Context, e env.Environment) (env
 	return env.PrepareLocal(ctx, e, os.Getenv("PATH"))
 }
 
-// RunDir is the run's directory (rank 0's).
-func (d *Driver) RunDir(runID string) string { return filepath.Join(d.Pool.RunsRoot(), runID) }
+// runDir is the run's directory (rank 0's).
+func (d *Driver) runDir(runID string) string { return filepath.Join(d.Pool.RunsRoot(), runID) }
 
 // Start stages every rank, queues the run and scales the pool up for it.
-func (d *Driver) Start(ctx context.Context, spec target.RunSpec) (target.Handle, error) {
-	k := spec.NodeCount
-	if k < 1 {
-		k = 1
-	}
+func (d *Driver) Start(ctx context.Context, spec drivers.RunSpec) (drivers.Handle, error) {
+	k := spec.Nodes()
 	ps, err := d.Pool.LoadSpec(ctx)
 	if err != nil {
 		return nil, err
 	}
 	if k > ps.MaxNodes {
-		return nil, &FieldError{"run_configuration_id", fmt.Sprintf("the run needs node_count = %d nodes, but pool %q has max_nodes = %d", k, d.Pool.Name, ps.MaxNodes)}
+		return nil, field.Errorf("run_configuration_id", "the run needs node_count = %d nodes, but pool %q has max_nodes = %d", k, d.Pool.Name, ps.MaxNodes)
 	}
-	runDir := d.RunDir(spec.RunID)
+	runDir := d.runDir(spec.RunID)
 	dist := map[string]string{}
 	if k > 1 {
 		port, err := freePort()
@@ -84,21 +92,14 @@ func (d *Driver) Start(ctx context.Context, spec target.RunSpec) (target.Handle,
 				return nil, err
 			}
 		}
-		req := local.StageRequest{
-			RunID: spec.RunID, RunDir: dir, Manifest: spec.Manifest, BlobsRoot: spec.Blobs.Root,
-			Argv: spec.Argv, Env: vars, Environment: spec.Environment,
-			EnvRoot: d.Pool.EnvRoot, EnvCacheBytes: d.Pool.EnvCacheBytes,
-			MaxDurationSec: spec.MaxDuration.Seconds(), GraceSec: spec.Grace.Seconds(),
-		}
-		if rank > 0 {
-			// Rank directories live inside rank 0's control directory, which
-			// Stage of rank 0 has created already.
-			if err := local.Stage(ctx, req); err != nil {
+		req := hostrun.NewStageRequest(spec, dir)
+		req.Env, req.EnvRoot, req.EnvCacheBytes = vars, d.Pool.EnvRoot, d.Pool.EnvCacheBytes
+		// Rank directories live inside rank 0's control directory, which
+		// Stage of rank 0 has created already.
+		if err := hostrun.Stage(ctx, req); err != nil {
+			if rank > 0 {
 				return nil, fmt.Errorf("staging rank %d: %w", rank, err)
 			}
-			continue
-		}
-		if err := local.Stage(ctx, req); err != nil {
 			return nil, err
 		}
 	}
@@ -106,7 +107,7 @@ func (d *Driver) Start(ctx context.Context, spec target.RunSpec) (target.Handle,
 		return nil, err
 	}
 	for rank := 0; rank < k; rank++ {
-		_ = local.ResetForRequeue(RankDir(runDir, rank), "queued on pool "+d.Pool.Name)
+		_ = hostrun.ResetForRequeue(RankDir(runDir, rank), "queued on pool "+d.Pool.Name)
 	}
 	if err := d.Pool.EnsureNodes(ctx); err != nil {
 		return nil, err
@@ -115,7 +116,7 @@ func (d *Driver) Start(ctx context.Context, spec target.RunSpec) (target.Handle,
 }
 
 // Recover re-attaches to a pool run.
-func (d *Driver) Recover(ctx context.Context, raw target.Handle) (target.Execution, error) {
+func (d *Driver) Recover(ctx context.Context, raw drivers.Handle) (drivers.Execution, error) {
 	var h handle
 	if err := json.Unmarshal(raw, &h); err != nil {
 		return nil, fmt.Errorf("pool run handle: %w", err)
@@ -132,33 +133,33 @@ type execution struct {
 // Status combines the queue entry and every rank's state: the run is Queued
 // until a gang has it, ends when every rank has ended, and Completes only when
 // every rank did.
-func (e *execution) Status(ctx context.Context) (target.State, error) {
+func (e *execution) Status(ctx context.Context) (drivers.State, error) {
 	// Reap dead nodes and scale for what is queued (a requeued run needs a node
 	// even when no other node is left to notice).
 	if err := e.p.EnsureNodes(ctx); err != nil {
-		return target.State{}, err
+		return drivers.State{}, err
 	}
 	q, err := e.p.Store.QueueEntry(ctx, e.runID)
 	if err != nil {
-		return target.State{}, err
+		return drivers.State{}, err
 	}
 	if q.State == store.QueueQueued {
-		st := target.State{Status: run.Queued}
+		st := drivers.State{Status: run.Queued}
 		if q.Attempts > 0 {
 			st.Message = "queued again after a node was lost"
 		}
 		return st, nil
 	}
-	states := make([]target.State, e.h.NodeCount)
+	states := make([]drivers.State, e.h.NodeCount)
 	for rank := range states {
-		if states[rank], err = local.ReadState(RankDir(e.h.RunDir, rank)); err != nil {
-			return target.State{}, err
+		if states[rank], err = hostrun.ReadState(RankDir(e.h.RunDir, rank)); err != nil {
+			return drivers.State{}, err
 		}
 	}
 	return combine(states), nil
 }
 
-func combine(states []target.State) target.State {
+func combine(states []drivers.State) drivers.State {
 	out := states[0]
 	allEnded := true
 	codes := make([]int, len(states))
@@ -204,16 +205,12 @@ func combine(states []target.State) target.State {
 	return out
 }
 
-func (e *execution) Wait(ctx context.Context) (target.State, error) {
-	return target.Poll(ctx, 50*time.Millisecond, 250*time.Millisecond, e.Status, nil)
+func (e *execution) Wait(ctx context.Context) (drivers.State, error) {
+	return drivers.Poll(ctx, 50*time.Millisecond, 250*time.Millisecond, e.Status)
 }
 
 func (e *execution) Logs(ctx context.Context, offset int64) ([]byte, int64, error) {
-	ex, err := (&local.Driver{}).Recover(ctx, mustHandle(e.h.RunDir))
-	if err != nil {
-		return nil, offset, err
-	}
-	return ex.Logs(ctx, offset)
+	return hostrun.Open(e.h.RunDir).Logs(ctx, offset)
 }
 
 // Cancel takes a queued run off the queue, or stops every rank.
@@ -230,29 +227,16 @@ func (e *execution) Cancel(ctx context.Context, grace time.Duration, reason stri
 	var errs []error
 	for rank := 0; rank < e.h.NodeCount; rank++ {
 		dir := RankDir(e.h.RunDir, rank)
-		if !local.SupervisorStarted(dir) {
-			errs = append(errs, local.MarkEnded(dir, run.Canceled, reason, "canceled before it started"))
+		if !hostrun.SupervisorStarted(dir) {
+			errs = append(errs, hostrun.MarkEnded(dir, run.Canceled, reason, "canceled before it started"))
 			continue
 		}
-		ex, err := (&local.Driver{}).Recover(ctx, mustHandle(dir))
-		if err == nil {
-			err = ex.Cancel(ctx, grace, reason)
-		}
-		errs = append(errs, err)
+		errs = append(errs, hostrun.Open(dir).Cancel(ctx, grace, reason))
 	}
 	return errors.Join(errs...)
 }
 
 // Collect reads rank 0's metrics, outputs and log.
-func (e *execution) Collect(ctx context.Context) (target.Collected, error) {
-	ex, err := (&local.Driver{}).Recover(ctx, mustHandle(e.h.RunDir))
-	if err != nil {
-		return target.Collected{}, err
-	}
-	return ex.Collect(ctx)
-}
-
-func mustHandle(dir string) target.Handle {
-	b, _ := json.Marshal(map[string]string{"run_dir": dir})
-	return b
+func (e *execution) Collect(ctx context.Context) (drivers.Collected, error) {
+	return hostrun.Open(e.h.RunDir).Collect(ctx)
 }

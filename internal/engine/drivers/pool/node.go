@@ -1,4 +1,4 @@
-package cluster
+package pool
 
 import (
 	"context"
@@ -13,9 +13,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/store"
-	"github.com/openaml/terraform-provider-aml/internal/engine/target/local"
 )
 
 // tick is how often a node looks for work; maintenance (reaping dead nodes,
@@ -49,10 +50,10 @@ func RunNode(wsDir, poolName, nodeID string) int {
 	n := &node{
 		id:  nodeID,
 		log: logger,
-		p:   &Pool{Store: s, Name: poolName, AgentCommand: []string{exe, "agent"}, EnvRoot: filepath.Join(wsDir, "envs"), Host: ThisHost()},
+		p:   &Pool{Store: s, Name: poolName, AgentCommand: []string{exe, "agent"}, EnvRoot: filepath.Join(wsDir, drivers.EnvsDir), Host: ThisHost()},
 	}
 	bg := context.Background()
-	if err := s.NodeStarted(bg, nodeID, os.Getpid(), local.SelfStartTicks()); err != nil {
+	if err := s.NodeStarted(bg, nodeID, os.Getpid(), hostrun.SelfStartTicks()); err != nil {
 		logger.Printf("registering: %v", err)
 		return 1
 	}
@@ -196,7 +197,7 @@ func (n *node) loop(ctx context.Context) int {
 // launch starts this node's rank of its assigned run.
 func (n *node) launch(ctx context.Context, row store.NodeRow, spec Spec) {
 	dir := RankDir(filepath.Join(n.p.RunsRoot(), row.RunID), row.Rank)
-	if st, err := local.ReadState(dir); err != nil || st.Status.Terminal() {
+	if st, err := hostrun.ReadState(dir); err != nil || st.Status.Terminal() {
 		// Canceled before it started (or unreadable): nothing to run.
 		n.release(ctx, row.RunID)
 		return
@@ -207,27 +208,26 @@ func (n *node) launch(ctx context.Context, row store.NodeRow, spec Spec) {
 	}
 	cpus := n.p.Host.CPUSet(size, row.Slot)
 	vars := map[string]string{"AML_NODE_ID": n.id, "OMP_NUM_THREADS": strconv.Itoa(size.Cores), "CUDA_VISIBLE_DEVICES": joinInts(n.p.Host.GPUSet(size, row.Slot))}
-	if err := local.WriteNodeAssignment(dir, local.NodeAssignment{NodeID: n.id, CPUs: cpus, Env: vars}); err != nil {
+	if err := hostrun.WriteNodeAssignment(dir, hostrun.NodeAssignment{NodeID: n.id, CPUs: cpus, Env: vars}); err != nil {
 		n.log.Printf("run %s rank %d: %v", row.RunID, row.Rank, err)
-		_ = local.MarkEnded(dir, run.Failed, run.ReasonSetupFailed, err.Error())
+		_ = hostrun.MarkEnded(dir, run.Failed, run.ReasonSetupFailed, err.Error())
 		n.release(ctx, row.RunID)
 		return
 	}
-	logf, err := os.OpenFile(local.Layout{Dir: dir}.SupervisorLog(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	logf, err := os.OpenFile(hostrun.Layout{Dir: dir}.SupervisorLog(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		_ = local.MarkEnded(dir, run.Failed, run.ReasonSetupFailed, err.Error())
+		_ = hostrun.MarkEnded(dir, run.Failed, run.ReasonSetupFailed, err.Error())
 		n.release(ctx, row.RunID)
 		return
 	}
 	defer logf.Close()
-	args := append(append([]string{}, n.p.AgentCommand[1:]...), "supervise", dir)
-	cmd := exec.Command(n.p.AgentCommand[0], args...)
+	cmd := exec.Command(n.p.AgentCommand[0], hostrun.AgentArgs(n.p.AgentCommand, "supervise", dir)...)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// The rank dies with its node: a killed node's run is requeued, never run twice.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		_ = local.MarkEnded(dir, run.Failed, run.ReasonSetupFailed, fmt.Sprintf("starting the supervisor: %v", err))
+		_ = hostrun.MarkEnded(dir, run.Failed, run.ReasonSetupFailed, fmt.Sprintf("starting the supervisor: %v", err))
 		n.release(ctx, row.RunID)
 		return
 	}
@@ -248,8 +248,8 @@ func (n *node) watch(ctx context.Context, row store.NodeRow) {
 		}
 	}
 	if p.exited {
-		if st, err := local.ReadState(p.dir); err == nil && !st.Status.Terminal() {
-			_ = local.MarkEnded(p.dir, run.Failed, run.ReasonLost, "the rank's supervisor exited without recording a result")
+		if st, err := hostrun.ReadState(p.dir); err == nil && !st.Status.Terminal() {
+			_ = hostrun.MarkEnded(p.dir, run.Failed, run.ReasonLost, "the rank's supervisor exited without recording a result")
 		}
 		n.log.Printf("run %s rank %d ended", p.runID, p.rank)
 		n.cur = nil
@@ -275,7 +275,7 @@ func (n *node) gangCheck(ctx context.Context, p *rankProc) {
 	runDir := filepath.Join(n.p.RunsRoot(), p.runID)
 	failed := -1
 	for r := 0; r < q.NodeCount; r++ {
-		if st, err := local.ReadState(RankDir(runDir, r)); err == nil && st.Status.Terminal() && st.Status != run.Completed {
+		if st, err := hostrun.ReadState(RankDir(runDir, r)); err == nil && st.Status.Terminal() && st.Status != run.Completed {
 			failed = r
 			break
 		}
@@ -285,7 +285,7 @@ func (n *node) gangCheck(ctx context.Context, p *rankProc) {
 	}
 	for r := 0; r < q.NodeCount; r++ {
 		dir := RankDir(runDir, r)
-		if st, err := local.ReadState(dir); err == nil && !st.Status.Terminal() {
+		if st, err := hostrun.ReadState(dir); err == nil && !st.Status.Terminal() {
 			n.log.Printf("run %s: rank %d failed, stopping rank %d", p.runID, failed, r)
 			cancelRank(ctx, dir, fmt.Sprintf("rank_%d_failed", failed))
 		}
@@ -293,13 +293,11 @@ func (n *node) gangCheck(ctx context.Context, p *rankProc) {
 }
 
 func cancelRank(ctx context.Context, dir, reason string) {
-	if !local.SupervisorStarted(dir) {
-		_ = local.MarkEnded(dir, run.Canceled, reason, "stopped before it started")
+	if !hostrun.SupervisorStarted(dir) {
+		_ = hostrun.MarkEnded(dir, run.Canceled, reason, "stopped before it started")
 		return
 	}
-	if ex, err := (&local.Driver{}).Recover(ctx, mustHandle(dir)); err == nil {
-		_ = ex.Cancel(ctx, cancelGrace, reason)
-	}
+	_ = hostrun.Open(dir).Cancel(ctx, cancelGrace, reason)
 }
 
 // stopCurrent cancels the running rank and waits for its supervisor.
@@ -331,7 +329,7 @@ func (n *node) release(ctx context.Context, runID string) {
 	}
 	runDir := filepath.Join(n.p.RunsRoot(), runID)
 	for r := 0; r < q.NodeCount; r++ {
-		if st, err := local.ReadState(RankDir(runDir, r)); err != nil || !st.Status.Terminal() {
+		if st, err := hostrun.ReadState(RankDir(runDir, r)); err != nil || !st.Status.Terminal() {
 			return
 		}
 	}

@@ -1,4 +1,4 @@
-package local
+package hostrun
 
 import (
 	"context"
@@ -13,9 +13,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
 	"github.com/openaml/terraform-provider-aml/internal/engine/env"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
-	"github.com/openaml/terraform-provider-aml/internal/engine/target"
 )
 
 // Supervise runs one run to completion: it is the body of the detached
@@ -249,7 +249,7 @@ func (s *supervisor) prepare(logf *os.File, sigs <-chan os.Signal) (python strin
 	} else {
 		fmt.Fprintf(logf, "aml: environment %s built with %s in %.1fs\n", res.Key, res.Builder, res.BuildSeconds)
 	}
-	s.st.Environment = &target.EnvInfo{Key: res.Key, CacheHit: res.CacheHit, BuildSeconds: res.BuildSeconds, Builder: res.Builder}
+	s.st.Environment = &drivers.EnvInfo{Key: res.Key, CacheHit: res.CacheHit, BuildSeconds: res.BuildSeconds, Builder: res.Builder}
 	release, err = env.HoldInUse(res.Dir)
 	if err != nil {
 		release = func() {}

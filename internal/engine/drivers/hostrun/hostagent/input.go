@@ -12,8 +12,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
-	"github.com/openaml/terraform-provider-aml/internal/engine/target/local"
 )
 
 // CompressAbove is the size from which EncodeInput gzips a request.
@@ -85,10 +85,10 @@ func decodeInput(r io.Reader, v any) error {
 // StartRequest is the stdin of `agent start`: a stage request whose manifest is
 // either inline or in ManifestFile, a file on the host that an earlier
 // `blobs-missing <blobs-root> <file>` saved (so the manifest crosses the link
-// once per run). `start` removes that file. A bare local.StageRequest is
+// once per run). `start` removes that file. A bare hostrun.StageRequest is
 // accepted too.
 type StartRequest struct {
-	Stage *local.StageRequest `json:"stage"`
+	Stage *hostrun.StageRequest `json:"stage"`
 	// ManifestFile, when set, is where the host finds Stage.Manifest, which is
 	// then left out.
 	ManifestFile string `json:"manifest_file,omitempty"`
@@ -97,13 +97,13 @@ type StartRequest struct {
 // DecodeStart reads a StartRequest (or a bare StageRequest) and returns the
 // stage request with its manifest loaded, and the manifest file it named, if
 // any (returned even with an error, so the caller can remove it).
-func DecodeStart(raw []byte) (local.StageRequest, string, error) {
+func DecodeStart(raw []byte) (hostrun.StageRequest, string, error) {
 	var w StartRequest
 	if err := json.Unmarshal(raw, &w); err != nil {
-		return local.StageRequest{}, "", fmt.Errorf("reading the start request: %w", err)
+		return hostrun.StageRequest{}, "", fmt.Errorf("reading the start request: %w", err)
 	}
 	if w.Stage == nil {
-		var req local.StageRequest
+		var req hostrun.StageRequest
 		if err := json.Unmarshal(raw, &req); err != nil {
 			return req, "", fmt.Errorf("reading the start request: %w", err)
 		}

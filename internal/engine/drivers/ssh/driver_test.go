@@ -10,20 +10,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openaml/terraform-provider-aml/internal/agent"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
 	"github.com/openaml/terraform-provider-aml/internal/engine/remote"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
-	"github.com/openaml/terraform-provider-aml/internal/engine/target"
+	"github.com/openaml/terraform-provider-aml/internal/testutil"
 	"github.com/openaml/terraform-provider-aml/internal/testutil/sshd"
 )
 
 // The driver stages this test binary on the host as the agent, which runs it
 // with "agent ...".
-func TestMain(m *testing.M) {
-	agent.MaybeRun()
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { testutil.Main(m, nil) }
 
 // newDriver starts a real sshd (the host is this machine) and returns a driver
 // for it with remote_root in the host user's home.
@@ -164,11 +161,11 @@ func TestStartKeepsTheManifestForStart(t *testing.T) {
 		t.Fatalf("probe: %v\n%s", err, srv.LogTail())
 	}
 	before := sessions(srv)
-	h, err := d.Start(ctx, target.RunSpec{
+	h, err := d.Start(ctx, drivers.RunSpec{
 		RunID:    "exp_1_abcd",
 		Manifest: m,
 		Blobs:    d.Blobs,
-		Argv:     []string{"sh", "-c", "cat d3/f13.txt > outputs/copy.txt"},
+		Program:  drivers.Program{Command: []string{"sh", "-c", "cat d3/f13.txt > outputs/copy.txt"}},
 		Grace:    time.Second,
 	})
 	if err != nil {

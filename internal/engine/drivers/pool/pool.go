@@ -1,4 +1,4 @@
-package cluster
+package pool
 
 import (
 	"context"
@@ -15,9 +15,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun"
+	"github.com/openaml/terraform-provider-aml/internal/engine/field"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/store"
-	"github.com/openaml/terraform-provider-aml/internal/engine/target/local"
 )
 
 // Kind is the target kind of managed pools in the workspace store.
@@ -46,27 +48,22 @@ type Spec struct {
 func (s Spec) Validate(h Host) error {
 	size, err := LookupSize(s.VMSize)
 	if err != nil {
-		return &FieldError{"vm_size", err.Error()}
+		return field.Errorf("vm_size", "%v", err)
 	}
 	if err := h.Fits(size); err != nil {
-		return &FieldError{"vm_size", err.Error()}
+		return field.Errorf("vm_size", "%v", err)
 	}
 	if s.MaxNodes < 1 {
-		return &FieldError{"max_nodes", fmt.Sprintf("must be at least 1, got %d", s.MaxNodes)}
+		return field.Errorf("max_nodes", "must be at least 1, got %d", s.MaxNodes)
 	}
 	if s.MinNodes < 0 || s.MinNodes > s.MaxNodes {
-		return &FieldError{"min_nodes", fmt.Sprintf("must be between 0 and max_nodes (%d), got %d", s.MaxNodes, s.MinNodes)}
+		return field.Errorf("min_nodes", "must be between 0 and max_nodes (%d), got %d", s.MaxNodes, s.MinNodes)
 	}
 	if s.IdleSecondsBeforeScaledown < 0 {
-		return &FieldError{"idle_seconds_before_scaledown", fmt.Sprintf("must not be negative, got %d", s.IdleSecondsBeforeScaledown)}
+		return field.Errorf("idle_seconds_before_scaledown", "must not be negative, got %d", s.IdleSecondsBeforeScaledown)
 	}
 	return nil
 }
-
-// FieldError names the attribute at fault (the engine's FieldError shape).
-type FieldError struct{ Attr, Msg string }
-
-func (e *FieldError) Error() string { return e.Attr + ": " + e.Msg }
 
 // Pool is one managed pool of a workspace, as the engine and its node agents see it.
 type Pool struct {
@@ -99,12 +96,10 @@ func RankDir(runDir string, rank int) string {
 	if rank == 0 {
 		return runDir
 	}
-	return filepath.Join(runDir, local.ControlDir, "rank-"+strconv.Itoa(rank))
+	return filepath.Join(runDir, hostrun.ControlDir, "rank-"+strconv.Itoa(rank))
 }
 
 func (p *Pool) logDir() string { return filepath.Join(p.Store.Dir, "pools", p.Name) }
-
-func nodeAlive(n store.NodeRow) bool { return local.ProcessAlive(n.PID, n.Ticks) }
 
 // Reap removes dead nodes and requeues (once) or fails their runs.
 func (p *Pool) Reap(ctx context.Context) error {
@@ -121,9 +116,9 @@ func (p *Pool) Reap(ctx context.Context) error {
 		for rank := 0; rank < q.NodeCount; rank++ {
 			dir := RankDir(runDir, rank)
 			if l.Requeued {
-				err = local.ResetForRequeue(dir, "a node of this run was lost; the run is queued again (once)")
+				err = hostrun.ResetForRequeue(dir, "a node of this run was lost; the run is queued again (once)")
 			} else {
-				err = local.MarkEnded(dir, run.Failed, run.ReasonLost, "a node of this run was lost twice")
+				err = hostrun.MarkEnded(dir, run.Failed, run.ReasonLost, "a node of this run was lost twice")
 			}
 			if err != nil {
 				return err
@@ -199,8 +194,7 @@ func (p *Pool) startAgent(nodeID string) error {
 		return err
 	}
 	defer logf.Close()
-	args := append(append([]string{}, p.AgentCommand[1:]...), "node", p.Store.Dir, p.Name, nodeID)
-	cmd := exec.Command(p.AgentCommand[0], args...)
+	cmd := exec.Command(p.AgentCommand[0], hostrun.AgentArgs(p.AgentCommand, "node", p.Store.Dir, p.Name, nodeID)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), "AML_AGENT=1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -211,17 +205,9 @@ func (p *Pool) startAgent(nodeID string) error {
 	return nil
 }
 
-// Counts are a pool's node state counts, as Azure's AmlCompute reports them.
-type Counts struct {
-	Idle, Running, Preparing, Unusable, Leaving, Preempted int
-	Current, Target                                        int
-	Queued                                                 int
-	AllocationState                                        string // Steady or Resizing
-}
-
 // NodeCounts observes the pool (reaping dead nodes first).
-func (p *Pool) NodeCounts(ctx context.Context) (Counts, error) {
-	var c Counts
+func (p *Pool) NodeCounts(ctx context.Context) (drivers.NodeCounts, error) {
+	var c drivers.NodeCounts
 	spec, err := p.LoadSpec(ctx)
 	if err != nil {
 		return c, err

@@ -1,6 +1,9 @@
-// Package local is the driver for the machine running Terraform (target "local"),
-// and the run supervisor that every process-based driver reuses.
-package local
+// Package hostrun is what the drivers share on a host that runs a run as a
+// process tree: the run directory layout, staging it from the blob store, the
+// detached supervisor (`agent supervise`) that owns the script, reading its
+// state, and the process helpers. The local driver uses it on the engine host,
+// pool nodes on theirs, and the SSH host agent on an attached machine.
+package hostrun
 
 import (
 	"encoding/json"
@@ -10,9 +13,9 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
 	"github.com/openaml/terraform-provider-aml/internal/engine/env"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
-	"github.com/openaml/terraform-provider-aml/internal/engine/target"
 )
 
 // Paths inside a run directory. The run's working directory is the run directory
@@ -69,7 +72,7 @@ type EnvironmentSpec struct {
 // SupervisorStatus is the supervisor's running account of the run, rewritten
 // atomically at every change.
 type SupervisorStatus struct {
-	target.State
+	drivers.State
 	SupervisorPID   int    `json:"supervisor_pid"`
 	SupervisorTicks uint64 `json:"supervisor_ticks"`
 	ChildPID        int    `json:"child_pid,omitempty"`

@@ -15,18 +15,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openaml/terraform-provider-aml/internal/agent"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/local"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
-	"github.com/openaml/terraform-provider-aml/internal/engine/target"
-	"github.com/openaml/terraform-provider-aml/internal/engine/target/local"
+	"github.com/openaml/terraform-provider-aml/internal/testutil"
 )
 
 // The driver starts its supervisor by re-executing this test binary with "agent".
-func TestMain(m *testing.M) {
-	agent.MaybeRun()
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { testutil.Main(m, nil) }
 
 func agentCommand(t *testing.T) []string {
 	t.Helper()
@@ -70,7 +68,7 @@ var runSeq atomic.Int64
 
 // start launches argv in a fresh run and registers a cleanup that makes sure
 // nothing is left running when the test ends.
-func (f *fixture) start(t *testing.T, argv []string, env map[string]string, maxDur, grace time.Duration) (string, target.Execution) {
+func (f *fixture) start(t *testing.T, argv []string, env map[string]string, maxDur, grace time.Duration) (string, drivers.Execution) {
 	t.Helper()
 	ctx := context.Background()
 	m, err := snapshot.Build(ctx, f.src, snapshot.Options{})
@@ -81,7 +79,7 @@ func (f *fixture) start(t *testing.T, argv []string, env map[string]string, maxD
 		t.Fatal(err)
 	}
 	id := fmt.Sprintf("run_%d_%d", time.Now().UnixNano(), runSeq.Add(1))
-	h, err := f.drv.Start(ctx, target.RunSpec{RunID: id, Manifest: m, Blobs: f.blobs, Argv: argv, Env: env, MaxDuration: maxDur, Grace: grace})
+	h, err := f.drv.Start(ctx, drivers.RunSpec{RunID: id, Manifest: m, Blobs: f.blobs, Program: drivers.Program{Command: argv}, Env: env, MaxDuration: maxDur, Grace: grace})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +99,7 @@ func (f *fixture) start(t *testing.T, argv []string, env map[string]string, maxD
 	return runDir, ex
 }
 
-func wait(t *testing.T, ex target.Execution, limit time.Duration) target.State {
+func wait(t *testing.T, ex drivers.Execution, limit time.Duration) drivers.State {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
@@ -110,33 +108,6 @@ func wait(t *testing.T, ex target.Execution, limit time.Duration) target.State {
 		t.Fatalf("Wait: %v (last state %+v)", err, st)
 	}
 	return st
-}
-
-// waitFor polls cond until it holds or the limit passes.
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", limit, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// pidGone reports whether pid no longer names a live process (a zombie nobody
-// has reaped yet counts as gone: it runs nothing).
-func pidGone(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return syscall.Kill(pid, 0) != nil
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 || i+2 >= len(b) {
-		return false
-	}
-	state := b[i+2]
-	return state == 'Z' || state == 'X'
 }
 
 type statusFile struct {
@@ -148,7 +119,7 @@ type statusFile struct {
 func readStatusFile(t *testing.T, runDir string) statusFile {
 	t.Helper()
 	var st statusFile
-	b, err := os.ReadFile(filepath.Join(runDir, local.ControlDir, "status.json"))
+	b, err := os.ReadFile(filepath.Join(runDir, hostrun.ControlDir, "status.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,8 +134,8 @@ func readStatusFile(t *testing.T, runDir string) statusFile {
 func waitRunning(t *testing.T, runDir string) statusFile {
 	t.Helper()
 	var st statusFile
-	waitFor(t, 10*time.Second, "the run to be Running", func() bool {
-		b, err := os.ReadFile(filepath.Join(runDir, local.ControlDir, "status.json"))
+	testutil.WaitFor(t, 10*time.Second, "the run to be Running", func() bool {
+		b, err := os.ReadFile(filepath.Join(runDir, hostrun.ControlDir, "status.json"))
 		if err != nil || json.Unmarshal(b, &st) != nil {
 			return false
 		}
@@ -212,7 +183,7 @@ echo "$PYTHONPATH" > "$AML_LOGS_DIR/pythonpath.txt"
 	if !slices.Equal(col.OutputFiles, []string{"model.txt", "sub/weights.bin"}) {
 		t.Errorf("outputs = %v", col.OutputFiles)
 	}
-	if col.OutputsPath != filepath.Join(runDir, local.OutputsDir) || col.LogPath != filepath.Join(runDir, local.LogsDir, local.StdLogFile) {
+	if col.OutputsPath != filepath.Join(runDir, hostrun.OutputsDir) || col.LogPath != filepath.Join(runDir, hostrun.LogsDir, hostrun.StdLogFile) {
 		t.Errorf("paths: %s %s", col.OutputsPath, col.LogPath)
 	}
 	if len(col.Metrics) != 2 || run.LastValues(col.Metrics)["acc"] != 0.75 {
@@ -221,11 +192,11 @@ echo "$PYTHONPATH" > "$AML_LOGS_DIR/pythonpath.txt"
 	if _, err := os.Stat(filepath.Join(runDir, "data", "input.txt")); err != nil {
 		t.Errorf("snapshot not materialized in the run dir: %v", err)
 	}
-	pp, _ := os.ReadFile(filepath.Join(runDir, local.LogsDir, "pythonpath.txt"))
-	if !strings.HasPrefix(string(pp), filepath.Join(runDir, local.ControlDir, "lib")) {
+	pp, _ := os.ReadFile(filepath.Join(runDir, hostrun.LogsDir, "pythonpath.txt"))
+	if !strings.HasPrefix(string(pp), filepath.Join(runDir, hostrun.ControlDir, "lib")) {
 		t.Errorf("PYTHONPATH = %q, want the helper lib first", pp)
 	}
-	if _, err := os.Stat(filepath.Join(runDir, local.ControlDir, "lib", "aml_run.py")); err != nil {
+	if _, err := os.Stat(filepath.Join(runDir, hostrun.ControlDir, "lib", "aml_run.py")); err != nil {
 		t.Errorf("aml_run helper missing: %v", err)
 	}
 
@@ -319,8 +290,8 @@ func TestCancel(t *testing.T) {
 			f := newFixture(t, map[string]string{"s.sh": tt.script})
 			runDir, ex := f.start(t, []string{sh, "s.sh"}, nil, 0, tt.grace)
 			sf := waitRunning(t, runDir)
-			waitFor(t, 10*time.Second, "the pid file", func() bool {
-				_, err := os.Stat(filepath.Join(runDir, local.OutputsDir, "pid"))
+			testutil.WaitFor(t, 10*time.Second, "the pid file", func() bool {
+				_, err := os.Stat(filepath.Join(runDir, hostrun.OutputsDir, "pid"))
 				return err == nil
 			})
 			began := time.Now()
@@ -338,8 +309,8 @@ func TestCancel(t *testing.T) {
 			if took > tt.grace+5*time.Second {
 				t.Errorf("cancel took %s", took)
 			}
-			waitFor(t, 5*time.Second, "the script's process group to be gone", func() bool {
-				return syscall.Kill(-sf.ChildPID, 0) != nil || pidGone(sf.ChildPID)
+			testutil.WaitFor(t, 5*time.Second, "the script's process group to be gone", func() bool {
+				return syscall.Kill(-sf.ChildPID, 0) != nil || testutil.ProcessGone(sf.ChildPID)
 			})
 			// Cancel of a finished run is a no-op.
 			if err := ex.Cancel(context.Background(), tt.grace, "again"); err != nil {
@@ -362,7 +333,7 @@ func TestLostSupervisor(t *testing.T) {
 	if err := syscall.Kill(sf.SupervisorPID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the supervisor to die", func() bool { return pidGone(sf.SupervisorPID) })
+	testutil.WaitFor(t, 5*time.Second, "the supervisor to die", func() bool { return testutil.ProcessGone(sf.SupervisorPID) })
 	st, err := ex.Status(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -370,7 +341,7 @@ func TestLostSupervisor(t *testing.T) {
 	if st.Status != run.Failed || st.FailureReason != run.ReasonLost || !strings.Contains(st.Message, strconv.Itoa(sf.SupervisorPID)) {
 		t.Fatalf("state = %+v, want Failed/lost naming pid %d", st, sf.SupervisorPID)
 	}
-	waitFor(t, 5*time.Second, "the orphaned script to be killed", func() bool { return pidGone(sf.ChildPID) })
+	testutil.WaitFor(t, 5*time.Second, "the orphaned script to be killed", func() bool { return testutil.ProcessGone(sf.ChildPID) })
 	// The verdict is recorded: later observers agree without killing anything again.
 	again, err := ex.Status(context.Background())
 	if err != nil || again.Status != run.Failed || again.FailureReason != run.ReasonLost {
@@ -386,7 +357,7 @@ func TestCancelWithoutSupervisor(t *testing.T) {
 	if err := syscall.Kill(sf.SupervisorPID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the supervisor to die", func() bool { return pidGone(sf.SupervisorPID) })
+	testutil.WaitFor(t, 5*time.Second, "the supervisor to die", func() bool { return testutil.ProcessGone(sf.SupervisorPID) })
 	if err := ex.Cancel(context.Background(), 500*time.Millisecond, run.ReasonCanceled); err != nil {
 		t.Fatal(err)
 	}
@@ -394,7 +365,7 @@ func TestCancelWithoutSupervisor(t *testing.T) {
 	if st.Status != run.Canceled || st.FailureReason != run.ReasonCanceled {
 		t.Fatalf("state = %+v", st)
 	}
-	waitFor(t, 5*time.Second, "the script to be killed", func() bool { return pidGone(sf.ChildPID) })
+	testutil.WaitFor(t, 5*time.Second, "the script to be killed", func() bool { return testutil.ProcessGone(sf.ChildPID) })
 }
 
 func TestStartRefusesExistingRunDir(t *testing.T) {
@@ -410,7 +381,7 @@ func TestStartRefusesExistingRunDir(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(f.drv.RunsRoot, "dup"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	_, err = f.drv.Start(ctx, target.RunSpec{RunID: "dup", Manifest: m, Blobs: f.blobs, Argv: []string{sh, "s.sh"}})
+	_, err = f.drv.Start(ctx, drivers.RunSpec{RunID: "dup", Manifest: m, Blobs: f.blobs, Program: drivers.Program{Command: []string{sh, "s.sh"}}})
 	if err == nil || !strings.Contains(err.Error(), "already exists") {
 		t.Fatalf("err = %v", err)
 	}
@@ -419,12 +390,12 @@ func TestStartRefusesExistingRunDir(t *testing.T) {
 func TestRecoverBadHandles(t *testing.T) {
 	d := &local.Driver{RunsRoot: t.TempDir()}
 	for _, h := range []string{`not json`, `{}`, `{"run_dir":""}`} {
-		if _, err := d.Recover(context.Background(), target.Handle(h)); err == nil {
+		if _, err := d.Recover(context.Background(), drivers.Handle(h)); err == nil {
 			t.Errorf("Recover(%s) succeeded", h)
 		}
 	}
 	// A handle whose run directory vanished reads as lost, not as an error.
-	ex, err := d.Recover(context.Background(), target.Handle(`{"run_dir":"`+filepath.Join(t.TempDir(), "gone")+`","supervisor_pid":1}`))
+	ex, err := d.Recover(context.Background(), drivers.Handle(`{"run_dir":"`+filepath.Join(t.TempDir(), "gone")+`","supervisor_pid":1}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -457,7 +428,7 @@ func TestRunEnvironment(t *testing.T) {
 		"SHARED=base",
 		"malformed",
 	}
-	got := local.RunEnvironment(base,
+	got := hostrun.RunEnvironment(base,
 		map[string]string{"SHARED": "user", "MINE": "1", "AML_RUN_ID": "user"},
 		map[string]string{"AML_RUN_ID": "r1"},
 		"/run/.aml/lib")
@@ -473,11 +444,11 @@ func TestRunEnvironment(t *testing.T) {
 		t.Errorf("RunEnvironment =\n%q\nwant\n%q", got, want)
 	}
 
-	got = local.RunEnvironment([]string{"A=1"}, nil, nil, "/lib")
+	got = hostrun.RunEnvironment([]string{"A=1"}, nil, nil, "/lib")
 	if !slices.Equal(got, []string{"A=1", "PYTHONPATH=/lib"}) {
 		t.Errorf("no PYTHONPATH in base: %q", got)
 	}
-	got = local.RunEnvironment([]string{"A=1"}, nil, nil, "")
+	got = hostrun.RunEnvironment([]string{"A=1"}, nil, nil, "")
 	if !slices.Equal(got, []string{"A=1"}) {
 		t.Errorf("no helper lib: %q", got)
 	}
@@ -507,7 +478,7 @@ func TestListFiles(t *testing.T) {
 	must(os.Symlink("nowhere", filepath.Join(dir, "dangling")))
 	must(syscall.Mkfifo(filepath.Join(dir, "fifo"), 0o644))
 
-	got, err := local.ListFiles(dir)
+	got, err := hostrun.ListFiles(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -516,7 +487,7 @@ func TestListFiles(t *testing.T) {
 		t.Errorf("ListFiles = %q, want %q", got, want)
 	}
 
-	got, err = local.ListFiles(filepath.Join(root, "missing"))
+	got, err = hostrun.ListFiles(filepath.Join(root, "missing"))
 	if err != nil || len(got) != 0 {
 		t.Errorf("missing dir: %q %v", got, err)
 	}

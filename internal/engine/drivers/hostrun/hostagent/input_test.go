@@ -11,8 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
-	"github.com/openaml/terraform-provider-aml/internal/engine/target/local"
 )
 
 func gz(t *testing.T, b []byte) []byte {
@@ -192,7 +193,7 @@ func TestDecodeStart(t *testing.T) {
 	if err := SaveManifest(saved, plain); err != nil {
 		t.Fatal(err)
 	}
-	stage := local.StageRequest{RunID: "run1", RunDir: "/r/run1", BlobsRoot: "/r/blobs", Argv: []string{"python3", "x.py"}, GraceSec: 5}
+	stage := hostrun.StageRequest{RunID: "run1", RunDir: "/r/run1", BlobsRoot: "/r/blobs", Program: drivers.Program{Command: []string{"python3", "x.py"}}, GraceSec: 5}
 
 	t.Run("wrapper with a manifest file", func(t *testing.T) {
 		raw, _ := json.Marshal(StartRequest{Stage: &stage, ManifestFile: saved})
@@ -200,7 +201,7 @@ func TestDecodeStart(t *testing.T) {
 			t.Fatalf("the request carries the manifest: %s", raw)
 		}
 		req, file, err := DecodeStart(raw)
-		if err != nil || file != saved || req.Manifest == nil || req.Manifest.Hash != m.Hash || req.RunDir != stage.RunDir || req.Argv[1] != "x.py" {
+		if err != nil || file != saved || req.Manifest == nil || req.Manifest.Hash != m.Hash || req.RunDir != stage.RunDir || req.Program.Command[1] != "x.py" {
 			t.Fatalf("got %+v, %q, %v", req, file, err)
 		}
 	})
@@ -229,7 +230,7 @@ func TestDecodeStart(t *testing.T) {
 	}{
 		{"no manifest", StartRequest{Stage: &stage}, "no manifest"},
 		{"bare without manifest", stage, "no manifest"},
-		{"both", StartRequest{Stage: &local.StageRequest{Manifest: m}, ManifestFile: saved}, "both"},
+		{"both", StartRequest{Stage: &hostrun.StageRequest{Manifest: m}, ManifestFile: saved}, "both"},
 		{"manifest file gone", StartRequest{Stage: &stage, ManifestFile: saved + ".gone"}, "manifest"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -251,7 +252,7 @@ func TestStartRemovesTheManifestFile(t *testing.T) {
 	}
 	// The run directory exists already: Stage refuses before launching anything.
 	runDir := t.TempDir()
-	in, _ := EncodeInput(StartRequest{Stage: &local.StageRequest{RunID: "run1", RunDir: runDir, BlobsRoot: t.TempDir()}, ManifestFile: saved})
+	in, _ := EncodeInput(StartRequest{Stage: &hostrun.StageRequest{RunID: "run1", RunDir: runDir, BlobsRoot: t.TempDir()}, ManifestFile: saved})
 	var out, errOut bytes.Buffer
 	if code := Main([]string{"start"}, bytes.NewReader(in), &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "already exists") {
 		t.Fatalf("code %d, stderr %q; want the run directory refusal", code, errOut.String())

@@ -21,12 +21,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun/hostagent"
 	"github.com/openaml/terraform-provider-aml/internal/engine/env"
+	"github.com/openaml/terraform-provider-aml/internal/engine/field"
 	"github.com/openaml/terraform-provider-aml/internal/engine/remote"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
-	"github.com/openaml/terraform-provider-aml/internal/engine/target"
-	"github.com/openaml/terraform-provider-aml/internal/engine/target/hostagent"
-	"github.com/openaml/terraform-provider-aml/internal/engine/target/local"
 )
 
 // Driver runs on one attached host.
@@ -45,7 +46,7 @@ type Driver struct {
 	EnvCacheBytes int64
 }
 
-var _ target.Driver = (*Driver)(nil)
+var _ drivers.Driver = (*Driver)(nil)
 
 // Paths on the host.
 func (d *Driver) blobsRoot() string            { return path.Join(d.Root, "blobs") }
@@ -189,10 +190,14 @@ func (d *Driver) call(ctx context.Context, in any, out any, args ...string) erro
 	}
 	var ee *remote.ExitError
 	if errors.As(err, &ee) && ee.Status == hostagent.ExitFieldError {
-		var fe env.FieldError
+		var fe field.Error
 		if jerr := json.Unmarshal(stdout.Bytes(), &fe); jerr == nil && fe.Attr != "" {
 			return &fe
 		}
+	}
+	if errors.Is(err, remote.ErrUnreachable) || errors.Is(err, remote.ErrConnectionLost) {
+		// The host is out of reach; a run there goes on.
+		return drivers.Unreachable(fmt.Errorf("on %s: agent %s: %w", d.Endpoint.Key(), args[0], err))
 	}
 	if err != nil {
 		return fmt.Errorf("on %s: agent %s: %w", d.Endpoint.Key(), args[0], err)
@@ -333,10 +338,16 @@ func (d *Driver) stageAgent(ctx context.Context, c *remote.Client, bin string) e
 }
 
 // Probe connects, stages the agent and describes the host.
-func (d *Driver) Probe(ctx context.Context) (target.Facts, error) {
-	var f target.Facts
+func (d *Driver) Probe(ctx context.Context) (drivers.Facts, error) {
+	var f drivers.Facts
 	err := d.call(ctx, nil, &f, "probe")
 	return f, err
+}
+
+// Capabilities: one node; Docker and GPUs as the attach-time probe found them
+// (the driver does not hold them: a run asks the host when it needs Docker).
+func (d *Driver) Capabilities(ctx context.Context) (drivers.Capabilities, error) {
+	return drivers.Capabilities{MaxNodes: 1, Docker: true}, nil
 }
 
 // PrepareEnvironment checks on the host that it can provide the environment.
@@ -349,7 +360,7 @@ func (d *Driver) PrepareEnvironment(ctx context.Context, e env.Environment) (env
 // Start sends the blobs the host lacks, then stages and launches the run there.
 // The manifest crosses the link once, gzipped: `blobs-missing` keeps it on the
 // host for `start`.
-func (d *Driver) Start(ctx context.Context, spec target.RunSpec) (target.Handle, error) {
+func (d *Driver) Start(ctx context.Context, spec drivers.RunSpec) (drivers.Handle, error) {
 	manifestFile := d.manifestFile(spec.RunID)
 	var missing []string
 	if err := d.call(ctx, spec.Manifest, &missing, "blobs-missing", d.blobsRoot(), manifestFile); err != nil {
@@ -361,18 +372,9 @@ func (d *Driver) Start(ctx context.Context, spec target.RunSpec) (target.Handle,
 			return nil, fmt.Errorf("uploading %d file(s) of the snapshot: %w", len(missing), err)
 		}
 	}
-	req := local.StageRequest{
-		RunID:          spec.RunID,
-		RunDir:         d.RunDir(spec.RunID),
-		BlobsRoot:      d.blobsRoot(),
-		Argv:           spec.Argv,
-		Env:            spec.Env,
-		Environment:    spec.Environment,
-		EnvRoot:        d.envRoot(),
-		EnvCacheBytes:  d.EnvCacheBytes,
-		MaxDurationSec: spec.MaxDuration.Seconds(),
-		GraceSec:       spec.Grace.Seconds(),
-	}
+	req := hostrun.NewStageRequest(spec, d.RunDir(spec.RunID))
+	req.Manifest = nil // sent by blobs-missing, kept on the host
+	req.BlobsRoot, req.EnvRoot, req.EnvCacheBytes = d.blobsRoot(), d.envRoot(), d.EnvCacheBytes
 	var inner json.RawMessage
 	if err := d.call(ctx, hostagent.StartRequest{Stage: &req, ManifestFile: manifestFile}, &inner, "start"); err != nil {
 		return nil, err
@@ -381,7 +383,7 @@ func (d *Driver) Start(ctx context.Context, spec target.RunSpec) (target.Handle,
 }
 
 // Recover re-attaches to a run from its handle (no connection is made yet).
-func (d *Driver) Recover(ctx context.Context, raw target.Handle) (target.Execution, error) {
+func (d *Driver) Recover(ctx context.Context, raw drivers.Handle) (drivers.Execution, error) {
 	var h handle
 	if err := json.Unmarshal(raw, &h); err != nil {
 		return nil, fmt.Errorf("ssh run handle: %w", err)
@@ -397,21 +399,16 @@ type execution struct {
 	h handle
 }
 
-func (e *execution) Status(ctx context.Context) (target.State, error) {
-	var st target.State
+func (e *execution) Status(ctx context.Context) (drivers.State, error) {
+	var st drivers.State
 	err := e.d.call(ctx, []byte(e.h.Inner), &st, "status")
 	return st, err
 }
 
 // Wait polls the host. A lost connection does not end the wait: the run goes
 // on on the host, and the pool redials until ctx ends.
-func (e *execution) Wait(ctx context.Context) (target.State, error) {
-	return target.Poll(ctx, 100*time.Millisecond, time.Second, e.Status, Transient)
-}
-
-// Transient reports errors after which the run is still fine on its host.
-func Transient(err error) bool {
-	return errors.Is(err, remote.ErrUnreachable) || errors.Is(err, remote.ErrConnectionLost)
+func (e *execution) Wait(ctx context.Context) (drivers.State, error) {
+	return drivers.Poll(ctx, 100*time.Millisecond, time.Second, e.Status)
 }
 
 func (e *execution) Logs(ctx context.Context, offset int64) ([]byte, int64, error) {
@@ -429,8 +426,8 @@ const maxCollectBytes = 2 << 30
 
 // Collect reads metrics and the output listing on the host, then brings
 // outputs/ and logs/ back into the run's local directory, checking every path.
-func (e *execution) Collect(ctx context.Context) (target.Collected, error) {
-	var c target.Collected
+func (e *execution) Collect(ctx context.Context) (drivers.Collected, error) {
+	var c drivers.Collected
 	if err := e.d.call(ctx, []byte(e.h.Inner), &c, "collect"); err != nil {
 		return c, err
 	}
@@ -455,7 +452,7 @@ func (e *execution) Collect(ctx context.Context) (target.Collected, error) {
 	if err != nil {
 		return c, fmt.Errorf("bringing back outputs of %s: %w", e.h.RunDir, err)
 	}
-	l := local.Layout{Dir: e.h.LocalDir}
+	l := hostrun.Layout{Dir: e.h.LocalDir}
 	c.OutputsPath, c.LogPath = l.Outputs(), l.StdLog()
 	return c, nil
 }

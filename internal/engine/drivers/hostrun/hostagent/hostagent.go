@@ -22,10 +22,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun"
 	"github.com/openaml/terraform-provider-aml/internal/engine/env"
+	"github.com/openaml/terraform-provider-aml/internal/engine/field"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
-	"github.com/openaml/terraform-provider-aml/internal/engine/target"
-	"github.com/openaml/terraform-provider-aml/internal/engine/target/local"
 )
 
 // Exit codes of host commands besides 0 and 1.
@@ -45,7 +46,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	ctx := context.Background()
 	err := run(ctx, args[0], args[1:], stdin, stdout)
-	var fe *env.FieldError
+	var fe *field.Error
 	switch {
 	case err == nil:
 		return 0
@@ -67,11 +68,7 @@ func run(ctx context.Context, cmd string, args []string, stdin io.Reader, stdout
 	out := json.NewEncoder(stdout)
 	switch cmd {
 	case "probe":
-		facts, err := Probe(ctx)
-		if err != nil {
-			return err
-		}
-		return out.Encode(facts)
+		return out.Encode(hostrun.ProbeAttached(ctx))
 	case "prepare-env":
 		var e env.Environment
 		if err := decodeInput(stdin, &e); err != nil {
@@ -128,21 +125,21 @@ func run(ctx context.Context, cmd string, args []string, stdin io.Reader, stdout
 		if err != nil {
 			return err
 		}
-		if err := local.Stage(ctx, req); err != nil {
+		if err := hostrun.Stage(ctx, req); err != nil {
 			return err
 		}
 		exe, err := os.Executable()
 		if err != nil {
 			return err
 		}
-		h, err := local.Launch([]string{exe, "agent"}, req.RunDir)
+		h, err := hostrun.Launch([]string{exe, "agent"}, req.RunDir)
 		if err != nil {
 			return err
 		}
 		_, err = stdout.Write(append(h, '\n'))
 		return err
 	case "status", "cancel", "logs", "collect":
-		ex, err := recoverFrom(ctx, stdin)
+		ex, err := recoverFrom(stdin)
 		if err != nil {
 			return err
 		}
@@ -193,27 +190,12 @@ func run(ctx context.Context, cmd string, args []string, stdin io.Reader, stdout
 	}
 }
 
-func recoverFrom(ctx context.Context, stdin io.Reader) (target.Execution, error) {
+func recoverFrom(stdin io.Reader) (drivers.Execution, error) {
 	raw, err := readInput(stdin, 1<<20)
 	if err != nil {
 		return nil, err
 	}
-	return (&local.Driver{}).Recover(ctx, raw)
-}
-
-// Probe describes this host for an attach.
-func Probe(ctx context.Context) (target.Facts, error) {
-	f, err := (&local.Driver{}).Probe(ctx)
-	if err != nil {
-		return f, err
-	}
-	for _, in := range env.DiscoverInterpreters(ctx, os.Getenv("PATH")) {
-		f.PythonVersions = append(f.PythonVersions, in.Version)
-	}
-	f.Docker = env.CheckDocker(ctx, os.Getenv("PATH")) == nil
-	f.Home, _ = os.UserHomeDir()
-	f.PathEnv = os.Getenv("PATH")
-	return f, nil
+	return hostrun.Recover(raw)
 }
 
 // ReceiveBlobs stores every entry of a gzipped tar whose names are sha256 hex
@@ -276,7 +258,7 @@ func SendBlobs(b snapshot.BlobStore, shas []string, w io.Writer) error {
 func Pack(runDir string, w io.Writer) error {
 	zw, _ := gzip.NewWriterLevel(w, gzip.BestSpeed)
 	tw := tar.NewWriter(zw)
-	for _, top := range []string{local.OutputsDir, local.LogsDir} {
+	for _, top := range []string{hostrun.OutputsDir, hostrun.LogsDir} {
 		root := filepath.Join(runDir, top)
 		err := filepath.WalkDir(root, func(p string, de fs.DirEntry, err error) error {
 			if err != nil {
@@ -343,7 +325,7 @@ func Unpack(r io.Reader, dest string, maxBytes int64) error {
 		if err != nil {
 			return fmt.Errorf("outputs archive entry %q refused: %w", h.Name, err)
 		}
-		if top, _, _ := strings.Cut(rel, "/"); top != local.OutputsDir && top != local.LogsDir {
+		if top, _, _ := strings.Cut(rel, "/"); top != hostrun.OutputsDir && top != hostrun.LogsDir {
 			return fmt.Errorf("outputs archive entry %q refused: only outputs/ and logs/ come back", h.Name)
 		}
 		p := filepath.Join(dest, filepath.FromSlash(rel))

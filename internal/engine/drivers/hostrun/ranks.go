@@ -1,4 +1,4 @@
-package local
+package hostrun
 
 import (
 	"errors"
@@ -8,8 +8,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
-	"github.com/openaml/terraform-provider-aml/internal/engine/target"
 )
 
 // NodeFile is written by a pool node into a run directory before it starts the
@@ -41,13 +41,13 @@ func readNodeAssignment(l Layout) (*NodeAssignment, error) {
 
 // ReadState returns the supervisor's last recorded state of a run directory,
 // without judging liveness (pools reap dead nodes themselves).
-func ReadState(runDir string) (target.State, error) {
+func ReadState(runDir string) (drivers.State, error) {
 	st, err := readStatus(Layout{Dir: runDir})
 	if err != nil {
-		return target.State{}, err
+		return drivers.State{}, err
 	}
 	if st == nil {
-		return target.State{Status: run.Starting}, nil
+		return drivers.State{Status: run.Starting}, nil
 	}
 	return st.State, nil
 }
@@ -70,7 +70,7 @@ func ResetForRequeue(runDir string, note string) error {
 		fmt.Fprintf(f, "\naml: %s\n", note)
 		f.Close()
 	}
-	return writeJSONAtomic(l.Status(), SupervisorStatus{State: target.State{Status: run.Queued, Message: note}})
+	return writeJSONAtomic(l.Status(), SupervisorStatus{State: drivers.State{Status: run.Queued, Message: note}})
 }
 
 // MarkEnded records a final state for a run directory whose supervisor cannot

@@ -2,7 +2,7 @@
 // agents on the engine host claim queued runs from the workspace store with
 // heartbeated leases, gang-schedule multi-node runs, and scale between
 // min_nodes and max_nodes on their own, with or without Terraform running.
-package cluster
+package pool
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/openaml/terraform-provider-aml/internal/engine/target/local"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun"
 )
 
 // VMSize is a node shape: the CPUs, memory and GPUs one node gets.
@@ -91,7 +91,7 @@ type Host struct {
 // ThisHost measures the engine host (the local driver's probe), once per
 // process: pools ask on every observation, and the capacity does not change.
 var ThisHost = sync.OnceValue(func() Host {
-	f, _ := (&local.Driver{}).Probe(context.Background())
+	f := hostrun.ProbeHost(context.Background())
 	return Host{Cores: f.Cores, MemoryMB: f.MemoryBytes >> 20, GPUs: f.GPUs}
 })
 

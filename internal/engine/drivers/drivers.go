@@ -1,0 +1,221 @@
+// Package drivers is the contract every compute target kind implements, shaped
+// after Nomad's task drivers: a Kind attaches and opens targets; a Driver probes
+// its target, says what it can do, starts runs detached and recovers them from a
+// serialized handle; an Execution is observed, canceled and collected.
+//
+// Each kind lives in a package of its own under drivers/ and registers itself
+// once (see Register); no kind imports another. What kinds share on a host
+// (staging a run directory, the supervisor, the run layout) is in hostrun;
+// driverstest is the conformance suite every kind runs.
+package drivers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/openaml/terraform-provider-aml/internal/engine/env"
+	"github.com/openaml/terraform-provider-aml/internal/engine/run"
+	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
+)
+
+// Facts are what a probe learned about a target.
+type Facts struct {
+	Hostname    string `json:"hostname"`
+	OS          string `json:"os"`
+	Arch        string `json:"arch"`
+	Cores       int    `json:"cores"`
+	MemoryBytes int64  `json:"memory_bytes"`
+	GPUs        int    `json:"gpus"`
+	Python      string `json:"python"`
+	Docker      bool   `json:"docker"`
+	// Filled by host probes of attached machines.
+	PythonVersions []string `json:"python_versions,omitempty"`
+	Home           string   `json:"home,omitempty"`
+	PathEnv        string   `json:"path,omitempty"`
+}
+
+// Capabilities are what a target can run.
+type Capabilities struct {
+	// MaxNodes is the largest node_count a run may ask for (1: single-node).
+	MaxNodes int
+	// MaxNodesReason says where MaxNodes comes from, for error messages
+	// ("pool \"cpu\" has max_nodes = 2"); empty for single-node kinds.
+	MaxNodesReason string
+	// Docker is whether runs can use environment.docker.
+	Docker bool
+	// GPUs is how many GPUs one node has.
+	GPUs int
+}
+
+// Program is what a run executes: a script of the snapshot run by the
+// environment's interpreter, or a command as is, with arguments.
+type Program struct {
+	Script    string   `json:"script,omitempty"` // slash path relative to the run directory
+	Command   []string `json:"command,omitempty"`
+	Arguments []string `json:"arguments,omitempty"`
+}
+
+// RunSpec is everything a driver needs to start one run.
+type RunSpec struct {
+	RunID    string
+	Manifest *snapshot.Manifest
+	// Blobs is the engine's blob store: the source of the snapshot's files.
+	Blobs   snapshot.BlobStore
+	Program Program
+	// Launch is how the target provides the environment, as PrepareEnvironment
+	// answered: a user-managed interpreter, a system-managed environment built
+	// before the script starts, or a Docker image.
+	Launch env.Launch
+	// Env holds the variables the run adds to the target's base environment
+	// (the run configuration's, then the run's); the AML_* variables are the
+	// host runtime's (hostrun.RunVars).
+	Env map[string]string
+	// NodeCount is the number of nodes (ranks) of a distributed run; 0 means 1.
+	NodeCount   int
+	MaxDuration time.Duration // zero: unlimited
+	Grace       time.Duration // between SIGTERM and SIGKILL
+}
+
+// Nodes is NodeCount with 0 meaning 1.
+func (s RunSpec) Nodes() int { return max(s.NodeCount, 1) }
+
+// Handle is a driver's serialized reference to a started run; it is stored in the
+// run record so any later process can Recover the execution. Its content is the
+// driver's own (and versioned by it); the engine never looks inside.
+type Handle = json.RawMessage
+
+// State is one observation of a run.
+type State struct {
+	Status        run.Status `json:"status"`
+	FailureReason string     `json:"failure_reason,omitempty"`
+	ExitCode      *int       `json:"exit_code,omitempty"`
+	Signal        string     `json:"signal,omitempty"`
+	Message       string     `json:"message,omitempty"`
+	StartTime     *time.Time `json:"start_time,omitempty"`
+	EndTime       *time.Time `json:"end_time,omitempty"`
+	Environment   *EnvInfo   `json:"environment,omitempty"`
+	// NodeExitCodes holds every rank's exit code of a multi-node run.
+	NodeExitCodes []int `json:"node_exit_codes,omitempty"`
+}
+
+// EnvInfo reports which environment a run used and what preparing it cost.
+type EnvInfo struct {
+	Key          string  `json:"key"`
+	CacheHit     bool    `json:"cache_hit"`
+	BuildSeconds float64 `json:"build_seconds"`
+	Builder      string  `json:"builder,omitempty"`
+}
+
+// Collected is what a finished run leaves behind, as seen from the engine host.
+// The engine records exactly this: OutputsPath and LogPath are where the
+// outputs and the log are on the engine host (a remote driver brings them back
+// first).
+type Collected struct {
+	Metrics     []run.Metric `json:"metrics,omitempty"`
+	OutputFiles []string     `json:"output_files,omitempty"` // slash paths relative to OutputsPath
+	OutputsPath string       `json:"outputs_path,omitempty"`
+	LogPath     string       `json:"log_path,omitempty"`
+	LogTail     string       `json:"log_tail,omitempty"`
+}
+
+// Driver is one compute target, opened by its Kind.
+type Driver interface {
+	// Probe describes the target (OS, cores, memory, GPUs, Python, Docker). A
+	// target that cannot run anything is an error that names what is missing
+	// and where it was looked for.
+	Probe(ctx context.Context) (Facts, error)
+
+	// Capabilities says what the target can run: how many nodes a run may use,
+	// Docker, GPUs. It must not contact a remote host.
+	Capabilities(ctx context.Context) (Capabilities, error)
+
+	// PrepareEnvironment checks, before anything is written, that the target
+	// can provide a run's environment, and says how (env.Launch). A fault in
+	// the environment's definition is a *field.Error naming its attribute.
+	PrepareEnvironment(ctx context.Context, e env.Environment) (env.Launch, error)
+
+	// Start stages the run (snapshot, environment, the AML_* files) and
+	// launches it detached: the run must survive the calling process exiting.
+	// The handle it returns is kept in the run record.
+	Start(ctx context.Context, spec RunSpec) (Handle, error)
+
+	// Recover re-attaches to a started run from its handle, in any process
+	// (a later provider process, the `aml` command). It must not contact a
+	// remote host: the Execution does that when it is used.
+	Recover(ctx context.Context, h Handle) (Execution, error)
+}
+
+// Execution is a started run.
+type Execution interface {
+	// Status observes the run once. A run whose supervisor is gone without a
+	// result is Failed/lost. An error wrapping ErrUnreachable means the target
+	// cannot be reached now and the run goes on there.
+	Status(ctx context.Context) (State, error)
+	// Wait blocks until the run is terminal or ctx ends; an unreachable
+	// target does not end the wait.
+	Wait(ctx context.Context) (State, error)
+	// Logs returns log bytes from offset and the next offset (resumable).
+	Logs(ctx context.Context, offset int64) ([]byte, int64, error)
+	// Cancel sends SIGTERM to the run's process group and SIGKILL after
+	// grace; reason becomes the run's failure_reason.
+	Cancel(ctx context.Context, grace time.Duration, reason string) error
+	// Collect gathers a terminal run's results onto the engine host: metrics,
+	// the outputs listing, where outputs and log are, the log tail.
+	Collect(ctx context.Context) (Collected, error)
+}
+
+// LogTailLines is how many lines of log a run record keeps for diagnostics.
+const LogTailLines = 50
+
+// ErrUnreachable marks errors after which a run is still fine on its target:
+// the target cannot be reached now (a dropped link, a host that is down), the
+// run goes on there and is observed again later. Drivers wrap their transport
+// errors with Unreachable; the engine tests errors.Is(err, ErrUnreachable).
+var ErrUnreachable = errors.New("compute target unreachable; the run goes on")
+
+// Unreachable wraps err so that errors.Is(err, ErrUnreachable) holds; its
+// message is err's.
+func Unreachable(err error) error {
+	if err == nil || errors.Is(err, ErrUnreachable) {
+		return err
+	}
+	return unreachableError{err}
+}
+
+type unreachableError struct{ err error }
+
+func (e unreachableError) Error() string        { return e.err.Error() }
+func (e unreachableError) Unwrap() error        { return e.err }
+func (e unreachableError) Is(target error) bool { return target == ErrUnreachable }
+
+// IsUnreachable reports whether err means "unreachable, the run goes on".
+func IsUnreachable(err error) bool { return errors.Is(err, ErrUnreachable) }
+
+// Poll observes a run until it is terminal or ctx ends: quickly at first, the
+// interval growing by half up to most. Unreachable errors do not end the wait.
+func Poll(ctx context.Context, first, most time.Duration, status func(context.Context) (State, error)) (State, error) {
+	delay := first
+	var last State
+	for {
+		st, err := status(ctx)
+		switch {
+		case err == nil:
+			last = st
+			if st.Status.Terminal() {
+				return st, nil
+			}
+		case !IsUnreachable(err):
+			return last, err
+		}
+		select {
+		case <-ctx.Done():
+			return last, ctx.Err()
+		case <-time.After(delay):
+		}
+		if delay < most {
+			delay = min(delay*3/2, most)
+		}
+	}
+}

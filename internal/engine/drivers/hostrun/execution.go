@@ -1,0 +1,190 @@
+package hostrun
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
+	"github.com/openaml/terraform-provider-aml/internal/engine/run"
+	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
+)
+
+// handle is the serialized reference to a run supervised on this host.
+type handle struct {
+	RunDir          string `json:"run_dir"`
+	SupervisorPID   int    `json:"supervisor_pid"`
+	SupervisorTicks uint64 `json:"supervisor_ticks"`
+}
+
+// Recover re-attaches to a run of this host from the handle Launch returned.
+func Recover(raw drivers.Handle) (drivers.Execution, error) {
+	var h handle
+	if err := json.Unmarshal(raw, &h); err != nil {
+		return nil, fmt.Errorf("local run handle: %w", err)
+	}
+	if h.RunDir == "" {
+		return nil, errors.New("local run handle has no run directory")
+	}
+	return &execution{h: h, l: Layout{Dir: h.RunDir}}, nil
+}
+
+// Open is the execution of a run directory on this host whose supervisor (if
+// any) recorded itself in the run's status (a pool rank).
+func Open(runDir string) drivers.Execution {
+	return &execution{h: handle{RunDir: runDir}, l: Layout{Dir: runDir}}
+}
+
+type execution struct {
+	h handle
+	l Layout
+}
+
+// Status reads the supervisor's status file; a supervisor that died without
+// recording an end makes the run Failed/lost (its group is killed first).
+func (e *execution) Status(ctx context.Context) (drivers.State, error) {
+	st, err := readStatus(e.l)
+	if err != nil {
+		return drivers.State{}, err
+	}
+	if st == nil {
+		return drivers.State{Status: run.Failed, FailureReason: run.ReasonLost, Message: "run directory has no status; it was removed or never started"}, nil
+	}
+	if st.Status.Terminal() {
+		return st.State, nil
+	}
+	pid, ticks := e.h.SupervisorPID, e.h.SupervisorTicks
+	if st.SupervisorPID != 0 {
+		pid, ticks = st.SupervisorPID, st.SupervisorTicks
+	}
+	if processAlive(pid, ticks) {
+		return st.State, nil
+	}
+	// Re-read: the supervisor may have finished between the two reads.
+	if again, err := readStatus(e.l); err == nil && again != nil && again.Status.Terminal() {
+		return again.State, nil
+	}
+	if st.ChildPID > 0 {
+		_ = killGroup(st.ChildPID, syscall.SIGKILL)
+	}
+	now := time.Now().UTC()
+	st.Status, st.FailureReason, st.EndTime = run.Failed, run.ReasonLost, &now
+	st.Message = fmt.Sprintf("the run's supervisor (pid %d) is gone without recording a result", pid)
+	_ = writeJSONAtomic(e.l.Status(), st)
+	return st.State, nil
+}
+
+// Wait polls the status file, quickly at first, then every half second.
+func (e *execution) Wait(ctx context.Context) (drivers.State, error) {
+	return drivers.Poll(ctx, 20*time.Millisecond, 500*time.Millisecond, e.Status)
+}
+
+func (e *execution) Logs(ctx context.Context, offset int64) ([]byte, int64, error) {
+	f, err := os.Open(e.l.StdLog())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, offset, nil
+	}
+	if err != nil {
+		return nil, offset, err
+	}
+	defer f.Close()
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		return nil, offset, err
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 4<<20))
+	return b, offset + int64(len(b)), err
+}
+
+// Cancel asks the supervisor to stop the run; if the supervisor is gone it stops
+// the group itself.
+func (e *execution) Cancel(ctx context.Context, grace time.Duration, reason string) error {
+	st, err := readStatus(e.l)
+	if err != nil || st == nil || st.Status.Terminal() {
+		return err
+	}
+	if err := writeJSONAtomic(e.l.CancelReq(), CancelRequest{GraceSec: grace.Seconds(), Reason: reason, At: time.Now().UTC()}); err != nil {
+		return err
+	}
+	pid, ticks := st.SupervisorPID, st.SupervisorTicks
+	if pid == 0 {
+		pid, ticks = e.h.SupervisorPID, e.h.SupervisorTicks
+	}
+	if processAlive(pid, ticks) {
+		return syscall.Kill(pid, syscall.SIGTERM)
+	}
+	if st.ChildPID > 0 {
+		_ = killGroup(st.ChildPID, syscall.SIGTERM)
+		deadline := time.Now().Add(grace)
+		for groupAlive(st.ChildPID) && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		_ = killGroup(st.ChildPID, syscall.SIGKILL)
+	}
+	now := time.Now().UTC()
+	st.Status, st.FailureReason, st.EndTime = run.Canceled, reason, &now
+	return writeJSONAtomic(e.l.Status(), st)
+}
+
+// Collect reads metrics, the output listing and the log tail.
+func (e *execution) Collect(ctx context.Context) (drivers.Collected, error) {
+	c := drivers.Collected{OutputsPath: e.l.Outputs(), LogPath: e.l.StdLog()}
+	var err error
+	if c.Metrics, err = run.ReadMetricsFile(e.l.Metrics()); err != nil {
+		return c, err
+	}
+	if c.OutputFiles, err = ListFiles(e.l.Outputs()); err != nil {
+		return c, err
+	}
+	c.LogTail, err = run.TailLines(e.l.StdLog(), drivers.LogTailLines, 64<<10)
+	return c, err
+}
+
+// ListFiles lists regular files under dir as sorted slash paths; symlinks are
+// listed only when they stay inside dir.
+func ListFiles(dir string) ([]string, error) {
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, de fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) && p == dir {
+				return filepath.SkipDir
+			}
+			return err
+		}
+		if de.IsDir() {
+			return nil
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		if de.Type()&fs.ModeSymlink != 0 {
+			real, err := filepath.EvalSymlinks(p)
+			if err != nil {
+				return nil
+			}
+			realDir, _ := filepath.EvalSymlinks(dir)
+			if r, err := filepath.Rel(realDir, real); err != nil || strings.HasPrefix(r, "..") {
+				return nil
+			}
+		} else if !de.Type().IsRegular() {
+			return nil
+		}
+		clean, err := snapshot.SanitizeRelPath(filepath.ToSlash(rel))
+		if err != nil {
+			return nil
+		}
+		out = append(out, clean)
+		return nil
+	})
+	sort.Strings(out)
+	return out, err
+}

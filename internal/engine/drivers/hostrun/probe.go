@@ -1,0 +1,61 @@
+package hostrun
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
+	"github.com/openaml/terraform-provider-aml/internal/engine/env"
+)
+
+// ProbeHost describes this machine: OS, cores, memory, GPUs, python3.
+func ProbeHost(ctx context.Context) drivers.Facts {
+	host, _ := os.Hostname()
+	f := drivers.Facts{Hostname: host, OS: runtime.GOOS, Arch: runtime.GOARCH, Cores: runtime.NumCPU()}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		var kb int64
+		if _, err := fmt.Sscanf(string(b), "MemTotal: %d kB", &kb); err == nil {
+			f.MemoryBytes = kb * 1024
+		}
+	}
+	if out, err := exec.CommandContext(ctx, "python3", "--version").Output(); err == nil {
+		f.Python = strings.TrimSpace(strings.TrimPrefix(string(out), "Python "))
+	}
+	f.GPUs = CountGPUs(ctx)
+	return f
+}
+
+// ProbeAttached is ProbeHost plus what an attach needs to know of a machine
+// reached through an agent: every Python on PATH, Docker, home and PATH.
+func ProbeAttached(ctx context.Context) drivers.Facts {
+	f := ProbeHost(ctx)
+	for _, in := range env.DiscoverInterpreters(ctx, os.Getenv("PATH")) {
+		f.PythonVersions = append(f.PythonVersions, in.Version)
+	}
+	f.Docker = env.CheckDocker(ctx, os.Getenv("PATH")) == nil
+	f.Home, _ = os.UserHomeDir()
+	f.PathEnv = os.Getenv("PATH")
+	return f
+}
+
+// CountGPUs asks nvidia-smi; without it the machine has none we can use.
+func CountGPUs(ctx context.Context) int {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "nvidia-smi", "-L").Output()
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, "GPU ") {
+			n++
+		}
+	}
+	return n
+}

@@ -1,0 +1,206 @@
+package hostrun
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
+	"github.com/openaml/terraform-provider-aml/internal/engine/env"
+	"github.com/openaml/terraform-provider-aml/internal/engine/run"
+	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
+)
+
+// StageRequest is everything a host needs to prepare one run directory. It is
+// JSON so that a remote agent can take it on stdin.
+type StageRequest struct {
+	RunID          string             `json:"run_id"`
+	RunDir         string             `json:"run_dir"`
+	Manifest       *snapshot.Manifest `json:"manifest"`
+	BlobsRoot      string             `json:"blobs_root"`
+	Program        drivers.Program    `json:"program"`
+	Launch         env.Launch         `json:"launch"`
+	Env            map[string]string  `json:"env"`
+	EnvRoot        string             `json:"env_root"`
+	EnvCacheBytes  int64              `json:"env_cache_bytes,omitempty"`
+	MaxDurationSec float64            `json:"max_duration_seconds,omitempty"`
+	GraceSec       float64            `json:"grace_seconds"`
+}
+
+// NewStageRequest fills a StageRequest from a driver's RunSpec; the caller sets
+// where things live on the host (RunDir, BlobsRoot, EnvRoot, EnvCacheBytes).
+func NewStageRequest(spec drivers.RunSpec, runDir string) StageRequest {
+	return StageRequest{
+		RunID:          spec.RunID,
+		RunDir:         runDir,
+		Manifest:       spec.Manifest,
+		BlobsRoot:      spec.Blobs.Root,
+		Program:        spec.Program,
+		Launch:         spec.Launch,
+		Env:            spec.Env,
+		MaxDurationSec: spec.MaxDuration.Seconds(),
+		GraceSec:       spec.Grace.Seconds(),
+	}
+}
+
+// RunVars are the variables every run gets from the host runtime, whatever the
+// target: where its outputs, logs and metrics go.
+func RunVars(runID string, l Layout) map[string]string {
+	return map[string]string{
+		"AML_RUN_ID":       runID,
+		"AML_OUTPUTS_DIR":  l.Outputs(),
+		"AML_LOGS_DIR":     l.Logs(),
+		"AML_METRICS_FILE": l.Metrics(),
+		"PYTHONUNBUFFERED": "1",
+	}
+}
+
+// Command is the program a run executes in run directory l. For a
+// system-managed environment the interpreter is left empty: the supervisor
+// fills it in once the environment is ready. Docker runs wrap the program in
+// `docker run`, with the run's variables passed into the container.
+func Command(runID string, l Layout, p drivers.Program, launch env.Launch, vars map[string]string) []string {
+	var prog []string
+	if p.Script != "" {
+		prog = append([]string{filepath.FromSlash(p.Script)}, p.Arguments...)
+	} else {
+		prog = append(append([]string{}, p.Command...), p.Arguments...)
+	}
+	switch {
+	case launch.Docker != nil:
+		all := RunVars(runID, l)
+		all["PYTHONPATH"] = l.HelperLib()
+		for k, v := range vars {
+			all[k] = v
+		}
+		dr := env.DockerRun{Name: "aml-" + runID, RunDir: l.Dir, Env: all, Python: launch.Interpreter}
+		if p.Script != "" {
+			dr.Script = prog
+		} else {
+			dr.Python, dr.Script = prog[0], prog[1:]
+		}
+		return env.DockerArgs(*launch.Docker, dr)
+	case p.Script == "":
+		return prog
+	default:
+		return append([]string{launch.Interpreter}, prog...)
+	}
+}
+
+// Stage materializes the snapshot from the host's blob store into the run
+// directory and writes the supervisor's spec, an initial status and the aml_run
+// helper. The run's base environment is this host's.
+func Stage(ctx context.Context, req StageRequest) (err error) {
+	l := Layout{Dir: req.RunDir}
+	if _, err := os.Stat(l.Dir); err == nil {
+		return fmt.Errorf("run directory %s already exists", l.Dir)
+	}
+	// A half-staged directory (a full disk, say) must never look like a run.
+	defer func() {
+		if err != nil {
+			_ = os.RemoveAll(l.Dir)
+		}
+	}()
+	blobs := snapshot.BlobStore{Root: req.BlobsRoot}
+	if err := blobs.Materialize(ctx, req.Manifest, l.Dir); err != nil {
+		return fmt.Errorf("staging snapshot: %w", err)
+	}
+	for _, dir := range []string{l.Outputs(), l.Logs(), l.HelperLib()} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("staging run directory: %w", err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(l.HelperLib(), "aml_run.py"), []byte(helperPy), 0o644); err != nil {
+		return err
+	}
+	sspec := SupervisorSpec{
+		RunID:          req.RunID,
+		Argv:           Command(req.RunID, l, req.Program, req.Launch, req.Env),
+		Env:            RunEnvironment(os.Environ(), req.Env, RunVars(req.RunID, l), l.HelperLib()),
+		MaxDurationSec: req.MaxDurationSec,
+		GraceSec:       req.GraceSec,
+	}
+	if sys := req.Launch.System; sys != nil {
+		sspec.Environment = &EnvironmentSpec{Definition: *sys, CacheRoot: req.EnvRoot, CacheMaxBytes: req.EnvCacheBytes, PathEnv: os.Getenv("PATH")}
+	}
+	if err := writeJSONAtomic(l.Spec(), sspec); err != nil {
+		return err
+	}
+	return writeJSONAtomic(l.Status(), SupervisorStatus{State: drivers.State{Status: run.Starting}})
+}
+
+// Launch starts `agent supervise <runDir>` detached: its own session, stdin from
+// /dev/null, stdout and stderr on a file, so it outlives this process and never
+// holds the plugin protocol's pipes. It returns the run's handle.
+func Launch(agentCommand []string, runDir string) (drivers.Handle, error) {
+	l := Layout{Dir: runDir}
+	slog, err := os.OpenFile(l.SupervisorLog(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer slog.Close()
+	if len(agentCommand) == 0 {
+		return nil, errors.New("no agent command configured")
+	}
+	cmd := exec.Command(agentCommand[0], AgentArgs(agentCommand, "supervise", l.Dir)...)
+	cmd.Dir = l.Dir
+	cmd.Stdin = nil
+	cmd.Stdout, cmd.Stderr = slog, slog
+	cmd.Env = append(os.Environ(), "AML_AGENT=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting run supervisor: %w", err)
+	}
+	h := handle{RunDir: l.Dir, SupervisorPID: cmd.Process.Pid}
+	h.SupervisorTicks, _, _ = procStart(cmd.Process.Pid)
+	// Reap the supervisor if it ends while we are alive; once we exit, init does.
+	go func() { _ = cmd.Wait() }()
+	return json.Marshal(h)
+}
+
+// AgentArgs is the argument list (after the program) of an agent subcommand.
+func AgentArgs(agentCommand []string, sub ...string) []string {
+	return append(append([]string{}, agentCommand[1:]...), sub...)
+}
+
+// RunEnvironment builds a run's environment: the base (minus the plugin protocol's
+// variables), then the user's variables, then the engine's, with helperLib first on
+// PYTHONPATH.
+func RunEnvironment(base []string, user, engine map[string]string, helperLib string) []string {
+	m := map[string]string{}
+	for _, kv := range base {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || isPluginVar(k) {
+			continue
+		}
+		m[k] = v
+	}
+	for k, v := range user {
+		m[k] = v
+	}
+	for k, v := range engine {
+		m[k] = v
+	}
+	if helperLib != "" {
+		if pp := m["PYTHONPATH"]; pp != "" {
+			m["PYTHONPATH"] = helperLib + string(os.PathListSeparator) + pp
+		} else {
+			m["PYTHONPATH"] = helperLib
+		}
+	}
+	out := make([]string, 0, len(m))
+	for _, k := range run.SortedKeys(m) {
+		out = append(out, k+"="+m[k])
+	}
+	return out
+}
+
+func isPluginVar(k string) bool {
+	return k == "TF_PLUGIN_MAGIC_COOKIE" || k == "TF_REATTACH_PROVIDERS" || strings.HasPrefix(k, "PLUGIN_") || k == "AML_AGENT"
+}

@@ -1,0 +1,30 @@
+package engine
+
+// Every compute target kind of this build registers itself in its package's
+// init; this block is the one place that links them in. A new kind adds its
+// import here (and, when the provider configures it, an alias of its spec
+// type below).
+import (
+	_ "github.com/openaml/terraform-provider-aml/internal/engine/drivers/local"
+
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/pool"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/ssh"
+)
+
+// The kinds' configuration types, as the provider fills them.
+type (
+	// RemoteSpec is an SSH host as configured (aml_remote_compute), secrets apart.
+	RemoteSpec = ssh.Spec
+	// Credentials are an SSH host's secrets.
+	Credentials = ssh.Credentials
+	// RemoteState is what attaching an SSH host learned (host key, facts, remote_root).
+	RemoteState = ssh.State
+	// ComputeSpec is an aml_compute as configured.
+	ComputeSpec = pool.Spec
+)
+
+// Kind names, as recorded in the workspace.
+const (
+	KindSSH  = ssh.Name
+	KindPool = pool.Kind
+)
