@@ -191,7 +191,7 @@ func Precheck(ctx context.Context, e Environment, pathEnv string) error {
 
 func condaMissing(pkgs []string, pathEnv string) error {
 	return &field.Error{Attr: "environment.python.conda_dependencies.conda_packages", Msg: fmt.Sprintf("conda packages %s need %s on the target, and none was found on PATH (%s); install one or move the packages to pip_packages",
-			strings.Join(pkgs, ", "), strings.Join(CondaTools, ", "), pathEnv)}
+		strings.Join(pkgs, ", "), strings.Join(CondaTools, ", "), pathEnv)}
 }
 
 // ResolveLocal finds a user-managed interpreter on the engine host. pathEnv is

@@ -14,31 +14,31 @@ import (
 
 // Record is one run as the workspace store keeps it.
 type Record struct {
-	ID              string
-	Experiment      string
-	Target          string
-	RunConfig       string // run configuration name
-	SubmitKey       string
-	Status          Status
-	FailureReason   string
-	ExitCode        *int
-	NodeExitCodes   []int
-	Error           string // a short human message for setup failures
-	CreatedAt       time.Time
-	StartTime       *time.Time
-	EndTime         *time.Time
-	SnapshotHash    string
-	SnapshotFiles   int
-	SnapshotBytes   int64
-	Handle          json.RawMessage
-	Metrics         map[string]float64
-	OutputFiles     []string
-	LogTail         string
-	RunDir          string
+	ID            string
+	Experiment    string
+	Target        string
+	RunConfig     string // run configuration name
+	SubmitKey     string
+	Status        Status
+	FailureReason string
+	ExitCode      *int
+	NodeExitCodes []int
+	Error         string // a short human message for setup failures
+	CreatedAt     time.Time
+	StartTime     *time.Time
+	EndTime       *time.Time
+	SnapshotHash  string
+	SnapshotFiles int
+	SnapshotBytes int64
+	Handle        json.RawMessage
+	Metrics       map[string]float64
+	OutputFiles   []string
+	LogTail       string
+	RunDir        string
 	// OutputsPath and LogPath are where the collected outputs and log are on
 	// the engine host (as the driver's Collect said).
-	OutputsPath string `json:",omitempty"`
-	LogPath     string `json:",omitempty"`
+	OutputsPath     string `json:",omitempty"`
+	LogPath         string `json:",omitempty"`
 	Tags            map[string]string
 	EnvironmentHash string
 	// Set once a system-managed environment is ready: EnvironmentHash then is the
