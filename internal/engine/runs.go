@@ -482,6 +482,9 @@ func (e *Engine) record(ctx context.Context, s *store.Store, id string, ex drive
 			r.OutputFiles = col.OutputFiles
 			r.LogTail = col.LogTail
 			r.OutputsPath, r.LogPath = col.OutputsPath, col.LogPath
+			if len(col.Warnings) > 0 {
+				r.Error = strings.TrimPrefix(r.Error+"; "+strings.Join(col.Warnings, "; "), "; ")
+			}
 		}
 		if len(st.NodeExitCodes) > 0 {
 			r.NodeExitCodes = st.NodeExitCodes

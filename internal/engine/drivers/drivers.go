@@ -118,6 +118,9 @@ type Collected struct {
 	OutputsPath string       `json:"outputs_path,omitempty"`
 	LogPath     string       `json:"log_path,omitempty"`
 	LogTail     string       `json:"log_tail,omitempty"`
+	// Warnings say what could not be collected and why (the run's files are
+	// written by its script: untrusted input); they go into the run's message.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // Driver is one compute target, opened by its Kind.

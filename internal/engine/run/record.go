@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -77,26 +78,66 @@ type Metric struct {
 	Step  *float64 `json:"step,omitempty"`
 }
 
+// Bounds on what a metrics file may hold: a longer line is dropped, and reading
+// stops after MaxMetricsBytes (the rest is dropped and counted as one).
+const (
+	MaxMetricLineBytes = 1 << 20
+	MaxMetricsBytes    = 256 << 20
+)
+
 // ParseMetrics reads JSON lines and returns every well-formed metric in order plus
-// the number of lines it could not use (malformed lines never fail a run).
+// the number of lines it could not use: malformed, too long, without a name, or
+// whose value is null, not a number, NaN or infinite. Bad lines never fail a run.
 func ParseMetrics(r io.Reader) ([]Metric, int, error) {
 	var out []Metric
 	bad := 0
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		line := bytes.TrimSpace(sc.Bytes())
-		if len(line) == 0 {
-			continue
+	br := bufio.NewReaderSize(r, 64<<10)
+	var line []byte
+	for {
+		chunk, err := br.ReadSlice('\n')
+		tooLong := false
+		line = append(line[:0], chunk...)
+		for errors.Is(err, bufio.ErrBufferFull) {
+			chunk, err = br.ReadSlice('\n')
+			if !tooLong && len(line)+len(chunk) <= MaxMetricLineBytes {
+				line = append(line, chunk...)
+			} else {
+				tooLong, line = true, line[:0]
+			}
 		}
-		var m Metric
-		if err := json.Unmarshal(line, &m); err != nil || m.Name == "" || math.IsNaN(m.Value) || math.IsInf(m.Value, 0) {
+		if err != nil && err != io.EOF {
+			return out, bad, err
+		}
+		switch trimmed := bytes.TrimSpace(line); {
+		case tooLong:
 			bad++
-			continue
+		case len(trimmed) == 0:
+		default:
+			if m, ok := parseMetric(trimmed); ok {
+				out = append(out, m)
+			} else {
+				bad++
+			}
 		}
-		out = append(out, m)
+		if err == io.EOF {
+			return out, bad, nil
+		}
 	}
-	return out, bad, sc.Err()
+}
+
+func parseMetric(line []byte) (Metric, bool) {
+	var raw struct {
+		Name  string   `json:"name"`
+		Value *float64 `json:"value"`
+		Step  *float64 `json:"step"`
+	}
+	if err := json.Unmarshal(line, &raw); err != nil || raw.Name == "" || raw.Value == nil || math.IsNaN(*raw.Value) || math.IsInf(*raw.Value, 0) {
+		return Metric{}, false
+	}
+	if raw.Step != nil && (math.IsNaN(*raw.Step) || math.IsInf(*raw.Step, 0)) {
+		raw.Step = nil
+	}
+	return Metric{Name: raw.Name, Value: *raw.Value, Step: raw.Step}, true
 }
 
 // LastValues maps each metric name to its last logged value.
@@ -108,27 +149,35 @@ func LastValues(ms []Metric) map[string]float64 {
 	return last
 }
 
-// ReadMetricsFile parses a metrics file; a missing file means no metrics.
-func ReadMetricsFile(path string) ([]Metric, error) {
-	f, err := os.Open(path)
-	if os.IsNotExist(err) {
-		return nil, nil
+// ReadMetricsFile parses a run's metrics file (inside root, see OpenRunFile);
+// a missing file means no metrics. dropped counts the lines it could not use.
+func ReadMetricsFile(root, path string) (ms []Metric, dropped int, err error) {
+	f, err := OpenRunFile(root, path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, 0, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer f.Close()
-	ms, _, err := ParseMetrics(f)
+	lr := &io.LimitedReader{R: f, N: MaxMetricsBytes}
+	ms, dropped, err = ParseMetrics(lr)
 	if err != nil {
-		return nil, fmt.Errorf("reading metrics %s: %w", path, err)
+		return ms, dropped, fmt.Errorf("reading metrics %s: %w", path, err)
 	}
-	return ms, nil
+	if lr.N == 0 {
+		if n, _ := f.Read(make([]byte, 1)); n > 0 {
+			dropped++ // what lies past the bound
+		}
+	}
+	return ms, dropped, nil
 }
 
-// TailLines returns the last n lines of a file, reading at most maxBytes from its end.
-func TailLines(path string, n int, maxBytes int64) (string, error) {
-	f, err := os.Open(path)
-	if os.IsNotExist(err) {
+// TailLines returns the last n lines of a run file (inside root, see
+// OpenRunFile), reading at most maxBytes from its end.
+func TailLines(root, path string, n int, maxBytes int64) (string, error) {
+	f, err := OpenRunFile(root, path)
+	if errors.Is(err, os.ErrNotExist) {
 		return "", nil
 	}
 	if err != nil {
@@ -144,10 +193,11 @@ func TailLines(path string, n int, maxBytes int64) (string, error) {
 		off = 0
 	}
 	buf := make([]byte, st.Size()-off)
-	if _, err := f.ReadAt(buf, off); err != nil && err != io.EOF {
+	n2, err := f.ReadAt(buf, off)
+	if err != nil && err != io.EOF {
 		return "", err
 	}
-	return tail(buf, n, off > 0), nil
+	return tail(buf[:n2], n, off > 0), nil
 }
 
 func tail(buf []byte, n int, truncated bool) string {

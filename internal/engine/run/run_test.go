@@ -195,7 +195,7 @@ func TestLastValues(t *testing.T) {
 
 func TestReadMetricsFile(t *testing.T) {
 	dir := t.TempDir()
-	ms, err := ReadMetricsFile(filepath.Join(dir, "missing.jsonl"))
+	ms, _, err := ReadMetricsFile(dir, filepath.Join(dir, "missing.jsonl"))
 	if err != nil || ms != nil {
 		t.Fatalf("missing file: %v, %v", ms, err)
 	}
@@ -203,8 +203,8 @@ func TestReadMetricsFile(t *testing.T) {
 	if err := os.WriteFile(p, []byte("junk\n{\"name\":\"a\",\"value\":7}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ms, err = ReadMetricsFile(p)
-	if err != nil || len(ms) != 1 || ms[0].Value != 7 {
+	ms, dropped, err := ReadMetricsFile(dir, p)
+	if err != nil || len(ms) != 1 || ms[0].Value != 7 || dropped != 1 {
 		t.Fatalf("got %+v, %v", ms, err)
 	}
 }
@@ -243,7 +243,7 @@ func TestTailLines(t *testing.T) {
 			if err := os.WriteFile(p, []byte(tt.content), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			got, err := TailLines(p, tt.n, tt.maxBytes)
+			got, err := TailLines(filepath.Dir(p), p, tt.n, tt.maxBytes)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -255,7 +255,8 @@ func TestTailLines(t *testing.T) {
 }
 
 func TestTailLinesMissingFile(t *testing.T) {
-	got, err := TailLines(filepath.Join(t.TempDir(), "nope.txt"), 10, 1024)
+	dir := t.TempDir()
+	got, err := TailLines(dir, filepath.Join(dir, "nope.txt"), 10, 1024)
 	if err != nil || got != "" {
 		t.Fatalf("missing file: %q, %v", got, err)
 	}
@@ -263,7 +264,11 @@ func TestTailLinesMissingFile(t *testing.T) {
 
 func TestTailLinesUnreadable(t *testing.T) {
 	// A directory is not a log file: the error must surface, not be hidden as "".
-	if _, err := TailLines(t.TempDir(), 10, 1024); err == nil {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := TailLines(dir, filepath.Join(dir, "d"), 10, 1024); err == nil {
 		t.Fatal("want an error for a directory")
 	}
 }

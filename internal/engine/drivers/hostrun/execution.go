@@ -89,7 +89,7 @@ func (e *execution) Wait(ctx context.Context) (drivers.State, error) {
 }
 
 func (e *execution) Logs(ctx context.Context, offset int64) ([]byte, int64, error) {
-	f, err := os.Open(e.l.StdLog())
+	f, err := run.OpenRunFile(e.l.Dir, e.l.StdLog())
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, offset, nil
 	}
@@ -134,18 +134,27 @@ func (e *execution) Cancel(ctx context.Context, grace time.Duration, reason stri
 	return writeJSONAtomic(e.l.Status(), st)
 }
 
-// Collect reads metrics, the output listing and the log tail.
+// Collect reads metrics, the output listing and the log tail. What the script
+// left in their place that cannot be read (a FIFO, a device, a link out of the
+// run directory, an unreadable line) is reported in Warnings and collection
+// goes on.
 func (e *execution) Collect(ctx context.Context) (drivers.Collected, error) {
 	c := drivers.Collected{OutputsPath: e.l.Outputs(), LogPath: e.l.StdLog()}
-	var err error
-	if c.Metrics, err = run.ReadMetricsFile(e.l.Metrics()); err != nil {
-		return c, err
+	ms, dropped, err := run.ReadMetricsFile(e.l.Dir, e.l.Metrics())
+	c.Metrics = ms
+	if err != nil {
+		c.Warnings = append(c.Warnings, fmt.Sprintf("metrics not read: %v", err))
+	}
+	if dropped > 0 {
+		c.Warnings = append(c.Warnings, fmt.Sprintf("%d metrics line(s) dropped (malformed, over %d bytes, no name, or a value that is null, NaN or infinite)", dropped, run.MaxMetricLineBytes))
 	}
 	if c.OutputFiles, err = ListFiles(e.l.Outputs()); err != nil {
-		return c, err
+		c.Warnings = append(c.Warnings, fmt.Sprintf("outputs not listed: %v", err))
 	}
-	c.LogTail, err = run.TailLines(e.l.StdLog(), drivers.LogTailLines, 64<<10)
-	return c, err
+	if c.LogTail, err = run.TailLines(e.l.Dir, e.l.StdLog(), drivers.LogTailLines, 64<<10); err != nil {
+		c.Warnings = append(c.Warnings, fmt.Sprintf("log not read: %v", err))
+	}
+	return c, nil
 }
 
 // ListFiles lists regular files under dir as sorted slash paths; symlinks are

@@ -15,6 +15,7 @@ import (
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
 	"github.com/openaml/terraform-provider-aml/internal/engine/env"
+	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
 )
 
@@ -97,8 +98,13 @@ func writeJSONAtomic(path string, v any) error {
 	return os.Rename(tmp, path)
 }
 
-func readJSON(path string, v any) error {
-	b, err := os.ReadFile(path)
+// maxControlFile bounds the engine's own files in a run directory; the script
+// can replace them, so they are read as untrusted (run.ReadRunFile).
+const maxControlFile = 4 << 20
+
+// readJSON reads one of the run directory's control files.
+func (l Layout) readJSON(path string, v any) error {
+	b, err := run.ReadRunFile(l.Dir, path, maxControlFile)
 	if err != nil {
 		return err
 	}
@@ -110,7 +116,7 @@ func readJSON(path string, v any) error {
 
 func readStatus(l Layout) (*SupervisorStatus, error) {
 	var st SupervisorStatus
-	if err := readJSON(l.Status(), &st); err != nil {
+	if err := l.readJSON(l.Status(), &st); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, nil
 		}
@@ -119,13 +125,19 @@ func readStatus(l Layout) (*SupervisorStatus, error) {
 	return &st, nil
 }
 
-// helperPy is the `aml_run` module put on the run's PYTHONPATH.
+// helperPy is the `aml_run` module put on the run's PYTHONPATH. It never raises
+// for a value: a training job that logs a NaN loss goes on. A value that is not
+// a finite number is written as a null record, which the engine drops and
+// counts in the run's message.
 const helperPy = `"""aml_run: log metrics from a training script run by terraform-provider-aml."""
 import json
 import math
 import os
+import sys
 
 __all__ = ["log", "log_row", "outputs_dir", "run_id"]
+
+_warned = set()
 
 
 def run_id():
@@ -136,14 +148,32 @@ def outputs_dir():
     return os.environ.get("AML_OUTPUTS_DIR", "outputs")
 
 
+def _number(x):
+    try:
+        x = float(x)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if math.isnan(x) or math.isinf(x):
+        return None
+    return x
+
+
 def log(name, value, step=None):
-    """Record one value of a metric; the run's metrics attribute keeps the last."""
-    value = float(value)
-    if math.isnan(value) or math.isinf(value):
-        raise ValueError("metric %r must be a finite number, got %r" % (name, value))
-    rec = {"name": str(name), "value": value}
+    """Record one value of a metric; the run's metrics attribute keeps the last.
+
+    A value that is not a finite number is not recorded (the run's message
+    counts it); this never raises for a value."""
+    v = _number(value)
+    rec = {"name": str(name), "value": v}
+    if v is None:
+        rec["dropped"] = repr(value)[:100]
+        if name not in _warned:
+            _warned.add(name)
+            print("aml_run: metric %r: %r is not a finite number; not recorded" % (name, value), file=sys.stderr)
     if step is not None:
-        rec["step"] = float(step)
+        s = _number(step)
+        if s is not None:
+            rec["step"] = s
     path = os.environ.get("AML_METRICS_FILE")
     if not path:
         return

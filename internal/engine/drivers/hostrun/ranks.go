@@ -30,7 +30,7 @@ func WriteNodeAssignment(runDir string, a NodeAssignment) error {
 
 func readNodeAssignment(l Layout) (*NodeAssignment, error) {
 	var a NodeAssignment
-	if err := readJSON(filepath.Join(l.Control(), nodeFile), &a); err != nil {
+	if err := l.readJSON(filepath.Join(l.Control(), nodeFile), &a); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, nil
 		}

@@ -27,7 +27,7 @@ func Supervise(runDir string) int {
 	l := Layout{Dir: runDir}
 	logger := log.New(os.Stderr, "aml-supervisor ", log.LstdFlags|log.LUTC|log.Lmicroseconds)
 	var spec SupervisorSpec
-	if err := readJSON(l.Spec(), &spec); err != nil {
+	if err := l.readJSON(l.Spec(), &spec); err != nil {
 		logger.Printf("cannot read spec: %v", err)
 		return 2
 	}
@@ -189,7 +189,7 @@ func activate(envv []string, venv string) []string {
 func (s *supervisor) cancelRequest(grace time.Duration) (time.Duration, string) {
 	reason := run.ReasonCanceled
 	var req CancelRequest
-	if err := readJSON(s.l.CancelReq(), &req); err == nil {
+	if err := s.l.readJSON(s.l.CancelReq(), &req); err == nil {
 		grace = time.Duration(req.GraceSec * float64(time.Second))
 		if req.Reason != "" {
 			reason = req.Reason

@@ -1,0 +1,84 @@
+package engine_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openaml/terraform-provider-aml/internal/engine/run"
+)
+
+// A training script is untrusted input. Whatever it leaves where the engine
+// reads results, the run ends, what can be read is kept, and the message says
+// what could not.
+func TestHostileRunOutput(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, script string
+		metrics      map[string]float64
+		message      []string
+	}{
+		{
+			name: "metrics file replaced by a FIFO",
+			script: `import os
+os.remove(os.environ["AML_METRICS_FILE"]) if os.path.exists(os.environ["AML_METRICS_FILE"]) else None
+os.mkfifo(os.environ["AML_METRICS_FILE"])
+open(os.path.join(os.environ["AML_OUTPUTS_DIR"], "model.txt"), "w").write("m")
+print("trained")
+`,
+			message: []string{"metrics not read", "FIFO"},
+		},
+		{
+			name: "metrics file a link to /dev/urandom",
+			script: `import os
+os.symlink("/dev/urandom", os.environ["AML_METRICS_FILE"])
+print("trained")
+`,
+			message: []string{"metrics not read", "link leaves the run directory"},
+		},
+		{
+			name: "one line over 1 MB among good ones, a null and a NaN",
+			script: `import os, aml_run
+aml_run.log("accuracy", 0.5)
+with open(os.environ["AML_METRICS_FILE"], "a") as f:
+    f.write('{"name":"junk","value":1,"pad":"' + "x" * 1200000 + '"}\n')
+    f.write('{"name":"loss","value":null}\n')
+aml_run.log("loss", float("nan"))
+aml_run.log("accuracy", 0.93)
+print("trained")
+`,
+			metrics: map[string]float64{"accuracy": 0.93},
+			message: []string{"3 metrics line(s) dropped"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			te := setup(t, nil)
+			src := writeSource(t, map[string]string{"train.py": tc.script})
+			sub := te.submit(t, te.request(src, "train.py"))
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			r, err := te.e.WaitRun(ctx, sub.ID)
+			if err != nil {
+				t.Fatalf("WaitRun: %v", err)
+			}
+			if r.Status != run.Completed || !strings.Contains(r.LogTail, "trained") {
+				t.Fatalf("run %s: %s %q, log %q", r.RunID, r.Status, r.Message, r.LogTail)
+			}
+			if len(r.Metrics) != len(tc.metrics) {
+				t.Errorf("metrics %v, want %v", r.Metrics, tc.metrics)
+			}
+			for k, v := range tc.metrics {
+				if r.Metrics[k] != v {
+					t.Errorf("metric %s = %v, want %v", k, r.Metrics[k], v)
+				}
+			}
+			for _, want := range tc.message {
+				if !strings.Contains(r.Message, want) {
+					t.Errorf("message %q lacks %q", r.Message, want)
+				}
+			}
+		})
+	}
+}
