@@ -82,3 +82,27 @@ print("trained")
 		})
 	}
 }
+
+// The log a failed run quotes in the apply's error reaches the operator's
+// terminal: no escape sequence of the script's may survive into it.
+func TestFailedRunLogTailHasNoEscapes(t *testing.T) {
+	t.Parallel()
+	te := setup(t, nil)
+	src := writeSource(t, map[string]string{"train.py": `import sys
+print("\x1b]52;c;ZXZpbA==\x07clipboard \x1b]0;title\x07title \x1b[2Jclear \x1b[31mred\x1b[0m")
+sys.exit(4)
+`})
+	sub := te.submit(t, te.request(src, "train.py"))
+	r, err := waitRun(t, te.e, sub.ID, 30*time.Second)
+	if err == nil || r.Status != run.Failed {
+		t.Fatalf("run %+v, %v; want Failed", r, err)
+	}
+	for _, s := range []string{err.Error(), r.LogTail, r.Message} {
+		if strings.ContainsAny(s, "\x1b\x07") {
+			t.Errorf("escape sequences reach the operator: %q", s)
+		}
+	}
+	if !strings.Contains(r.LogTail, "clipboard title clear red") {
+		t.Errorf("log tail %q lost the text around the sequences", r.LogTail)
+	}
+}

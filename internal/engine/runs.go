@@ -345,7 +345,7 @@ func (e *Engine) start(ctx context.Context, sub *submission, rec *run.Record) (*
 			_ = e.DeleteCompute(context.WithoutCancel(ctx), TargetID(s.Dir, rec.Pool), true)
 		}
 		failed, uerr := s.UpdateRun(ctx, rec.ID, func(r *run.Record) error {
-			r.Status, r.FailureReason, r.Error = run.Failed, run.ReasonSetupFailed, err.Error()
+			r.Status, r.FailureReason, r.Error = run.Failed, run.ReasonSetupFailed, run.SanitizeText(err.Error())
 			end := time.Now().UTC()
 			r.EndTime = &end
 			return nil
@@ -475,15 +475,15 @@ func (e *Engine) record(ctx context.Context, s *store.Store, id string, ex drive
 		r.StartTime = st.StartTime
 		r.EndTime = st.EndTime
 		if st.Message != "" {
-			r.Error = st.Message
+			r.Error = run.SanitizeText(st.Message)
 		}
 		if cerr == nil {
 			r.Metrics = run.LastValues(col.Metrics)
 			r.OutputFiles = col.OutputFiles
-			r.LogTail = col.LogTail
+			r.LogTail = run.SanitizeText(col.LogTail)
 			r.OutputsPath, r.LogPath = col.OutputsPath, col.LogPath
 			if len(col.Warnings) > 0 {
-				r.Error = strings.TrimPrefix(r.Error+"; "+strings.Join(col.Warnings, "; "), "; ")
+				r.Error = strings.TrimPrefix(r.Error+"; "+run.SanitizeText(strings.Join(col.Warnings, "; ")), "; ")
 			}
 		}
 		if len(st.NodeExitCodes) > 0 {

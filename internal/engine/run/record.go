@@ -137,7 +137,7 @@ func parseMetric(line []byte) (Metric, bool) {
 	if raw.Step != nil && (math.IsNaN(*raw.Step) || math.IsInf(*raw.Step, 0)) {
 		raw.Step = nil
 	}
-	return Metric{Name: raw.Name, Value: *raw.Value, Step: raw.Step}, true
+	return Metric{Name: SanitizeText(raw.Name), Value: *raw.Value, Step: raw.Step}, true
 }
 
 // LastValues maps each metric name to its last logged value.
