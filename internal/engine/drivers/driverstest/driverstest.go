@@ -49,6 +49,7 @@ func Run(t *testing.T, tgt Target) {
 	t.Run("RecoverInNewDriver", h.recoverInNewDriver)
 	t.Run("LostSupervisor", h.lostSupervisor)
 	t.Run("ResumableLogs", h.resumableLogs)
+	t.Run("BackgroundProcessesStop", h.backgroundProcessesStop)
 	t.Run("MultiNode", h.multiNode)
 }
 
@@ -306,6 +307,28 @@ echo line-2`, 1)
 	if b, next, err := ex.Logs(ctx, end); err != nil || len(b) != 0 || next != end {
 		t.Fatalf("reading at the end: %q, %d, %v", b, next, err)
 	}
+}
+
+// backgroundProcessesStop: a child that leaves the script's process group
+// (setsid) does not outlive the run.
+func (h *harness) backgroundProcessesStop(t *testing.T) {
+	drv := h.tgt.Open(t)
+	id, _, ex := h.start(t, drv, `setsid sh -c 'echo $$ > "$MARKS/$CONF_RUN.bg.tmp"; mv "$MARKS/$CONF_RUN.bg.tmp" "$MARKS/$CONF_RUN.bg"; exec sleep 300' </dev/null >/dev/null 2>&1 &
+i=0; while [ ! -e "$MARKS/$CONF_RUN.bg" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+echo started-background`, 1)
+	if st := h.wait(t, ex); st.Status != run.Completed {
+		t.Fatalf("state %+v, want Completed", st)
+	}
+	pid, err := strconv.Atoi(h.readMark(t, id, "bg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if !testutil.ProcessGone(pid) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	h.waitFor(t, fmt.Sprintf("the detached background process %d to be stopped", pid), func() bool { return testutil.ProcessGone(pid) })
 }
 
 // multiNode: where the kind runs more than one node, every rank runs with its

@@ -73,6 +73,9 @@ func (s *supervisor) run() int {
 	s.st.SupervisorTicks = SelfStartTicks()
 	s.st.Status = run.Starting
 
+	if err := becomeSubreaper(); err != nil {
+		s.log.Printf("cannot become the run's subreaper (background processes may outlive it): %v", err)
+	}
 	// Subscribe before starting the child so an early cancel is not lost.
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
@@ -147,8 +150,13 @@ func (s *supervisor) run() int {
 	for {
 		select {
 		case werr := <-done:
-			// Whatever the script left behind in its group goes with it.
+			// Whatever the script left behind goes with it: its group, and
+			// every descendant that left the group (we are their subreaper).
 			_ = killGroup(pgid, syscall.SIGKILL)
+			if n := killDescendants(); n > 0 {
+				s.log.Printf("stopped %d background process(es) the run left behind", n)
+				fmt.Fprintf(logf, "\naml: stopped %d background process(es) the script left running\n", n)
+			}
 			return s.exited(werr, stopping, stopReason)
 		case <-deadline:
 			fmt.Fprintf(logf, "\naml: run exceeded max_run_duration_seconds=%g; stopping it\n", s.spec.MaxDurationSec)

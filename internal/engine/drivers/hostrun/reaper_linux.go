@@ -1,0 +1,92 @@
+package hostrun
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// becomeSubreaper makes this process the parent of every orphan among its
+// descendants: a script's child that leaves the script's process group (setsid,
+// a double fork) is still ours, and stops with the run.
+func becomeSubreaper() error {
+	return unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+}
+
+// killDescendants stops every process below this one and reaps it. It runs once
+// the script has been waited for, so no exit status that os/exec waits on is
+// taken from it. Bounded: a fork bomb cannot keep it going.
+func killDescendants() int {
+	self := os.Getpid()
+	killed := 0
+	for round := 0; round < 50; round++ {
+		pids := descendants(self)
+		for _, pid := range pids {
+			if syscall.Kill(pid, syscall.SIGKILL) == nil {
+				killed++
+			}
+		}
+		reapChildren()
+		if len(pids) == 0 {
+			return killed
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return killed
+}
+
+// reapChildren collects every child that has exited.
+func reapChildren() {
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if pid <= 0 || err != nil {
+			return
+		}
+	}
+}
+
+// descendants lists the live processes whose ancestry leads to root.
+func descendants(root int) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	parent := map[int]int{}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := bytes.Fields(b[i+1:])
+		if len(f) < 2 || f[0][0] == 'Z' || f[0][0] == 'X' {
+			continue
+		}
+		if ppid, err := strconv.Atoi(string(f[1])); err == nil {
+			parent[pid] = ppid
+		}
+	}
+	var out []int
+	for pid := range parent {
+		for p, n := parent[pid], 0; p > 1 && n < 64; p, n = parent[p], n+1 {
+			if p == root {
+				out = append(out, pid)
+				break
+			}
+		}
+	}
+	return out
+}
