@@ -83,7 +83,9 @@ func Create(ctx context.Context, dir string, meta Meta) (*Store, error) {
 		return nil, fmt.Errorf("creating parent directory of workspace %s: %w", dir, err)
 	}
 	tmp := filepath.Join(parent, "."+filepath.Base(dir)+".creating-"+randomHex(4))
-	if err := os.Mkdir(tmp, 0o755); err != nil {
+	// The database holds values of the configuration: the workspace is the
+	// owner's alone (0700, the database and its WAL 0600).
+	if err := os.Mkdir(tmp, 0o700); err != nil {
 		return nil, fmt.Errorf("creating workspace %s: %w", dir, err)
 	}
 	defer os.RemoveAll(tmp) // no-op after a successful rename
@@ -141,6 +143,13 @@ func initDir(ctx context.Context, dir string, meta Meta) error {
 			return err
 		}
 	}
+	// Created first with mode 0600: SQLite gives its -wal and -shm files the
+	// database file's mode.
+	f, err := os.OpenFile(filepath.Join(dir, DBFile), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	f.Close()
 	db, err := sql.Open("sqlite", dsn(filepath.Join(dir, DBFile)))
 	if err != nil {
 		return err

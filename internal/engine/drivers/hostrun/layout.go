@@ -50,13 +50,20 @@ func (l Layout) SupervisorLog() string {
 	return filepath.Join(l.Dir, ControlDir, "supervisor.log")
 }
 
-// SupervisorSpec is what the supervisor reads at start.
+// SupervisorSpec is what the supervisor reads at start. It holds only what the
+// run declares: the environment the run inherits (the provider's, which may
+// carry secrets never named in the configuration) is the supervisor's own,
+// passed at start and never written down.
 type SupervisorSpec struct {
-	RunID          string   `json:"run_id"`
-	Argv           []string `json:"argv"`
-	Env            []string `json:"env"`
-	MaxDurationSec float64  `json:"max_duration_seconds,omitempty"`
-	GraceSec       float64  `json:"grace_seconds"`
+	RunID string   `json:"run_id"`
+	Argv  []string `json:"argv"`
+	// Vars are the run's declared variables; RunVars the host runtime's
+	// (AML_*); HelperLib goes first on PYTHONPATH.
+	Vars           map[string]string `json:"vars,omitempty"`
+	RunVars        map[string]string `json:"run_vars"`
+	HelperLib      string            `json:"helper_lib"`
+	MaxDurationSec float64           `json:"max_duration_seconds,omitempty"`
+	GraceSec       float64           `json:"grace_seconds"`
 	// Environment is built (or found in the cache) before the script starts.
 	Environment *EnvironmentSpec  `json:"environment,omitempty"`
 	Extra       map[string]string `json:"extra,omitempty"`
@@ -92,7 +99,7 @@ func writeJSONAtomic(path string, v any) error {
 		return err
 	}
 	tmp := fmt.Sprintf("%s.tmp-%d", path, os.Getpid())
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
 		return err
 	}
 	return os.Rename(tmp, path)

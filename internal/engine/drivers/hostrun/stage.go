@@ -119,10 +119,16 @@ func Stage(ctx context.Context, req StageRequest) (err error) {
 	if err := os.WriteFile(filepath.Join(l.HelperLib(), "aml_run.py"), []byte(helperPy), 0o644); err != nil {
 		return err
 	}
+	// The control directory holds the run's spec: the owner's alone.
+	if err := os.Chmod(l.Control(), 0o700); err != nil {
+		return err
+	}
 	sspec := SupervisorSpec{
 		RunID:          req.RunID,
 		Argv:           Command(req.RunID, l, req.Program, req.Launch, req.Env),
-		Env:            RunEnvironment(os.Environ(), req.Env, RunVars(req.RunID, l), l.HelperLib()),
+		Vars:           req.Env,
+		RunVars:        RunVars(req.RunID, l),
+		HelperLib:      l.HelperLib(),
 		MaxDurationSec: req.MaxDurationSec,
 		GraceSec:       req.GraceSec,
 	}

@@ -40,9 +40,9 @@ func Supervise(runDir string) int {
 				logger.Printf("cpu affinity %v: %v", a.CPUs, err)
 			}
 		}
-		spec.Env = RunEnvironment(spec.Env, nil, a.Env, "")
+		spec.RunVars = merged(spec.RunVars, a.Env)
 	}
-	sv := &supervisor{l: l, spec: spec, log: logger}
+	sv := &supervisor{l: l, spec: spec, log: logger, env: RunEnvironment(os.Environ(), spec.Vars, spec.RunVars, spec.HelperLib)}
 	return sv.run()
 }
 
@@ -51,6 +51,18 @@ type supervisor struct {
 	spec SupervisorSpec
 	log  *log.Logger
 	st   SupervisorStatus
+	env  []string // the script's environment
+}
+
+func merged(a, b map[string]string) map[string]string {
+	out := make(map[string]string, len(a)+len(b))
+	for k, v := range a {
+		out[k] = v
+	}
+	for k, v := range b {
+		out[k] = v
+	}
+	return out
 }
 
 func (s *supervisor) save() {
@@ -99,11 +111,11 @@ func (s *supervisor) run() int {
 		if s.spec.Argv[0] == "" {
 			s.spec.Argv[0] = python
 		}
-		s.spec.Env = activate(s.spec.Env, filepath.Dir(filepath.Dir(python)))
+		s.env = activate(s.env, filepath.Dir(filepath.Dir(python)))
 	}
 	cmd := exec.Command(s.spec.Argv[0], s.spec.Argv[1:]...)
 	cmd.Dir = s.l.Dir
-	cmd.Env = s.spec.Env
+	cmd.Env = s.env
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own group (cancel signals the group); killed with us if we are killed,
 	// so a lost supervisor never leaves a script running unobserved.

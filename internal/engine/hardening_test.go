@@ -1,7 +1,13 @@
 package engine_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -104,5 +110,52 @@ sys.exit(4)
 	}
 	if !strings.Contains(r.LogTail, "clipboard title clear red") {
 		t.Errorf("log tail %q lost the text around the sequences", r.LogTail)
+	}
+}
+
+// The environment Terraform runs with may carry secrets the configuration
+// never names: a run inherits them, but nothing in the workspace records them,
+// and what the workspace does record is the owner's alone.
+func TestInheritedEnvironmentIsNotWrittenDown(t *testing.T) {
+	const secret = "s3cr3t-never-in-the-config"
+	t.Setenv("AML_TEST_INHERITED_SECRET", secret)
+	te := setup(t, nil)
+	src := writeSource(t, map[string]string{"train.py": `import os
+import hashlib
+print("inherited=" + hashlib.sha256(os.environ.get("AML_TEST_INHERITED_SECRET", "").encode()).hexdigest())
+`})
+	sub := te.submit(t, te.request(src, "train.py"))
+	r, err := waitRun(t, te.e, sub.ID, 30*time.Second)
+	if err != nil || !strings.Contains(r.LogTail, fmt.Sprintf("inherited=%x", sha256.Sum256([]byte(secret)))) {
+		t.Fatalf("the run did not inherit the variable: %v %q", err, r.LogTail)
+	}
+	err = filepath.WalkDir(te.ws, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, rerr := os.ReadFile(p)
+		if rerr == nil && bytes.Contains(b, []byte(secret)) {
+			t.Errorf("%s holds the inherited secret", p)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]os.FileMode{
+		te.ws:                                                   0o700,
+		filepath.Join(te.ws, "workspace.db"):                    0o600,
+		filepath.Join(te.ws, "workspace.db-wal"):                0o600,
+		filepath.Join(r.OutputsPath, "..", ".aml"):              0o700,
+		filepath.Join(r.OutputsPath, "..", ".aml", "spec.json"): 0o600,
+	} {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Errorf("%s: %v", p, err)
+			continue
+		}
+		if got := st.Mode().Perm(); got != want {
+			t.Errorf("%s has mode %o, want %o", p, got, want)
+		}
 	}
 }
