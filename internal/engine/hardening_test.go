@@ -159,3 +159,23 @@ print("inherited=" + hashlib.sha256(os.environ.get("AML_TEST_INHERITED_SECRET", 
 		}
 	}
 }
+
+// Ctrl-C under terraform apply reaches the provider as a canceled context (not
+// a deadline): the run is canceled and says it was interrupted, not timed out.
+func TestWaitRunInterruptedCancels(t *testing.T) {
+	t.Parallel()
+	te := setup(t, nil)
+	src := writeSource(t, map[string]string{"sleep.py": pidScript + "time.sleep(30)\n"})
+	sub := te.submit(t, te.request(src, "sleep.py"))
+	pid := readPID(t, sub)
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(300*time.Millisecond, cancel)
+	r, err := te.e.WaitRun(ctx, sub.ID)
+	if err == nil || !strings.Contains(err.Error(), "interrupted while waiting for run") || strings.Contains(err.Error(), "timed out") {
+		t.Fatalf("err = %v", err)
+	}
+	if r.Status != run.Canceled || r.FailureReason != run.ReasonCanceled {
+		t.Fatalf("run = %s/%s, want Canceled/canceled", r.Status, r.FailureReason)
+	}
+	assertGone(t, pid)
+}

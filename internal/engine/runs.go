@@ -527,14 +527,20 @@ func (e *Engine) WaitRun(ctx context.Context, id string) (*Run, error) {
 			if ctx.Err() == nil {
 				return nil, werr
 			}
-			// Timed out: stop the run, under a context of our own.
+			// Timed out (the create timeout) or interrupted (Ctrl-C, which
+			// Terraform passes on as a canceled context): stop the run, under
+			// a context of our own, and say which.
+			reason, why := run.ReasonTimedOut, "timed out waiting for run"
+			if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				reason, why = run.ReasonCanceled, "interrupted while waiting for run"
+			}
 			cctx, cancel := context.WithTimeout(context.Background(), e.opts.CancelGrace+30*time.Second)
 			defer cancel()
-			r, err := e.cancel(cctx, s, rec.ID, run.ReasonTimedOut)
+			r, err := e.cancel(cctx, s, rec.ID, reason)
 			if err != nil {
 				return nil, errors.Join(werr, err)
 			}
-			return r, fmt.Errorf("timed out waiting for run %s; it was canceled: %w", rec.ID, &RunFailedError{Run: r})
+			return r, fmt.Errorf("%s %s; it was canceled: %w", why, rec.ID, &RunFailedError{Run: r})
 		}
 		if _, err := e.record(ctx, s, rec.ID, ex, st); err != nil {
 			return nil, err
