@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Installs or checks everything `make demo` and `make test` need. Terraform itself
-# is the one prerequisite the user brings; it is never downloaded.
+# Installs or checks everything `make test` needs (`install-tools.sh demo`: only
+# what `make demo` needs, which runs on this machine alone: no sshd, no root).
+# Terraform itself is the one prerequisite the user brings; it is never downloaded.
 source "$(dirname "$0")/lib.sh"
+purpose=${1:-test}
 
 missing=()
 command -v go >/dev/null || missing+=("go (https://go.dev/dl)")
@@ -22,7 +24,9 @@ if command -v python3 >/dev/null && ! uv --version >/dev/null 2>&1; then
   uv --version >/dev/null 2>&1 || missing+=("uv (python3 -m pip install uv)")
 fi
 # A real OpenSSH sshd on 127.0.0.1 for the SSH tests (aml_remote_compute).
-if [ "$(id -u)" = 0 ] || [ -x /usr/sbin/sshd ]; then
+if [ "$purpose" = demo ]; then
+  :
+elif [ "$(id -u)" = 0 ] || [ -x /usr/sbin/sshd ]; then
   bash "$(dirname "$0")/install-sshd.sh" || missing+=("openssh-server (scripts/install-sshd.sh)")
 else
   missing+=("openssh-server and root for the sshd tests (scripts/install-sshd.sh)")

@@ -1,10 +1,34 @@
+resource "aml_workspace" "ws" {
+  name = "quickstart"
+}
+
+resource "aml_run_configuration" "py" {
+  workspace_id = aml_workspace.ws.id
+  name         = "user-python"
+  environment = {
+    python = { user_managed_dependencies = true, interpreter_path = "python3" }
+  }
+}
+
+variable "private_key" {
+  description = "The trainer's SSH private key (PEM or OpenSSH format)."
+  type        = string
+  sensitive   = true
+}
+
+variable "bastion_private_key" {
+  description = "The jump host's SSH private key."
+  type        = string
+  sensitive   = true
+}
+
 resource "aml_remote_compute" "dsvm" {
   workspace_id = aml_workspace.ws.id
   name         = "attach-dsvm"
   address      = "10.0.0.12"
   ssh_port     = 22
   username     = "trainer"
-  private_key  = file("~/.ssh/id_ed25519")
+  private_key  = var.private_key # e.g. file("~/.ssh/id_ed25519")
 
   # Optional: without host_key the first key seen is pinned in state.
   host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG3mvrPyJ7yZ0z5j0y6+qgRjPq3Wb2e7o3lLx0w2b5yQ"
@@ -13,7 +37,7 @@ resource "aml_remote_compute" "dsvm" {
   bastion = {
     address     = "jump.example.com"
     username    = "ops"
-    private_key = file("~/.ssh/ops_ed25519")
+    private_key = var.bastion_private_key
   }
 }
 

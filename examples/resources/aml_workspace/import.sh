@@ -1,2 +1,2 @@
 # A workspace is imported by its id: the absolute path of the workspace directory.
-terraform import aml_workspace.ws /abs/path/to/.aml/workspaces/quickstart
+terraform import aml_workspace.ws /home/me/project/.aml/workspaces/quickstart
