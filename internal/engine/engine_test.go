@@ -382,7 +382,7 @@ func TestDeleteWorkspaceWithRuns(t *testing.T) {
 		t.Fatalf("quick run: %+v %v", r, err)
 	}
 	err := te.e.DeleteWorkspace(ctx, te.ws, false)
-	if err == nil || !strings.Contains(err.Error(), "force_destroy") || !strings.Contains(err.Error(), "1 run") {
+	if err == nil || !strings.Contains(err.Error(), "deletion_policy") || !strings.Contains(err.Error(), "1 run") {
 		t.Fatalf("delete without force: %v", err)
 	}
 

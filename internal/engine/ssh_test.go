@@ -154,6 +154,7 @@ func TestAttachBadInput(t *testing.T) {
 	ctx := context.Background()
 	good := engine.RemoteSpec{Name: "host", Address: "127.0.0.1", Port: srv.Port, Username: srv.User, HostKey: srv.HostKey}
 	creds := engine.Credentials{PrivateKey: string(srv.KeyPEM)}
+	encrypted := sshd.Start(t, sshd.Options{EncryptedKeyPassphrase: "correct horse"})
 	for _, tc := range []struct {
 		name   string
 		mutate func(*engine.RemoteSpec, *engine.Credentials)
@@ -164,6 +165,11 @@ func TestAttachBadInput(t *testing.T) {
 		{"wrong user", func(s *engine.RemoteSpec, _ *engine.Credentials) { s.Username = "nobody-here" }, "username"},
 		{"wrong password", func(_ *engine.RemoteSpec, c *engine.Credentials) { *c = engine.Credentials{Password: "not-it"} }, "username"},
 		{"relative remote_root", func(s *engine.RemoteSpec, _ *engine.Credentials) { s.RemoteRoot = "aml" }, "remote_root"},
+		{"encrypted key without passphrase", func(_ *engine.RemoteSpec, c *engine.Credentials) { c.PrivateKey = string(encrypted.KeyPEM) }, "private_key_passphrase"},
+		{"wrong passphrase", func(_ *engine.RemoteSpec, c *engine.Credentials) {
+			c.PrivateKey, c.Passphrase = string(encrypted.KeyPEM), "not-the-passphrase"
+		}, "private_key_passphrase"},
+		{"not a key", func(_ *engine.RemoteSpec, c *engine.Credentials) { c.PrivateKey = "-----BEGIN NONSENSE-----" }, "private_key"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			spec, c := good, creds

@@ -98,6 +98,75 @@ func (e *Engine) UpdateWorkspace(ctx context.Context, id, description string, ta
 	return e.ReadWorkspace(ctx, id)
 }
 
+// Deletion policies of a workspace (aml_workspace.deletion_policy), after
+// google_project's: what destroying it does to its directory and run history.
+const (
+	// DeleteKeepHistory deletes an empty workspace and keeps one that holds
+	// run records on disk (the next apply with the same name and place adopts
+	// it again): destroy succeeds and no history is lost.
+	DeleteKeepHistory = "KEEP_HISTORY"
+	// DeleteAll deletes the workspace with its history.
+	DeleteAll = "DELETE"
+	// DeletePrevent refuses while the workspace holds run records.
+	DeletePrevent = "PREVENT"
+)
+
+// DeletionPolicies lists the valid deletion policies, the default first.
+var DeletionPolicies = []string{DeleteKeepHistory, DeleteAll, DeletePrevent}
+
+// DestroyWorkspace applies a deletion policy: it deletes the workspace, or
+// keeps its directory with its run history and only stops what works in it
+// (pool node agents), or refuses. It returns whether the directory was kept.
+func (e *Engine) DestroyWorkspace(ctx context.Context, id, policy string) (kept bool, err error) {
+	switch policy {
+	case DeleteAll:
+		return false, e.DeleteWorkspace(ctx, id, true)
+	case DeletePrevent:
+		return false, e.DeleteWorkspace(ctx, id, false)
+	case DeleteKeepHistory, "":
+	default:
+		return false, fieldErr("deletion_policy", "%q is not a deletion policy; valid values are %s", policy, strings.Join(DeletionPolicies, ", "))
+	}
+	s, err := e.open(ctx, id)
+	if IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	n, err := s.CountRuns(ctx)
+	if err != nil {
+		return false, err
+	}
+	if n == 0 {
+		return false, e.DeleteWorkspace(ctx, id, false)
+	}
+	if err := e.releaseTargets(ctx, s); err != nil {
+		return false, err
+	}
+	e.forget(id)
+	return true, nil
+}
+
+// releaseTargets has every target release what it holds (a pool stops its
+// node agents): nothing may keep working in a workspace Terraform let go of.
+func (e *Engine) releaseTargets(ctx context.Context, s *store.Store) error {
+	names, err := s.TargetNames(ctx)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		row, err := s.GetTarget(ctx, name)
+		if err != nil {
+			return err
+		}
+		if err := e.release(ctx, s, row); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // DeleteWorkspace removes a workspace directory. Without force it refuses while
 // the workspace holds run history; with force it still refuses while runs are active.
 func (e *Engine) DeleteWorkspace(ctx context.Context, id string, force bool) error {
@@ -113,7 +182,7 @@ func (e *Engine) DeleteWorkspace(ctx context.Context, id string, force bool) err
 		return err
 	}
 	if n > 0 && !force {
-		return fmt.Errorf("workspace %s holds %d run record(s); it is kept so run history is not lost. Set force_destroy = true (and apply) to delete it with its history", id, n)
+		return fmt.Errorf("workspace %s holds %d run record(s) and its deletion_policy is %q, so it is kept; set deletion_policy = %q (and apply) to delete it with its history, or %q to keep the history on disk and let Terraform forget the workspace", id, n, DeletePrevent, DeleteAll, DeleteKeepHistory)
 	}
 	ids, err := s.ActiveRunIDs(ctx)
 	if err != nil {
@@ -126,20 +195,8 @@ func (e *Engine) DeleteWorkspace(ctx context.Context, id string, force bool) err
 	if len(active) > 0 {
 		return fmt.Errorf("workspace %s has %d active run(s) (%s); destroy or cancel them first", id, len(active), strings.Join(active, ", "))
 	}
-	// Every target releases what it holds (a pool stops its node agents):
-	// nothing may keep working in a deleted workspace.
-	names, err := s.TargetNames(ctx)
-	if err != nil {
+	if err := e.releaseTargets(ctx, s); err != nil {
 		return err
-	}
-	for _, name := range names {
-		row, err := s.GetTarget(ctx, name)
-		if err != nil {
-			return err
-		}
-		if err := e.release(ctx, s, row); err != nil {
-			return err
-		}
 	}
 	e.forget(id)
 	// Rename first so a crash mid-removal never leaves a half-deleted workspace

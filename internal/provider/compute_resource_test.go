@@ -41,7 +41,7 @@ func poolConfig(wsDir, src string, minNodes, maxNodes, idle, nodeCount int, swee
 resource "aml_workspace" "ws" {
   name          = "acc-pool"
   storage_path  = %q
-  force_destroy = true
+  deletion_policy = "DELETE"
 }
 
 resource "aml_compute" "cpu" {
@@ -312,7 +312,7 @@ func TestAccCompute_badInput(t *testing.T) {
 resource "aml_workspace" "ws" {
   name          = "acc-pool-bad"
   storage_path  = %q
-  force_destroy = true
+  deletion_policy = "DELETE"
 }
 
 resource "aml_compute" "bad" {
@@ -347,7 +347,7 @@ func TestAccCompute_runBased(t *testing.T) {
 resource "aml_workspace" "ws" {
   name          = "acc-rb"
   storage_path  = %q
-  force_destroy = true
+  deletion_policy = "DELETE"
 }
 
 resource "aml_run_configuration" "py" {

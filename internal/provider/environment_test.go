@@ -25,7 +25,7 @@ func systemEnvConfig(wsDir, src, wheels, version string) string {
 resource "aml_workspace" "ws" {
   name          = "acc-env"
   storage_path  = %q
-  force_destroy = true
+  deletion_policy = "DELETE"
 }
 
 resource "aml_run_configuration" "sys" {

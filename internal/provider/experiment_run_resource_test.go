@@ -70,7 +70,7 @@ func TestAccExperimentRunResource(t *testing.T) {
 resource "aml_workspace" "ws" {
   name          = "acc-ws"
   storage_path  = %q
-  force_destroy = true
+  deletion_policy = "DELETE"
 }
 
 resource "aml_run_configuration" "py" {
@@ -572,7 +572,7 @@ resource "aml_run_configuration" "missing_python" {
 resource "aml_workspace" "other" {
   name          = "other-ws"
   storage_path  = %q
-  force_destroy = true
+  deletion_policy = "DELETE"
 }
 
 resource "aml_run_configuration" "other" {

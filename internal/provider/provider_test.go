@@ -203,7 +203,7 @@ func workspaceConfig(wsDir string) string {
 resource "aml_workspace" "ws" {
   name          = "acc-ws"
   storage_path  = %q
-  force_destroy = true
+  deletion_policy = "DELETE"
 }
 
 resource "aml_run_configuration" "py" {

@@ -39,7 +39,7 @@ func remoteConfig(wsDir string, srv, bastion *sshd.Server, hostKey, src, script 
 resource "aml_workspace" "ws" {
   name          = "acc-remote"
   storage_path  = %q
-  force_destroy = true
+  deletion_policy = "DELETE"
 }
 
 resource "aml_remote_compute" "host" {

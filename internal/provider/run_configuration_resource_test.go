@@ -28,7 +28,7 @@ aml_run.log("stage", float(os.environ["STAGE"]))
 resource "aml_workspace" "ws" {
   name          = "acc-ws"
   storage_path  = %q
-  force_destroy = true
+  deletion_policy = "DELETE"
 }
 
 resource "aml_run_configuration" "test" {

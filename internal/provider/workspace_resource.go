@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
+	"github.com/hashicorp/terraform-plugin-log/tflog"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine"
 )
@@ -31,13 +32,14 @@ type WorkspaceResource struct{ eng *engine.Engine }
 
 // WorkspaceResourceModel is aml_workspace's state.
 type WorkspaceResourceModel struct {
-	ID           types.String `tfsdk:"id"`
-	Name         types.String `tfsdk:"name"`
-	StoragePath  types.String `tfsdk:"storage_path"`
-	Description  types.String `tfsdk:"description"`
-	Tags         types.Map    `tfsdk:"tags"`
-	ForceDestroy types.Bool   `tfsdk:"force_destroy"`
-	CreatedTime  types.String `tfsdk:"created_time"`
+	ID             types.String `tfsdk:"id"`
+	Name           types.String `tfsdk:"name"`
+	StoragePath    types.String `tfsdk:"storage_path"`
+	Description    types.String `tfsdk:"description"`
+	Tags           types.Map    `tfsdk:"tags"`
+	ForceDestroy   types.Bool   `tfsdk:"force_destroy"`
+	DeletionPolicy types.String `tfsdk:"deletion_policy"`
+	CreatedTime    types.String `tfsdk:"created_time"`
 }
 
 func (r *WorkspaceResource) Metadata(ctx context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
@@ -81,11 +83,20 @@ func (r *WorkspaceResource) Schema(ctx context.Context, req resource.SchemaReque
 				MarkdownDescription: "Tags stored with the workspace.",
 			},
 			"force_destroy": schema.BoolAttribute{
-				Optional: true,
-				Computed: true,
-				Default:  booldefault.StaticBool(false),
-				MarkdownDescription: "Destroying a workspace that holds run records fails unless this is `true`, so run history is never deleted by accident. " +
-					"Set it and apply before destroying.",
+				Optional:            true,
+				Computed:            true,
+				Default:             booldefault.StaticBool(false),
+				DeprecationMessage:  "Use deletion_policy = \"DELETE\" instead.",
+				MarkdownDescription: "Deprecated: `true` is `deletion_policy = \"DELETE\"`.",
+			},
+			"deletion_policy": schema.StringAttribute{
+				Optional:   true,
+				Computed:   true,
+				Default:    stringdefault.StaticString(engine.DeleteKeepHistory),
+				Validators: []validator.String{stringvalidator.OneOf(engine.DeletionPolicies...)},
+				MarkdownDescription: "What `terraform destroy` does with the workspace: " +
+					"`KEEP_HISTORY` (default) deletes it when it holds no run records and otherwise keeps its directory, with every run's record, logs and outputs, on disk while Terraform forgets it (an apply with the same `name` and `storage_path` adopts it again), so destroy and `terraform test` succeed and no history is lost; " +
+					"`DELETE` deletes it with its history; `PREVENT` refuses while it holds run records. Updated in place (set it and apply before destroying). One of " + oneOfDescription(engine.DeletionPolicies) + ".",
 			},
 			"created_time": schema.StringAttribute{
 				Computed:            true,
@@ -164,6 +175,9 @@ func (r *WorkspaceResource) Read(ctx context.Context, req resource.ReadRequest, 
 	if state.ForceDestroy.IsNull() {
 		state.ForceDestroy = types.BoolValue(false) // after import
 	}
+	if state.DeletionPolicy.IsNull() {
+		state.DeletionPolicy = types.StringValue(engine.DeleteKeepHistory) // after import or upgrade
+	}
 	state.fill(ctx, ws, &resp.Diagnostics)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
 }
@@ -178,7 +192,8 @@ func (r *WorkspaceResource) Update(ctx context.Context, req resource.UpdateReque
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	// force_destroy lives only in state; description and tags live in the store.
+	// force_destroy and deletion_policy live only in state; description and
+	// tags live in the store.
 	ws, err := r.eng.UpdateWorkspace(ctx, plan.ID.ValueString(), plan.Description.ValueString(), tags)
 	if err != nil {
 		addEngineError(&resp.Diagnostics, "Cannot update workspace", err)
@@ -194,8 +209,17 @@ func (r *WorkspaceResource) Delete(ctx context.Context, req resource.DeleteReque
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	if err := r.eng.DeleteWorkspace(ctx, state.ID.ValueString(), state.ForceDestroy.ValueBool()); err != nil {
+	policy := state.DeletionPolicy.ValueString()
+	if state.ForceDestroy.ValueBool() {
+		policy = engine.DeleteAll
+	}
+	kept, err := r.eng.DestroyWorkspace(ctx, state.ID.ValueString(), policy)
+	if err != nil {
 		addEngineError(&resp.Diagnostics, "Cannot destroy workspace", err)
+		return
+	}
+	if kept {
+		tflog.Info(ctx, "workspace kept on disk with its run history (deletion_policy = KEEP_HISTORY)", map[string]any{"workspace": state.ID.ValueString()})
 	}
 }
 

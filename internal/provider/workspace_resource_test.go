@@ -100,7 +100,8 @@ resource "aml_workspace" "test" {
 	})
 }
 
-// A workspace with run history is kept unless force_destroy is set.
+// With deletion_policy = "PREVENT" a workspace with run history is kept (the
+// destroy fails) until the policy (or the deprecated force_destroy) says delete.
 func TestAccWorkspaceResource_forceDestroy(t *testing.T) {
 	testAccPreCheck(t)
 	wsDir := filepath.Join(t.TempDir(), "ws")
@@ -108,9 +109,10 @@ func TestAccWorkspaceResource_forceDestroy(t *testing.T) {
 	config := func(force bool, withRun bool) string {
 		c := fmt.Sprintf(`
 resource "aml_workspace" "ws" {
-  name          = "acc-ws"
-  storage_path  = %q
-  force_destroy = %t
+  name            = "acc-ws"
+  storage_path    = %q
+  force_destroy   = %t
+  deletion_policy = "PREVENT"
 }
 `, wsDir, force)
 		if withRun {
@@ -152,7 +154,7 @@ resource "aml_experiment_run" "train" {
 				// Destroys the run (its record stays as history), then refuses the workspace.
 				Config:      config(false, true),
 				Destroy:     true,
-				ExpectError: wrappedAll("holds 1 run record(s)", "Set force_destroy = true"),
+				ExpectError: wrappedAll("holds 1 run record(s)", `set deletion_policy = "DELETE"`),
 			},
 			{
 				Config: config(false, false),
@@ -248,4 +250,69 @@ func checkWorkspaceDirGone(wsDir string) resource.TestCheckFunc {
 		}
 		return nil
 	}
+}
+
+// The default deletion_policy lets `terraform destroy` succeed without losing
+// history: the workspace that holds a run is kept on disk and forgotten, and
+// the next apply of the same configuration adopts it with its runs.
+func TestAccWorkspaceResource_keepHistoryByDefault(t *testing.T) {
+	testAccPreCheck(t)
+	wsDir := filepath.Join(t.TempDir(), "ws")
+	src := newSourceDir(t, map[string]string{"train.py": trainScript})
+	withRun := fmt.Sprintf(`
+resource "aml_workspace" "ws" {
+  name         = "acc-ws"
+  storage_path = %q
+}
+
+resource "aml_run_configuration" "py" {
+  workspace_id = aml_workspace.ws.id
+  name         = "py"
+  environment = {
+    python = {
+      user_managed_dependencies = true
+      interpreter_path          = %q
+    }
+  }
+}
+
+resource "aml_experiment_run" "train" {
+  workspace_id         = aml_workspace.ws.id
+  experiment_name      = "train"
+  source_directory     = %q
+  script               = "train.py"
+  run_configuration_id = aml_run_configuration.py.id
+}
+`, wsDir, pythonBin, src)
+	kept := func(want int) func(*terraform.State) error {
+		return func(*terraform.State) error {
+			n, err := workspaceRunCount(t, wsDir)
+			if err != nil {
+				return fmt.Errorf("the workspace with run history was not kept: %w", err)
+			}
+			if n != want {
+				return fmt.Errorf("kept workspace holds %d run records, want %d", n, want)
+			}
+			return nil
+		}
+	}
+	resource.ParallelTest(t, resource.TestCase{
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		CheckDestroy:             kept(2),
+		Steps: []resource.TestStep{
+			{
+				Config: withRun,
+				ConfigStateChecks: []statecheck.StateCheck{
+					statecheck.ExpectKnownValue("aml_workspace.ws", tfjsonpath.New("deletion_policy"), knownvalue.StringExact("KEEP_HISTORY")),
+					statecheck.ExpectKnownValue("aml_experiment_run.train", tfjsonpath.New("status"), knownvalue.StringExact("Completed")),
+				},
+			},
+			{Config: withRun, Destroy: true, Check: kept(1)},
+			{
+				// Applied again: the kept workspace is adopted, its history intact.
+				Config: withRun,
+				Check:  kept(2),
+			},
+		},
+	})
 }

@@ -10,12 +10,13 @@ resource "aml_workspace" "ws" {
 }
 
 # A workspace kept outside the working directory, so that several Terraform
-# configurations can share its runs. force_destroy lets `terraform destroy`
-# remove it even though it still holds run history.
+# configurations can share its runs. deletion_policy = "DELETE" lets
+# `terraform destroy` remove it with its run history (the default,
+# KEEP_HISTORY, keeps a workspace that holds runs on disk; PREVENT refuses).
 resource "aml_workspace" "shared" {
-  name          = "shared"
-  storage_path  = "/srv/aml/workspaces/shared"
-  force_destroy = true
+  name            = "shared"
+  storage_path    = "/srv/aml/workspaces/shared"
+  deletion_policy = "DELETE"
 }
 
 output "workspace_dir" {

@@ -259,17 +259,17 @@ func parsePrivateKey(pem, passphrase []byte) (ssh.Signer, error) {
 	}
 	var missing *ssh.PassphraseMissingError
 	if !errors.As(err, &missing) {
-		return nil, newKindError(ErrAuth, "private_key is not a usable private key: "+sanitizeKeyError(err))
+		return nil, newKindError(ErrAuth, "private_key is not a usable private key: "+sanitizeKeyError(err), ErrPrivateKey)
 	}
 	if len(passphrase) == 0 {
-		return nil, newKindError(ErrAuth, "private_key is encrypted: set private_key_passphrase")
+		return nil, newKindError(ErrAuth, "private_key is encrypted: set private_key_passphrase", ErrPassphrase)
 	}
 	signer, err = ssh.ParsePrivateKeyWithPassphrase(pem, passphrase)
 	if err != nil {
 		if errors.Is(err, x509.IncorrectPasswordError) || strings.Contains(err.Error(), "decryption") {
-			return nil, newKindError(ErrAuth, "private_key_passphrase does not decrypt private_key (wrong passphrase)")
+			return nil, newKindError(ErrAuth, "private_key_passphrase does not decrypt private_key (wrong passphrase)", ErrPassphrase)
 		}
-		return nil, newKindError(ErrAuth, "private_key cannot be decrypted: "+sanitizeKeyError(err))
+		return nil, newKindError(ErrAuth, "private_key cannot be decrypted: "+sanitizeKeyError(err), ErrPassphrase)
 	}
 	return signer, nil
 }

@@ -12,6 +12,11 @@ var (
 	// ErrAuth: the credentials were refused or cannot be used (encrypted key
 	// without passphrase, wrong passphrase, nothing configured). Never retried.
 	ErrAuth = errors.New("ssh authentication failed")
+	// ErrPassphrase (with ErrAuth): an encrypted private_key without a
+	// passphrase, or a passphrase that does not decrypt it.
+	ErrPassphrase = errors.New("ssh private key passphrase")
+	// ErrPrivateKey (with ErrAuth): private_key is not a usable key.
+	ErrPrivateKey = errors.New("ssh private key unusable")
 	// ErrHostKeyMismatch: the server presented a key other than the pinned one.
 	// Never retried.
 	ErrHostKeyMismatch = errors.New("ssh host key mismatch")

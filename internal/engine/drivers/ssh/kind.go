@@ -150,6 +150,10 @@ func attachError(err error) error {
 	switch {
 	case errors.Is(err, remote.ErrHostKeyMismatch):
 		return field.Errorf("host_key", "%v", err)
+	case errors.Is(err, remote.ErrPassphrase):
+		return field.Errorf("private_key_passphrase", "%v", err)
+	case errors.Is(err, remote.ErrPrivateKey):
+		return field.Errorf("private_key", "%v", err)
 	case errors.Is(err, remote.ErrAuth):
 		return field.Errorf("username", "%v", err)
 	case errors.Is(err, remote.ErrUnreachable):
