@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -88,10 +89,26 @@ type Run struct {
 	// Adopted is true when SubmitRun found this run already submitted by an
 	// interrupted apply instead of starting a new one.
 	Adopted bool
+	// OutputsGone is true when the outputs directory of a finished run was
+	// removed outside Terraform (OutputFiles is then empty).
+	OutputsGone bool
 }
 
 // errNotCollected marks an observation of a run that has not ended yet.
 var errNotCollected = errors.New("not collected: the run has not ended")
+
+// noticeOutputsGone flags a finished run whose outputs directory was removed
+// outside Terraform: its output files are no longer there. The run is not
+// re-executed for it; the record keeps the history.
+func noticeOutputsGone(r *Run) {
+	if len(r.OutputFiles) == 0 || r.OutputsPath == "" {
+		return
+	}
+	if _, err := os.Stat(r.OutputsPath); errors.Is(err, os.ErrNotExist) {
+		r.OutputsGone = true
+		r.OutputFiles = []string{}
+	}
+}
 
 // RunFailedError is returned by WaitRun for a run that did not complete.
 type RunFailedError struct{ Run *Run }
@@ -436,7 +453,9 @@ func (e *Engine) stillActive(ctx context.Context, s *store.Store, ids []string) 
 // refresh brings an active run's record up to date from its target.
 func (e *Engine) refresh(ctx context.Context, s *store.Store, rec *run.Record) (*Run, error) {
 	if rec.Status.Terminal() || len(rec.Handle) == 0 {
-		return e.toRun(s, rec), nil
+		r := e.toRun(s, rec)
+		noticeOutputsGone(r)
+		return r, nil
 	}
 	ex, err := e.recoverRun(ctx, s, rec)
 	if err != nil {

@@ -447,6 +447,11 @@ func (r *ExperimentRunResource) Read(ctx context.Context, req resource.ReadReque
 		state.fillInputs(ctx, run, &resp.Diagnostics) // import
 		state.Timeouts = timeouts.Value{Object: types.ObjectNull(state.Timeouts.AttributeTypes(ctx))}
 	}
+	if run.OutputsGone {
+		resp.Diagnostics.AddAttributeWarning(path.Root("output_files"), "Run outputs are gone",
+			fmt.Sprintf("The outputs directory of run %s, %s, was removed outside Terraform, so output_files is now empty. "+
+				"The run is not executed again for this; to run it again, use `terraform apply -replace` or change its triggers.", run.RunID, run.OutputsPath))
+	}
 	state.fillComputed(ctx, run, &resp.Diagnostics)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
 }

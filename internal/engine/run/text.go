@@ -92,3 +92,57 @@ func skipEscape(s string, i int) int {
 		return i + 1
 	}
 }
+
+// EncodeName shows a file name that a run created as text that round-trips:
+// printable UTF-8 stays as is, '%' and every other byte (invalid UTF-8, control
+// characters) become %XX, as in a URL path. DecodeName reverses it.
+func EncodeName(raw string) string {
+	plain := true
+	for i := 0; i < len(raw); i++ {
+		if c := raw[i]; c < 0x20 || c == 0x7f || c == '%' || c >= 0x80 {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		return raw
+	}
+	var b strings.Builder
+	for i := 0; i < len(raw); {
+		r, size := utf8.DecodeRuneInString(raw[i:])
+		switch {
+		case r == utf8.RuneError && size <= 1, r < 0x20, r == 0x7f, r == '%', r >= 0x80 && r <= 0x9f:
+			for j := 0; j < size; j++ {
+				fmt.Fprintf(&b, "%%%02X", raw[i+j])
+			}
+		default:
+			b.WriteString(raw[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
+}
+
+// DecodeName is the inverse of EncodeName.
+func DecodeName(enc string) (string, error) {
+	if !strings.Contains(enc, "%") {
+		return enc, nil
+	}
+	var b strings.Builder
+	for i := 0; i < len(enc); i++ {
+		if enc[i] != '%' {
+			b.WriteByte(enc[i])
+			continue
+		}
+		if i+2 >= len(enc) {
+			return "", fmt.Errorf("name %q: truncated %%-escape", enc)
+		}
+		var v byte
+		if _, err := fmt.Sscanf(enc[i+1:i+3], "%02X", &v); err != nil {
+			return "", fmt.Errorf("name %q: bad %%-escape", enc)
+		}
+		b.WriteByte(v)
+		i += 2
+	}
+	return b.String(), nil
+}

@@ -1,6 +1,9 @@
 package run
 
-import "testing"
+import (
+	"testing"
+	"unicode/utf8"
+)
 
 func TestSanitizeText(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
@@ -18,5 +21,25 @@ func TestSanitizeText(t *testing.T) {
 		if got := SanitizeText(tc.in); got != tc.want {
 			t.Errorf("SanitizeText(%q) = %q, want %q", tc.in, got, tc.want)
 		}
+	}
+}
+
+func TestEncodeNameRoundTrips(t *testing.T) {
+	for _, raw := range []string{"model.pkl", "dir/ünïcode.txt", "100%.txt", "bad\xffname", "tab\tname", "esc\x1b[31m", "c1\u0085x"} {
+		enc := EncodeName(raw)
+		for i := 0; i < len(enc); i++ {
+			if c := enc[i]; c < 0x20 || c == 0x7f {
+				t.Errorf("EncodeName(%q) = %q keeps a control byte", raw, enc)
+			}
+		}
+		if !utf8.ValidString(enc) {
+			t.Errorf("EncodeName(%q) = %q is not valid UTF-8", raw, enc)
+		}
+		if back, err := DecodeName(enc); err != nil || back != raw {
+			t.Errorf("DecodeName(EncodeName(%q)) = %q, %v", raw, back, err)
+		}
+	}
+	if EncodeName("plain/name.txt") != "plain/name.txt" || EncodeName("100%") != "100%25" {
+		t.Errorf("plain names change: %q %q", EncodeName("plain/name.txt"), EncodeName("100%"))
 	}
 }

@@ -50,6 +50,7 @@ func Run(t *testing.T, tgt Target) {
 	t.Run("LostSupervisor", h.lostSupervisor)
 	t.Run("ResumableLogs", h.resumableLogs)
 	t.Run("BackgroundProcessesStop", h.backgroundProcessesStop)
+	t.Run("OutputsListedAsTheyAre", h.outputsListedAsTheyAre)
 	t.Run("MultiNode", h.multiNode)
 }
 
@@ -329,6 +330,42 @@ echo started-background`, 1)
 		}
 	})
 	h.waitFor(t, fmt.Sprintf("the detached background process %d to be stopped", pid), func() bool { return testutil.ProcessGone(pid) })
+}
+
+// outputsListedAsTheyAre: output_files names exactly the files that are under
+// outputs_path on the engine host (odd names encoded reversibly, a link inside
+// as a file, a FIFO and a link out left out) and collecting never blocks.
+func (h *harness) outputsListedAsTheyAre(t *testing.T) {
+	drv := h.tgt.Open(t)
+	_, _, ex := h.start(t, drv, `cd "$AML_OUTPUTS_DIR"
+echo model > model.txt
+printf odd > "$(printf 'bad\377name')"
+mkdir -p sub && echo deep > sub/deep.txt
+ln -s model.txt alias.txt
+ln -s /etc/hostname outside.txt
+mkfifo pipe`, 1)
+	if st := h.wait(t, ex); st.Status != run.Completed {
+		t.Fatalf("state %+v, want Completed", st)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), h.tgt.Wait)
+	defer cancel()
+	col, err := ex.Collect(ctx)
+	if err != nil {
+		t.Fatalf("Collect: %v", err)
+	}
+	want := []string{"alias.txt", "bad%FFname", "model.txt", "sub/deep.txt"}
+	if !slices.Equal(col.OutputFiles, want) {
+		t.Fatalf("output files %q, want %q", col.OutputFiles, want)
+	}
+	for _, name := range col.OutputFiles {
+		raw, err := run.DecodeName(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st, err := os.Stat(filepath.Join(col.OutputsPath, filepath.FromSlash(raw))); err != nil || !st.Mode().IsRegular() {
+			t.Errorf("listed %q is not a file under %s: %v", name, col.OutputsPath, err)
+		}
+	}
 }
 
 // multiNode: where the kind runs more than one node, every rank runs with its

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"syscall"
 	"time"
 
@@ -157,8 +156,10 @@ func (e *execution) Collect(ctx context.Context) (drivers.Collected, error) {
 	return c, nil
 }
 
-// ListFiles lists regular files under dir as sorted slash paths; symlinks are
-// listed only when they stay inside dir.
+// ListFiles lists the files under dir as sorted slash paths, each shown with
+// run.EncodeName (names a script makes may be any bytes): regular files, and
+// links that resolve to a regular file inside dir (a remote driver brings them
+// back as copies). Anything else (FIFOs, devices, links out) is left out.
 func ListFiles(dir string) ([]string, error) {
 	var out []string
 	err := filepath.WalkDir(dir, func(p string, de fs.DirEntry, err error) error {
@@ -171,19 +172,19 @@ func ListFiles(dir string) ([]string, error) {
 		if de.IsDir() {
 			return nil
 		}
+		if p == dir {
+			return nil // dir itself is a link: nothing inside to list
+		}
 		rel, err := filepath.Rel(dir, p)
 		if err != nil {
 			return err
 		}
 		if de.Type()&fs.ModeSymlink != 0 {
-			real, err := filepath.EvalSymlinks(p)
+			f, err := run.OpenRunFile(dir, p)
 			if err != nil {
 				return nil
 			}
-			realDir, _ := filepath.EvalSymlinks(dir)
-			if r, err := filepath.Rel(realDir, real); err != nil || strings.HasPrefix(r, "..") {
-				return nil
-			}
+			f.Close()
 		} else if !de.Type().IsRegular() {
 			return nil
 		}
@@ -191,7 +192,7 @@ func ListFiles(dir string) ([]string, error) {
 		if err != nil {
 			return nil
 		}
-		out = append(out, clean)
+		out = append(out, run.EncodeName(clean))
 		return nil
 	})
 	sort.Strings(out)

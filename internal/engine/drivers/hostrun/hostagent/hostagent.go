@@ -26,6 +26,7 @@ import (
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun"
 	"github.com/openaml/terraform-provider-aml/internal/engine/env"
 	"github.com/openaml/terraform-provider-aml/internal/engine/field"
+	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
 )
 
@@ -45,7 +46,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return ExitUsage
 	}
 	ctx := context.Background()
-	err := run(ctx, args[0], args[1:], stdin, stdout)
+	err := runCommand(ctx, args[0], args[1:], stdin, stdout)
 	var fe *field.Error
 	switch {
 	case err == nil:
@@ -64,7 +65,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 var errUsage = errors.New("bad usage")
 
-func run(ctx context.Context, cmd string, args []string, stdin io.Reader, stdout io.Writer) error {
+func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader, stdout io.Writer) error {
 	out := json.NewEncoder(stdout)
 	switch cmd {
 	case "probe":
@@ -278,12 +279,18 @@ func Pack(runDir string, w io.Writer) error {
 			switch {
 			case de.IsDir():
 				return tw.WriteHeader(&tar.Header{Name: filepath.ToSlash(rel) + "/", Mode: 0o755, Typeflag: tar.TypeDir, ModTime: info.ModTime()})
-			case de.Type().IsRegular():
-				f, err := os.Open(p)
+			case de.Type().IsRegular(), de.Type()&fs.ModeSymlink != 0:
+				// Opened beneath the directory, regular files only, never
+				// blocking: a link inside goes as a copy of its file, a FIFO,
+				// a device or a link out is left on the host.
+				f, err := run.OpenRunFile(root, p)
 				if err != nil {
-					return err
+					return nil
 				}
 				defer f.Close()
+				if info, err = f.Stat(); err != nil {
+					return err
+				}
 				if err := tw.WriteHeader(&tar.Header{Name: filepath.ToSlash(rel), Mode: int64(info.Mode().Perm()), Size: info.Size(), Typeflag: tar.TypeReg, ModTime: info.ModTime()}); err != nil {
 					return err
 				}
