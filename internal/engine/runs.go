@@ -97,6 +97,25 @@ type Run struct {
 // errNotCollected marks an observation of a run that has not ended yet.
 var errNotCollected = errors.New("not collected: the run has not ended")
 
+// What state keeps of a run's results (the workspace keeps them all).
+const (
+	MaxStateMetrics     = 1000
+	MaxStateOutputFiles = 1000
+)
+
+// FirstMetrics is the metrics whose names sort first, at most n of them.
+func FirstMetrics(m map[string]float64, n int) map[string]float64 {
+	if len(m) <= n {
+		return m
+	}
+	names := run.SortedKeys(m)[:n]
+	out := make(map[string]float64, n)
+	for _, k := range names {
+		out[k] = m[k]
+	}
+	return out
+}
+
 // noticeOutputsGone flags a finished run whose outputs directory was removed
 // outside Terraform: its output files are no longer there. The run is not
 // re-executed for it; the record keeps the history.

@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/booldefault"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64planmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/listplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/mapplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/objectplanmodifier"
@@ -76,6 +77,8 @@ type ExperimentRunResourceModel struct {
 	DurationSeconds types.Float64 `tfsdk:"duration_seconds"`
 	Metrics         types.Map     `tfsdk:"metrics"`
 	OutputFiles     types.List    `tfsdk:"output_files"`
+	MetricCount     types.Int64   `tfsdk:"metric_count"`
+	OutputFileCount types.Int64   `tfsdk:"output_file_count"`
 	OutputsPath     types.String  `tfsdk:"outputs_path"`
 	LogTail         types.String  `tfsdk:"log_tail"`
 	LogPath         types.String  `tfsdk:"log_path"`
@@ -190,11 +193,21 @@ func (r *ExperimentRunResource) Schema(ctx context.Context, req resource.SchemaR
 			"duration_seconds": schema.Float64Attribute{Computed: true, MarkdownDescription: "Seconds between start and end."},
 			"metrics": schema.MapAttribute{
 				ElementType: types.Float64Type, Computed: true,
-				MarkdownDescription: "Last value of each metric the run logged (`aml_run.log(name, value)` or JSON lines in `AML_METRICS_FILE`).",
+				MarkdownDescription: fmt.Sprintf("Last value of each metric the run logged (`aml_run.log(name, value)` or JSON lines in `AML_METRICS_FILE`). "+
+					"State keeps the first %d metric names in sorted order (`metric_count` says how many there are); the `aml_run` data source has them all.", engine.MaxStateMetrics),
+			},
+			"metric_count": schema.Int64Attribute{
+				Computed: true, PlanModifiers: []planmodifier.Int64{int64planmodifier.UseStateForUnknown()},
+				MarkdownDescription: "How many distinct metrics the run logged (also those not kept in `metrics`).",
 			},
 			"output_files": schema.ListAttribute{
 				ElementType: types.StringType, Computed: true,
-				MarkdownDescription: "Files the run wrote under `outputs/`, relative to `outputs_path`.",
+				MarkdownDescription: fmt.Sprintf("Files the run wrote under `outputs/`, relative to `outputs_path`, sorted; a byte of a name that is not printable UTF-8, and `%%`, "+
+					"is shown as `%%XX`. State keeps the first %d (`output_file_count` says how many there are); the `aml_run` data source and `outputs_path` have them all.", engine.MaxStateOutputFiles),
+			},
+			"output_file_count": schema.Int64Attribute{
+				Computed: true, PlanModifiers: []planmodifier.Int64{int64planmodifier.UseStateForUnknown()},
+				MarkdownDescription: "How many files the run wrote under `outputs/` (also those not listed in `output_files`).",
 			},
 			"outputs_path": computedStr("Local directory holding the run's outputs."),
 			"log_tail":     computedStr("The last 50 lines of the run's log."),
@@ -331,8 +344,12 @@ func (m *ExperimentRunResourceModel) fillComputed(ctx context.Context, run *engi
 	m.StartTime = timePtr(run.StartTime)
 	m.EndTime = timePtr(run.EndTime)
 	m.DurationSeconds = types.Float64Value(run.DurationSeconds)
-	m.Metrics = numberMap(run.Metrics)
-	m.OutputFiles = listValue(ctx, run.OutputFiles, diags)
+	// Bounded: a run can log any number of metrics and files, and state (read
+	// on every plan) must not grow with them.
+	m.Metrics = numberMap(engine.FirstMetrics(run.Metrics, engine.MaxStateMetrics))
+	m.MetricCount = types.Int64Value(int64(len(run.Metrics)))
+	m.OutputFiles = listValue(ctx, run.OutputFiles[:min(len(run.OutputFiles), engine.MaxStateOutputFiles)], diags)
+	m.OutputFileCount = types.Int64Value(int64(len(run.OutputFiles)))
 	m.OutputsPath = types.StringValue(run.OutputsPath)
 	m.LogTail = types.StringValue(run.LogTail)
 	m.LogPath = types.StringValue(run.LogPath)

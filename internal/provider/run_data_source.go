@@ -93,7 +93,8 @@ func (d *RunDataSource) Read(ctx context.Context, req datasource.ReadRequest, re
 	m.ID, m.ExperimentName, m.ComputeTarget = rm.ID, types.StringValue(run.Experiment), types.StringValue(run.ComputeTarget)
 	m.Status, m.FailureReason, m.ExitCode = rm.Status, rm.FailureReason, rm.ExitCode
 	m.StartTime, m.EndTime, m.DurationSeconds = rm.StartTime, rm.EndTime, rm.DurationSeconds
-	m.Metrics, m.OutputFiles, m.OutputsPath = rm.Metrics, rm.OutputFiles, rm.OutputsPath
+	// All of them: the resource's state keeps a bounded part, this has the rest.
+	m.Metrics, m.OutputFiles, m.OutputsPath = numberMap(run.Metrics), listValue(ctx, run.OutputFiles, &resp.Diagnostics), rm.OutputsPath
 	m.LogTail, m.LogPath, m.SnapshotHash = rm.LogTail, rm.LogPath, rm.SnapshotHash
 	m.Tags = mapValue(ctx, run.Tags, &resp.Diagnostics)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &m)...)
