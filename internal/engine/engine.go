@@ -45,6 +45,9 @@ type Options struct {
 	// EnvCacheMaxBytes bounds each workspace's environment cache (LRU eviction of
 	// environments no run is using); 0 means unbounded.
 	EnvCacheMaxBytes int64
+	// CollectMaxBytes bounds what a remote run's outputs and logs may bring
+	// back (default 2 GiB); what is over stays on the host, and the run says so.
+	CollectMaxBytes int64
 	// CancelGrace is the time between SIGTERM and SIGKILL; default 10s.
 	CancelGrace time.Duration
 }

@@ -74,14 +74,18 @@ func selfExe() string {
 	return exe
 }
 
-func newEngine(t *testing.T, workDir string) *engine.Engine {
+func newEngine(t *testing.T, workDir string, options ...func(*engine.Options)) *engine.Engine {
 	t.Helper()
-	e, err := engine.New(engine.Options{
+	opts := engine.Options{
 		AgentCommand: []string{selfExe(), "agent"},
 		WorkDir:      workDir,
 		StatCacheDir: t.TempDir(),
 		CancelGrace:  2 * time.Second,
-	})
+	}
+	for _, o := range options {
+		o(&opts)
+	}
+	e, err := engine.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,11 +125,11 @@ type testEnv struct {
 	rc      string
 }
 
-func setup(t *testing.T, mutate func(*engine.RunConfigSpec)) *testEnv {
+func setup(t *testing.T, mutate func(*engine.RunConfigSpec), options ...func(*engine.Options)) *testEnv {
 	t.Helper()
 	py := python(t)
 	workDir := t.TempDir()
-	e := newEngine(t, workDir)
+	e := newEngine(t, workDir, options...)
 	ctx := context.Background()
 	ws, err := e.CreateWorkspace(ctx, engine.WorkspaceSpec{Name: "ws-test"})
 	if err != nil {

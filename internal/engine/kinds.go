@@ -23,6 +23,9 @@ type (
 	ComputeSpec = pool.Spec
 )
 
+// DefaultCollectMaxBytes bounds what a remote run brings back by default.
+const DefaultCollectMaxBytes = ssh.DefaultCollectMaxBytes
+
 // Kind names, as recorded in the workspace.
 const (
 	KindSSH  = ssh.Name

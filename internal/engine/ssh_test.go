@@ -20,12 +20,12 @@ import (
 
 // attach starts a real sshd and attaches it to a fresh workspace as "host",
 // with a user-managed python3 run configuration for it.
-func attach(t *testing.T, remoteRoot string) (*testEnv, *sshd.Server) {
+func attach(t *testing.T, remoteRoot string, options ...func(*engine.Options)) (*testEnv, *sshd.Server) {
 	t.Helper()
 	srv := sshd.Start(t, sshd.Options{})
 	te := setup(t, func(s *engine.RunConfigSpec) {
 		s.Environment = env.Environment{Python: &env.Python{UserManagedDependencies: true, InterpreterPath: "python3"}}
-	})
+	}, options...)
 	_, err := te.e.AttachRemote(context.Background(), te.ws, engine.RemoteSpec{
 		Name: "host", Address: "127.0.0.1", Port: srv.Port, Username: srv.User, HostKey: srv.HostKey, RemoteRoot: remoteRoot,
 	}, engine.Credentials{PrivateKey: string(srv.KeyPEM)})
@@ -225,5 +225,39 @@ func TestAttachHostWithoutPython(t *testing.T) {
 	}
 	if _, err := te.e.ReadTarget(context.Background(), engine.TargetID(te.ws, "host")); !engine.IsNotFound(err) {
 		t.Fatalf("the refused attach was recorded: %v", err)
+	}
+}
+
+// Outputs over the collection limit end the transfer cleanly: the run is
+// recorded, the log and what fits come back, and the message says what stayed
+// on the host and where.
+func TestRemoteCollectLimit(t *testing.T) {
+	te, _ := attach(t, "", func(o *engine.Options) { o.CollectMaxBytes = 1 << 20 })
+	src := writeSource(t, map[string]string{"train.py": `import os
+print("writing outputs")
+for i in range(6):
+    with open(os.path.join(os.environ["AML_OUTPUTS_DIR"], "part%d.bin" % i), "wb") as f:
+        f.write(os.urandom(512 * 1024))
+`})
+	req := te.request(src, "train.py")
+	req.ComputeTarget = "host"
+	sub := te.submit(t, req)
+	r, err := waitRun(t, te.e, sub.ID, 60*time.Second)
+	if err != nil || r.Status != run.Completed {
+		t.Fatalf("run %+v: %v", r, err)
+	}
+	if !strings.Contains(r.Message, "larger than the collection limit of 1048576 bytes") || !strings.Contains(r.Message, "the rest is on") {
+		t.Errorf("message %q does not say what was left on the host", r.Message)
+	}
+	if len(r.OutputFiles) == 0 || len(r.OutputFiles) >= 6 {
+		t.Errorf("output files %v: want the ones that fit, not all six", r.OutputFiles)
+	}
+	for _, f := range r.OutputFiles {
+		if _, err := os.Stat(filepath.Join(r.OutputsPath, f)); err != nil {
+			t.Errorf("listed %s is not on the engine host: %v", f, err)
+		}
+	}
+	if b, err := os.ReadFile(r.LogPath); err != nil || !strings.Contains(string(b), "writing outputs") {
+		t.Errorf("the log did not come back first: %q, %v", b, err)
 	}
 }

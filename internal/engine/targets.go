@@ -90,7 +90,7 @@ func (e *Engine) sshPool() *remote.Pool {
 
 // workspace is what kinds get of a workspace.
 func (e *Engine) workspace(s *store.Store) *drivers.Workspace {
-	return &drivers.Workspace{Store: s, AgentCommand: e.opts.AgentCommand, EnvCacheBytes: e.opts.EnvCacheMaxBytes, SSH: e.sshPool()}
+	return &drivers.Workspace{Store: s, AgentCommand: e.opts.AgentCommand, EnvCacheBytes: e.opts.EnvCacheMaxBytes, SSH: e.sshPool(), CollectMaxBytes: e.opts.CollectMaxBytes}
 }
 
 // targetRecord returns a target's record and kind; "local" has no record.

@@ -31,6 +31,7 @@ type AmlProviderModel struct {
 	SnapshotMaxBytes types.Int64 `tfsdk:"snapshot_max_bytes"`
 	SnapshotMaxFiles types.Int64 `tfsdk:"snapshot_max_files"`
 	EnvCacheMaxBytes types.Int64 `tfsdk:"environment_cache_max_bytes"`
+	OutputsMaxBytes  types.Int64 `tfsdk:"outputs_max_bytes"`
 }
 
 // New returns the provider factory.
@@ -58,6 +59,12 @@ func (p *AmlProvider) Schema(ctx context.Context, req provider.SchemaRequest, re
 				Optional:            true,
 				Validators:          []validator.Int64{int64validator.AtLeast(1)},
 			},
+			"outputs_max_bytes": schema.Int64Attribute{
+				MarkdownDescription: fmt.Sprintf("Largest total size of the outputs and logs a run on a remote target brings back to the machine running Terraform, in bytes. Default %d (2 GiB). "+
+					"What is over stays on the host; the run's `message` says where.", engine.DefaultCollectMaxBytes),
+				Optional:   true,
+				Validators: []validator.Int64{int64validator.AtLeast(1)},
+			},
 			"snapshot_max_files": schema.Int64Attribute{
 				MarkdownDescription: fmt.Sprintf("Largest number of files in a run's source snapshot. Default %d (as Azure ML).", snapshot.DefaultMaxFiles),
 				Optional:            true,
@@ -82,6 +89,9 @@ func (p *AmlProvider) Configure(ctx context.Context, req provider.ConfigureReque
 	}
 	if !data.EnvCacheMaxBytes.IsNull() && !data.EnvCacheMaxBytes.IsUnknown() {
 		opts.EnvCacheMaxBytes = data.EnvCacheMaxBytes.ValueInt64()
+	}
+	if !data.OutputsMaxBytes.IsNull() && !data.OutputsMaxBytes.IsUnknown() {
+		opts.CollectMaxBytes = data.OutputsMaxBytes.ValueInt64()
 	}
 	eng, err := engine.New(opts)
 	if err != nil {

@@ -23,6 +23,9 @@ type Workspace struct {
 	EnvCacheBytes int64
 	// SSH is this process's SSH connection pool (one connection per host).
 	SSH *remote.Pool
+	// CollectMaxBytes bounds what a remote run's outputs and logs may bring
+	// back to the engine host (0: the kind's default).
+	CollectMaxBytes int64
 }
 
 // Dir is the workspace's directory on the engine host.

@@ -44,6 +44,9 @@ type Driver struct {
 	// AgentPath is the binary to stage on the host (the running provider).
 	AgentPath     string
 	EnvCacheBytes int64
+	// CollectMaxBytes bounds what a run's outputs and logs may bring back
+	// (default DefaultCollectMaxBytes).
+	CollectMaxBytes int64
 }
 
 var _ drivers.Driver = (*Driver)(nil)
@@ -421,39 +424,57 @@ func (e *execution) Cancel(ctx context.Context, grace time.Duration, reason stri
 	return e.d.call(ctx, []byte(e.h.Inner), nil, "cancel", strconv.FormatFloat(grace.Seconds(), 'f', -1, 64), reason)
 }
 
-// maxCollectBytes bounds what a host may send back as outputs and logs.
-const maxCollectBytes = 2 << 30
+// DefaultCollectMaxBytes bounds what a host may send back as outputs and logs.
+const DefaultCollectMaxBytes = 2 << 30
 
-// Collect reads metrics and the output listing on the host, then brings
-// outputs/ and logs/ back into the run's local directory, checking every path.
+// Collect reads metrics on the host, then brings logs/ and outputs/ back into
+// the run's local directory, checking every path. A collection limit ends the
+// transfer (both ends: the remote command is stopped), keeps what came and
+// says in Warnings what was left on the host and where. The output listing is
+// what is on the engine host afterwards.
 func (e *execution) Collect(ctx context.Context) (drivers.Collected, error) {
 	var c drivers.Collected
 	if err := e.d.call(ctx, []byte(e.h.Inner), &c, "collect"); err != nil {
 		return c, err
 	}
-	var clean []string
-	for _, f := range c.OutputFiles {
-		if p, err := snapshot.SanitizeRelPath(f); err == nil {
-			clean = append(clean, p)
-		}
-	}
-	c.OutputFiles = clean
 	if err := os.MkdirAll(e.h.LocalDir, 0o755); err != nil {
 		return c, err
 	}
+	limit := e.d.CollectMaxBytes
+	if limit <= 0 {
+		limit = DefaultCollectMaxBytes
+	}
+	pctx, stop := context.WithCancel(ctx)
+	defer stop()
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
-	go func() { done <- hostagent.Unpack(pr, e.h.LocalDir, maxCollectBytes) }()
-	err := e.d.call(ctx, nil, pw, "pack", e.h.RunDir)
+	go func() {
+		err := hostagent.Unpack(pr, e.h.LocalDir, limit)
+		if err != nil {
+			stop() // the remote pack must not write into a pipe nobody reads
+			pr.CloseWithError(err)
+		} else {
+			_, _ = io.Copy(io.Discard, pr) // whatever follows the archive's end
+		}
+		done <- err
+	}()
+	err := e.d.call(pctx, nil, pw, "pack", e.h.RunDir)
 	pw.CloseWithError(err)
-	if uerr := <-done; err == nil {
-		err = uerr
-	}
-	if err != nil {
+	uerr := <-done
+	var le *hostagent.LimitError
+	switch {
+	case errors.As(uerr, &le):
+		c.Warnings = append(c.Warnings, fmt.Sprintf("%v: what fits was brought back to %s; the rest is on %s in %s", le, e.h.LocalDir, e.d.Endpoint.Key(), e.h.RunDir))
+	case uerr != nil:
+		return c, fmt.Errorf("bringing back outputs of %s: %w", e.h.RunDir, uerr)
+	case err != nil:
 		return c, fmt.Errorf("bringing back outputs of %s: %w", e.h.RunDir, err)
 	}
 	l := hostrun.Layout{Dir: e.h.LocalDir}
 	c.OutputsPath, c.LogPath = l.Outputs(), l.StdLog()
+	if c.OutputFiles, err = hostrun.ListFiles(l.Outputs()); err != nil {
+		return c, err
+	}
 	return c, nil
 }
 

@@ -207,6 +207,8 @@ func (kind) Open(ctx context.Context, w *drivers.Workspace, t drivers.Target) (d
 		Blobs:         w.Blobs(),
 		AgentPath:     w.AgentPath(),
 		EnvCacheBytes: w.EnvCacheBytes,
+
+		CollectMaxBytes: w.CollectMaxBytes,
 	}, nil
 }
 

@@ -259,7 +259,9 @@ func SendBlobs(b snapshot.BlobStore, shas []string, w io.Writer) error {
 func Pack(runDir string, w io.Writer) error {
 	zw, _ := gzip.NewWriterLevel(w, gzip.BestSpeed)
 	tw := tar.NewWriter(zw)
-	for _, top := range []string{hostrun.OutputsDir, hostrun.LogsDir} {
+	// The log first: when a collection limit cuts the archive, the log is
+	// what explains the run.
+	for _, top := range []string{hostrun.LogsDir, hostrun.OutputsDir} {
 		root := filepath.Join(runDir, top)
 		err := filepath.WalkDir(root, func(p string, de fs.DirEntry, err error) error {
 			if err != nil {
@@ -313,6 +315,17 @@ func Pack(runDir string, w io.Writer) error {
 // Unpack extracts what Pack wrote into dest, refusing anything a hostile host
 // could use to escape dest: absolute paths, "..", links, devices; and bounding
 // the total size.
+// LimitError is Unpack reaching its size limit: the files before At were
+// written, At and the rest were not.
+type LimitError struct {
+	Max int64
+	At  string
+}
+
+func (e *LimitError) Error() string {
+	return fmt.Sprintf("outputs and logs are larger than the collection limit of %d bytes (stopped at %s)", e.Max, e.At)
+}
+
 func Unpack(r io.Reader, dest string, maxBytes int64) error {
 	zr, err := gzip.NewReader(r)
 	if err != nil {
@@ -347,7 +360,8 @@ func Unpack(r io.Reader, dest string, maxBytes int64) error {
 		case tar.TypeReg:
 			total += h.Size
 			if maxBytes > 0 && total > maxBytes {
-				return fmt.Errorf("outputs archive is larger than %d bytes", maxBytes)
+				// What came before stays; this file and the rest do not come.
+				return &LimitError{Max: maxBytes, At: rel}
 			}
 			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 				return err
