@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
@@ -12,6 +13,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/statecheck"
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
+	"github.com/openaml/terraform-provider-aml/internal/testutil/sshd"
 )
 
 // A run directory removed outside Terraform: the refresh notices (output_files
@@ -102,5 +104,84 @@ data "aml_run" "all" {
 				statecheck.ExpectKnownValue("data.aml_run.all", tfjsonpath.New("output_files"), knownvalue.ListSizeExact(1500)),
 			},
 		}},
+	})
+}
+
+// Write-only credentials (Terraform 1.11): the host is attached and used with
+// private_key_wo, and no secret reaches state; bumping the version re-attaches.
+func TestAccRemoteCompute_writeOnlyKey(t *testing.T) {
+	testAccPreCheck(t)
+	srv := sshd.Start(t, sshd.Options{EncryptedKeyPassphrase: "open sesame"})
+	wsDir := filepath.Join(t.TempDir(), "ws")
+	src := newSourceDir(t, map[string]string{"train.py": remoteTrainScript})
+	config := func(version int) string {
+		return fmt.Sprintf(`
+resource "aml_workspace" "ws" {
+  name            = "acc-wo"
+  storage_path    = %q
+  deletion_policy = "DELETE"
+}
+
+resource "aml_remote_compute" "host" {
+  workspace_id                      = aml_workspace.ws.id
+  name                              = "wo-host"
+  address                           = "127.0.0.1"
+  ssh_port                          = %d
+  username                          = %q
+  private_key_wo                    = %q
+  private_key_wo_version            = %d
+  private_key_passphrase_wo         = "open sesame"
+  private_key_passphrase_wo_version = 1
+  host_key                          = %q
+  force_detach                      = true
+}
+
+resource "aml_run_configuration" "py" {
+  workspace_id = aml_workspace.ws.id
+  name         = "host-python"
+  environment  = { python = { user_managed_dependencies = true, interpreter_path = "python3" } }
+}
+
+resource "aml_experiment_run" "remote" {
+  workspace_id         = aml_workspace.ws.id
+  experiment_name      = "remote"
+  source_directory     = %q
+  script               = "train.py"
+  compute_target       = aml_remote_compute.host.name
+  run_configuration_id = aml_run_configuration.py.id
+}
+`, wsDir, srv.Port, srv.User, string(srv.KeyPEM), version, srv.HostKey, src)
+	}
+	noSecretInState := func(s *terraform.State) error {
+		for addr, rs := range s.RootModule().Resources {
+			for k, v := range rs.Primary.Attributes {
+				if strings.Contains(v, "PRIVATE KEY") || strings.Contains(v, "open sesame") {
+					return fmt.Errorf("%s.%s holds a secret", addr, k)
+				}
+			}
+		}
+		return nil
+	}
+	const host = "aml_remote_compute.host"
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		Steps: []resource.TestStep{
+			{
+				Config: config(1),
+				Check:  noSecretInState,
+				ConfigStateChecks: []statecheck.StateCheck{
+					statecheck.ExpectKnownValue(host, tfjsonpath.New("private_key"), knownvalue.Null()),
+					statecheck.ExpectKnownValue(host, tfjsonpath.New("private_key_wo"), knownvalue.Null()),
+					statecheck.ExpectKnownValue("aml_experiment_run.remote", tfjsonpath.New("status"), knownvalue.StringExact("Completed")),
+				},
+			},
+			{
+				Config: config(2),
+				ConfigPlanChecks: resource.ConfigPlanChecks{
+					PreApply: []plancheck.PlanCheck{plancheck.ExpectResourceAction(host, plancheck.ResourceActionReplace)},
+				},
+				Check: noSecretInState,
+			},
+		},
 	})
 }

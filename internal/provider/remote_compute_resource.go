@@ -43,22 +43,30 @@ type RemoteComputeResource struct{ eng *engine.Engine }
 
 // RemoteComputeResourceModel is aml_remote_compute's state.
 type RemoteComputeResourceModel struct {
-	ID                    types.String   `tfsdk:"id"`
-	WorkspaceID           types.String   `tfsdk:"workspace_id"`
-	Name                  types.String   `tfsdk:"name"`
-	Address               types.String   `tfsdk:"address"`
-	SSHPort               types.Int64    `tfsdk:"ssh_port"`
-	Username              types.String   `tfsdk:"username"`
-	Password              types.String   `tfsdk:"password"`
-	PrivateKey            types.String   `tfsdk:"private_key"`
-	PrivateKeyPassphrase  types.String   `tfsdk:"private_key_passphrase"`
-	UseAgent              types.Bool     `tfsdk:"use_agent"`
-	HostKey               types.String   `tfsdk:"host_key"`
-	InsecureIgnoreHostKey types.Bool     `tfsdk:"insecure_ignore_host_key"`
-	Bastion               types.Object   `tfsdk:"bastion"`
-	RemoteRoot            types.String   `tfsdk:"remote_root"`
-	ForceDetach           types.Bool     `tfsdk:"force_detach"`
-	Timeouts              timeouts.Value `tfsdk:"timeouts"`
+	ID                   types.String `tfsdk:"id"`
+	WorkspaceID          types.String `tfsdk:"workspace_id"`
+	Name                 types.String `tfsdk:"name"`
+	Address              types.String `tfsdk:"address"`
+	SSHPort              types.Int64  `tfsdk:"ssh_port"`
+	Username             types.String `tfsdk:"username"`
+	Password             types.String `tfsdk:"password"`
+	PrivateKey           types.String `tfsdk:"private_key"`
+	PrivateKeyPassphrase types.String `tfsdk:"private_key_passphrase"`
+	// Write-only alternatives (Terraform 1.11+): in the configuration only,
+	// never in plan or state; a change of *_version re-attaches with the new one.
+	PasswordWO                    types.String   `tfsdk:"password_wo"`
+	PasswordWOVersion             types.Int64    `tfsdk:"password_wo_version"`
+	PrivateKeyWO                  types.String   `tfsdk:"private_key_wo"`
+	PrivateKeyWOVersion           types.Int64    `tfsdk:"private_key_wo_version"`
+	PrivateKeyPassphraseWO        types.String   `tfsdk:"private_key_passphrase_wo"`
+	PrivateKeyPassphraseWOVersion types.Int64    `tfsdk:"private_key_passphrase_wo_version"`
+	UseAgent                      types.Bool     `tfsdk:"use_agent"`
+	HostKey                       types.String   `tfsdk:"host_key"`
+	InsecureIgnoreHostKey         types.Bool     `tfsdk:"insecure_ignore_host_key"`
+	Bastion                       types.Object   `tfsdk:"bastion"`
+	RemoteRoot                    types.String   `tfsdk:"remote_root"`
+	ForceDetach                   types.Bool     `tfsdk:"force_detach"`
+	Timeouts                      timeouts.Value `tfsdk:"timeouts"`
 
 	OS                 types.String `tfsdk:"os"`
 	Arch               types.String `tfsdk:"arch"`
@@ -142,6 +150,12 @@ func (r *RemoteComputeResource) Schema(ctx context.Context, req resource.SchemaR
 				MarkdownDescription: "Passphrase of an encrypted `private_key`.",
 				Validators:          []validator.String{stringvalidator.AlsoRequires(path.MatchRoot("private_key"))},
 			},
+			"password_wo":                       writeOnly("password"),
+			"password_wo_version":               woVersion("password_wo"),
+			"private_key_wo":                    writeOnly("private_key"),
+			"private_key_wo_version":            woVersion("private_key_wo"),
+			"private_key_passphrase_wo":         writeOnly("private_key_passphrase"),
+			"private_key_passphrase_wo_version": woVersion("private_key_passphrase_wo"),
 			"use_agent": schema.BoolAttribute{
 				Optional: true, Computed: true, Default: booldefault.StaticBool(false),
 				PlanModifiers:       []planmodifier.Bool{boolplanmodifier.RequiresReplace()},
@@ -195,9 +209,28 @@ func (r *RemoteComputeResource) Schema(ctx context.Context, req resource.SchemaR
 	}
 }
 
+// writeOnly is the Terraform 1.11 write-only alternative of a secret attribute.
+func writeOnly(of string) schema.StringAttribute {
+	return schema.StringAttribute{
+		Optional: true, Sensitive: true, WriteOnly: true,
+		Validators: []validator.String{stringvalidator.ConflictsWith(path.MatchRoot(of))},
+		MarkdownDescription: "Write-only `" + of + "` (Terraform 1.11 or later): read from the configuration at attach and never stored in plan or state. " +
+			"The workspace still keeps it (mode 0600) for later refreshes. Changing it takes effect when `" + of + "_wo_version` changes.",
+	}
+}
+
+func woVersion(of string) schema.Int64Attribute {
+	return schema.Int64Attribute{
+		Optional: true, PlanModifiers: []planmodifier.Int64{int64planmodifier.RequiresReplace()},
+		Validators:          []validator.Int64{int64validator.AlsoRequires(path.MatchRoot(of))},
+		MarkdownDescription: "Any value; change it to re-attach with a new `" + of + "` (write-only values are not compared between plans).",
+	}
+}
+
 func (r *RemoteComputeResource) ConfigValidators(ctx context.Context) []resource.ConfigValidator {
 	return []resource.ConfigValidator{
-		resourcevalidator.AtLeastOneOf(path.MatchRoot("password"), path.MatchRoot("private_key"), path.MatchRoot("use_agent")),
+		resourcevalidator.AtLeastOneOf(path.MatchRoot("password"), path.MatchRoot("private_key"), path.MatchRoot("use_agent"),
+			path.MatchRoot("password_wo"), path.MatchRoot("private_key_wo")),
 		resourcevalidator.Conflicting(path.MatchRoot("host_key"), path.MatchRoot("insecure_ignore_host_key")),
 	}
 }
@@ -261,12 +294,22 @@ func (m *RemoteComputeResourceModel) fill(ctx context.Context, t *engine.Target,
 }
 
 func (r *RemoteComputeResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
-	var plan RemoteComputeResourceModel
+	var plan, config RemoteComputeResourceModel
 	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	resp.Diagnostics.Append(req.Config.Get(ctx, &config)...)
 	if resp.Diagnostics.HasError() {
 		return
 	}
 	spec, creds := plan.spec(ctx, &resp.Diagnostics)
+	// Write-only values exist in the configuration alone.
+	for _, wo := range []struct {
+		v   types.String
+		dst *string
+	}{{config.PasswordWO, &creds.Password}, {config.PrivateKeyWO, &creds.PrivateKey}, {config.PrivateKeyPassphraseWO, &creds.Passphrase}} {
+		if !wo.v.IsNull() && !wo.v.IsUnknown() {
+			*wo.dst, creds.WriteOnly = wo.v.ValueString(), true
+		}
+	}
 	if resp.Diagnostics.HasError() {
 		return
 	}
@@ -304,7 +347,13 @@ func (r *RemoteComputeResource) Read(ctx context.Context, req resource.ReadReque
 			addEngineError(&resp.Diagnostics, "Cannot read compute target credentials", err)
 			return
 		}
-		state.Password, state.PrivateKey, state.PrivateKeyPassphrase = optString(creds.Password), optString(creds.PrivateKey), optString(creds.Passphrase)
+		if creds.WriteOnly {
+			// Attached with write-only secrets: state gets none (the
+			// configuration names the *_wo attributes, with their versions).
+			state.Password, state.PrivateKey, state.PrivateKeyPassphrase = types.StringNull(), types.StringNull(), types.StringNull()
+		} else {
+			state.Password, state.PrivateKey, state.PrivateKeyPassphrase = optString(creds.Password), optString(creds.PrivateKey), optString(creds.Passphrase)
+		}
 		state.ForceDetach = types.BoolValue(false)
 		state.Timeouts = timeouts.Value{Object: types.ObjectNull(state.Timeouts.AttributeTypes(ctx))}
 		state.Bastion = types.ObjectNull(bastionTypes)

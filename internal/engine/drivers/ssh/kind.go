@@ -38,6 +38,9 @@ type Credentials struct {
 	PrivateKey string       `json:"private_key,omitempty"`
 	Passphrase string       `json:"passphrase,omitempty"`
 	Bastion    *Credentials `json:"bastion,omitempty"`
+	// WriteOnly records that they came from write-only attributes, so an
+	// import puts none of them into state.
+	WriteOnly bool `json:"write_only,omitempty"`
 }
 
 // State is what attaching learned about the host.
