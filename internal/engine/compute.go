@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -149,23 +150,71 @@ func (e *Engine) releaseRunBasedPool(ctx context.Context, s *store.Store, rec *r
 	_ = e.DeleteCompute(context.WithoutCancel(ctx), TargetID(s.Dir, rec.Pool), true)
 }
 
-// CheckPlacement is the plan-time check that a run configuration fits its target:
-// a node_count the target cannot provide is refused before anything is applied.
-// Whatever does not exist yet (created in the same apply) is checked at apply.
+// NotePlannedTarget records that this process planned the creation of a
+// compute target. Terraform plans a target before the runs that refer to it,
+// in the same provider process, so CheckPlacement can tell a target this apply
+// creates from one that exists nowhere.
+func (e *Engine) NotePlannedTarget(workspaceID, name string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.planned[cleanID(workspaceID)+targetSep+name] = true
+}
+
+func (e *Engine) plannedTarget(workspaceID, name string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.planned[cleanID(workspaceID)+targetSep+name]
+}
+
+// CheckPlacement is the plan-time check of a run against its target, for what
+// can be known before anything is applied: the target exists (or this plan
+// creates it), it can run node_count nodes, and, where preparing the
+// environment is local and cheap (this machine, a pool), the run
+// configuration's environment can be had (an interpreter that exists, a Python
+// version that is installed). Whatever does not exist yet (created in the same
+// apply) is checked at apply.
 func (e *Engine) CheckPlacement(ctx context.Context, workspaceID, targetName, runConfigID string) error {
 	s, err := e.open(ctx, workspaceID)
 	if err != nil {
 		return nil
 	}
 	rc, err := e.ReadRunConfig(ctx, runConfigID)
-	if err != nil || rc.Spec.NodeCount <= 1 {
-		return nil
-	}
-	drv, err := e.driverFor(ctx, s, targetName)
 	if err != nil {
 		return nil
 	}
-	return checkNodes(ctx, drv, "compute_target", rc.Spec.Name, rc.Spec.NodeCount, targetName)
+	if targetName == RunBasedTarget {
+		targetName = LocalTarget // its pool's nodes run here
+	}
+	drv, err := e.driverFor(ctx, s, targetName)
+	if err != nil {
+		var fe *FieldError
+		if errors.As(err, &fe) && !e.plannedTarget(s.Dir, targetName) {
+			return fieldErr("compute_target", "%s; if this configuration creates it, refer to it (compute_target = aml_remote_compute.<name>.name or aml_compute.<name>.name) so that Terraform plans it first", fe.Msg)
+		}
+		return nil
+	}
+	if err := checkNodes(ctx, drv, "compute_target", rc.Spec.Name, rc.Spec.NodeCount, targetName); err != nil {
+		return err
+	}
+	caps, err := drv.Capabilities(ctx)
+	if err != nil || !caps.PlanTimeEnvironment {
+		return nil
+	}
+	key := s.Dir + targetSep + targetName + "\x00" + rc.EnvironmentHash
+	e.mu.Lock()
+	cached, seen := e.planEnv[key]
+	e.mu.Unlock()
+	if !seen {
+		_, perr := drv.PrepareEnvironment(ctx, rc.Spec.Environment)
+		var fe *FieldError
+		if errors.As(perr, &fe) {
+			cached = fieldErr("run_configuration_id", "run configuration %q cannot run on target %q: %v", rc.Spec.Name, targetName, perr)
+		}
+		e.mu.Lock()
+		e.planEnv[key] = cached
+		e.mu.Unlock()
+	}
+	return cached
 }
 
 // checkNodes refuses a node_count the target cannot run.

@@ -60,6 +60,11 @@ type Engine struct {
 	mu     sync.Mutex
 	stores map[string]*store.Store
 	pool   *remote.Pool // SSH connections, one per host; created on first use
+
+	// planned are the targets this process has planned to create (see
+	// NotePlannedTarget); planEnv caches plan-time environment checks.
+	planned map[string]bool
+	planEnv map[string]error
 }
 
 // New returns an Engine with defaults filled in.
@@ -88,9 +93,11 @@ func New(opts Options) (*Engine, error) {
 	}
 	host, _ := os.Hostname()
 	return &Engine{
-		opts:   opts,
-		owner:  fmt.Sprintf("%s:%d:%d", host, os.Getpid(), hostrun.SelfStartTicks()),
-		stores: map[string]*store.Store{},
+		opts:    opts,
+		owner:   fmt.Sprintf("%s:%d:%d", host, os.Getpid(), hostrun.SelfStartTicks()),
+		stores:  map[string]*store.Store{},
+		planned: map[string]bool{},
+		planEnv: map[string]error{},
 	}, nil
 }
 

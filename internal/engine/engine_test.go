@@ -496,8 +496,14 @@ func TestRunConfigValidation(t *testing.T) {
 		{"bad env var name", func(s *engine.RunConfigSpec) { s.EnvironmentVariables = map[string]string{"1BAD": "x"} }, "environment_variables"},
 		{"docker without image", func(s *engine.RunConfigSpec) { s.Environment.Docker = &env.Docker{Enabled: true} }, "environment.docker.base_image"},
 		{"pip option as package", func(s *engine.RunConfigSpec) {
-			s.Environment.Python.Conda = &env.CondaDependencies{PipPackages: []string{"numpy", "--pre"}}
+			s.Environment.Python = &env.Python{Conda: &env.CondaDependencies{PipPackages: []string{"numpy", "--pre"}}}
 		}, "environment.python.conda_dependencies.pip_packages[1]"},
+		{"not a PEP 508 requirement", func(s *engine.RunConfigSpec) {
+			s.Environment.Python = &env.Python{Conda: &env.CondaDependencies{PipPackages: []string{"numpy", "scikit-learn=1.5"}}}
+		}, "environment.python.conda_dependencies.pip_packages[1]"},
+		{"user-managed with dependencies", func(s *engine.RunConfigSpec) {
+			s.Environment.Python.Conda = &env.CondaDependencies{PipPackages: []string{"numpy"}}
+		}, "environment.python.conda_dependencies"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -8,10 +8,12 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/openaml/terraform-provider-aml/internal/engine"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 )
 
@@ -178,4 +180,31 @@ func TestWaitRunInterruptedCancels(t *testing.T) {
 		t.Fatalf("run = %s/%s, want Canceled/canceled", r.Status, r.FailureReason)
 	}
 	assertGone(t, pid)
+}
+
+func TestCheckProgram(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		script  string
+		command []string
+		args    []string
+		vars    map[string]string
+		attr    string
+	}{
+		{"NUL in an argument", "train.py", nil, []string{"ok", "a\x00b"}, nil, "arguments[1]"},
+		{"NUL in the command", "", []string{"python3", "x\x00"}, nil, nil, "command[1]"},
+		{"argument over MAX_ARG_STRLEN", "train.py", nil, []string{strings.Repeat("x", 200<<10)}, nil, "arguments[0]"},
+		{"too much in total", "train.py", nil, slices.Repeat([]string{strings.Repeat("y", 100<<10)}, 12), nil, "arguments"},
+		{"bad variable name", "train.py", nil, nil, map[string]string{"A=B": "1"}, "environment_variables"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := engine.CheckProgram(tc.script, tc.command, tc.args, tc.vars)
+			if fe := fieldErr(t, err); fe.Attr != tc.attr {
+				t.Fatalf("attr %q (%v), want %q", fe.Attr, err, tc.attr)
+			}
+		})
+	}
+	if err := engine.CheckProgram("train.py", nil, []string{"--lr", "0.1"}, map[string]string{"EPOCHS": "3"}); err != nil {
+		t.Fatalf("a normal program: %v", err)
+	}
 }

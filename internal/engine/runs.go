@@ -263,6 +263,9 @@ func (e *Engine) validateSubmission(ctx context.Context, req RunRequest) (*submi
 	if (req.Script == "") == (len(req.Command) == 0) {
 		return nil, fieldErr("script", "exactly one of script or command must be set")
 	}
+	if err := CheckProgram(req.Script, req.Command, req.Arguments, req.EnvironmentVariables); err != nil {
+		return nil, err
+	}
 	sub.srcDir = e.abs(req.SourceDirectory)
 	if sub.sum, sub.manifest, err = e.PlanSnapshot(ctx, sub.srcDir); err != nil {
 		return nil, err

@@ -268,6 +268,13 @@ func (r *ExperimentRunResource) ModifyPlan(ctx context.Context, req resource.Mod
 		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("snapshot_bytes"), types.Int64Unknown())...)
 		return
 	}
+	if !plan.Script.IsUnknown() && fullyKnown(plan.Command) && fullyKnown(plan.Arguments) && fullyKnown(plan.EnvironmentVariables) {
+		if err := engine.CheckProgram(plan.Script.ValueString(), stringList(ctx, plan.Command, &resp.Diagnostics),
+			stringList(ctx, plan.Arguments, &resp.Diagnostics), stringMap(ctx, plan.EnvironmentVariables, &resp.Diagnostics)); err != nil {
+			addEngineError(&resp.Diagnostics, "Cannot run this program", err)
+			return
+		}
+	}
 	sum, manifest, err := r.eng.PlanSnapshot(ctx, plan.SourceDirectory.ValueString())
 	if err != nil {
 		addEngineError(&resp.Diagnostics, "Cannot snapshot source_directory", err)
@@ -377,6 +384,30 @@ func (m *ExperimentRunResourceModel) fillInputs(ctx context.Context, run *engine
 	m.WaitForCompletion = types.BoolValue(true)
 	m.AllowFailure = types.BoolValue(false)
 	m.RunBasedCompute = types.ObjectNull(map[string]attr.Type{"vm_size": types.StringType, "max_nodes": types.Int64Type})
+}
+
+// fullyKnown reports whether a list or map and every element of it is known.
+func fullyKnown(v interface {
+	IsUnknown() bool
+}) bool {
+	if v.IsUnknown() {
+		return false
+	}
+	var elems []attr.Value
+	switch x := v.(type) {
+	case types.List:
+		elems = x.Elements()
+	case types.Map:
+		for _, e := range x.Elements() {
+			elems = append(elems, e)
+		}
+	}
+	for _, e := range elems {
+		if e.IsUnknown() {
+			return false
+		}
+	}
+	return true
 }
 
 func known(v interface {

@@ -600,7 +600,7 @@ resource "aml_run_configuration" "other" {
 		}
 		var b strings.Builder
 		b.WriteString(base + "\nresource \"aml_experiment_run\" \"bad\" {\n")
-		for _, k := range []string{"workspace_id", "experiment_name", "source_directory", "script", "command", "compute_target", "run_configuration_id"} {
+		for _, k := range []string{"workspace_id", "experiment_name", "source_directory", "script", "command", "arguments", "compute_target", "run_configuration_id"} {
 			if v, ok := all[k]; ok && v != "-" {
 				fmt.Fprintf(&b, "  %s = %s\n", k, v)
 			}
@@ -648,6 +648,15 @@ resource "aml_run_configuration" "other" {
 			{
 				Config:      withRun(map[string]string{"compute_target": `"gpu-cluster"`}),
 				ExpectError: wrappedAll(`compute_target: unknown compute target "gpu-cluster"`, "local"),
+			},
+			{
+				// Refused at plan: nothing is recorded (checkNoRuns below).
+				Config:      withRun(map[string]string{"arguments": `["ok", "a\u0000b"]`}),
+				ExpectError: wrappedAll("arguments[1]:", "contains a NUL byte"),
+			},
+			{
+				Config:      withRun(map[string]string{"arguments": fmt.Sprintf("[%q]", strings.Repeat("x", 200<<10))}),
+				ExpectError: wrappedAll("arguments[0]:", "MAX_ARG_STRLEN"),
 			},
 			{
 				Config:      withRun(map[string]string{"run_configuration_id": "aml_run_configuration.other.id"}),

@@ -197,6 +197,23 @@ resource "aml_run_configuration" "test" {
 				Config:      config(`max_run_duration_seconds = 0`),
 				ExpectError: wrapped("Attribute max_run_duration_seconds value must be at least 1, got: 0"),
 			},
+			{
+				Config: config(`environment = {
+    python = {
+      conda_dependencies = { pip_packages = ["numpy", "scikit-learn=1.5"] }
+    }
+  }`),
+				ExpectError: wrappedAll("pip_packages[1]:", `"scikit-learn=1.5" is not a PEP 508 requirement`),
+			},
+			{
+				Config: config(`environment = {
+    python = {
+      user_managed_dependencies = true
+      conda_dependencies        = { pip_packages = ["numpy"] }
+    }
+  }`),
+				ExpectError: wrappedAll("environment.python.conda_dependencies:", "user_managed_dependencies = true", "installs nothing"),
+			},
 		},
 	})
 }

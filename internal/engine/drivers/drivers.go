@@ -47,6 +47,10 @@ type Capabilities struct {
 	Docker bool
 	// GPUs is how many GPUs one node has.
 	GPUs int
+	// PlanTimeEnvironment is whether PrepareEnvironment is local and cheap
+	// (it contacts no host): the engine then also calls it at plan time, so
+	// a missing interpreter is a plan error.
+	PlanTimeEnvironment bool
 }
 
 // Program is what a run executes: a script of the snapshot run by the

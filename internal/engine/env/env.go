@@ -9,11 +9,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/openaml/terraform-provider-aml/internal/engine/field"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/openaml/terraform-provider-aml/internal/engine/field"
 )
 
 // Environment is the environment section of a run configuration.
@@ -81,10 +82,19 @@ func (e Environment) Validate() error {
 	if d := e.Dock(); d.Enabled && strings.TrimSpace(d.BaseImage) == "" {
 		return &field.Error{Attr: "environment.docker.base_image", Msg: "is required when environment.docker.enabled is true"}
 	}
+	if py := e.Py(); py.UserManagedDependencies && py.Conda != nil {
+		// Silently ignoring the packages would run without them.
+		return &field.Error{Attr: "environment.python.conda_dependencies", Msg: "is set, but environment.python.user_managed_dependencies = true runs interpreter_path as is and installs nothing; " +
+			"remove conda_dependencies, or set user_managed_dependencies = false to have them installed"}
+	}
 	if c := e.Py().Conda; c != nil {
 		for i, p := range c.PipPackages {
+			attr := fmt.Sprintf("environment.python.conda_dependencies.pip_packages[%d]", i)
 			if strings.HasPrefix(strings.TrimSpace(p), "-") {
-				return &field.Error{Attr: fmt.Sprintf("environment.python.conda_dependencies.pip_packages[%d]", i), Msg: fmt.Sprintf("%q looks like a pip option; put index settings in pip_options", p)}
+				return &field.Error{Attr: attr, Msg: fmt.Sprintf("%q looks like a pip option; put index settings in pip_options", p)}
+			}
+			if err := CheckRequirement(p); err != nil {
+				return &field.Error{Attr: attr, Msg: fmt.Sprintf("%q is not a PEP 508 requirement: it %v", p, err)}
 			}
 		}
 	}
