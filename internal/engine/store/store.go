@@ -7,10 +7,12 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -50,6 +52,35 @@ type Meta struct {
 type Store struct {
 	Dir string
 	db  *sql.DB
+}
+
+// checkHeader refuses a file that is not SQLite, or a SQLite database of
+// another application, from its 100-byte header alone. A header without an
+// application id is left to the full check when a WAL file exists (the id may
+// still be in the WAL after a crash).
+func checkHeader(dbPath string) error {
+	f, err := os.Open(dbPath)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var h [100]byte
+	n, _ := io.ReadFull(f, h[:])
+	if n == 0 {
+		return nil // a store being created
+	}
+	if n < len(h) || string(h[:16]) != "SQLite format 3\x00" {
+		return fmt.Errorf("workspace store %s is corrupt or not a SQLite database: %w", dbPath, ErrNotWorkspace)
+	}
+	switch id := int64(binary.BigEndian.Uint32(h[68:72])); {
+	case id == applicationID:
+		return nil
+	case id == 0:
+		if _, err := os.Stat(dbPath + "-wal"); err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s is a SQLite database but not an aml workspace store: %w", dbPath, ErrNotWorkspace)
 }
 
 func dsn(path string) string {
@@ -191,6 +222,11 @@ func Open(ctx context.Context, dir string) (*Store, error) {
 	dbPath := filepath.Join(dir, DBFile)
 	if _, err := os.Stat(dbPath); err != nil {
 		return nil, fmt.Errorf("workspace %s has no %s: %w", dir, DBFile, ErrNotFound)
+	}
+	// Look before writing anything: opening switches the database to WAL
+	// mode, which must never happen to someone else's file.
+	if err := checkHeader(dbPath); err != nil {
+		return nil, err
 	}
 	db, err := sql.Open("sqlite", dsn(dbPath))
 	if err != nil {

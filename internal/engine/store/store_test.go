@@ -281,6 +281,14 @@ func TestOpenErrors(t *testing.T) {
 		if err := db.QueryRow(`SELECT count(*) FROM sqlite_master WHERE name = 'runs'`).Scan(&n); err != nil || n != 0 {
 			t.Errorf("foreign database was modified: runs tables = %d, %v", n, err)
 		}
+		// Nor switched to WAL mode: nothing was written before the refusal.
+		var mode string
+		if err := db.QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil || mode != "delete" {
+			t.Errorf("foreign database journal_mode = %q (%v), want it left at delete", mode, err)
+		}
+		if _, err := os.Stat(dbPath + "-wal"); err == nil {
+			t.Error("a WAL file was created next to the foreign database")
+		}
 	})
 
 	t.Run("garbage file", func(t *testing.T) {
