@@ -30,10 +30,10 @@ resource "aml_run_configuration" "sklearn" {
   name         = "sklearn"
   framework    = "Python"
 
-  environment = {
-    python = {
+  environment {
+    python {
       user_managed_dependencies = false
-      conda_dependencies = {
+      conda_dependencies {
         python_version = "3"
         pip_packages   = ["scikit-learn==1.5.*"]
       }

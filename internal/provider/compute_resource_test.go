@@ -58,7 +58,12 @@ resource "aml_run_configuration" "py" {
   workspace_id = aml_workspace.ws.id
   name         = "py"
   node_count   = %d
-  environment  = { python = { user_managed_dependencies = true, interpreter_path = %q } }
+  environment {
+    python {
+       user_managed_dependencies = true
+       interpreter_path = %q
+     }
+  }
 }
 
 locals {
@@ -353,7 +358,12 @@ resource "aml_workspace" "ws" {
 resource "aml_run_configuration" "py" {
   workspace_id = aml_workspace.ws.id
   name         = "py"
-  environment  = { python = { user_managed_dependencies = true, interpreter_path = %q } }
+  environment {
+    python {
+       user_managed_dependencies = true
+       interpreter_path = %q
+     }
+  }
 }
 
 resource "aml_experiment_run" "rb" {
@@ -374,7 +384,10 @@ resource "aml_experiment_run" "rb" {
 		Steps: []resource.TestStep{
 			{Config: cfg(""), ExpectError: wrapped("run_based_compute: compute_target = \"amlcompute\" creates a pool")},
 			{
-				Config: cfg(`run_based_compute = { vm_size = "STANDARD_D1_V2", max_nodes = 1 }`),
+				Config: cfg(`run_based_compute {
+				  vm_size = "STANDARD_D1_V2"
+				  max_nodes = 1
+				}`),
 				ConfigStateChecks: []statecheck.StateCheck{
 					statecheck.ExpectKnownValue("aml_experiment_run.rb", tfjsonpath.New("status"), knownvalue.StringExact("Completed")),
 					statecheck.ExpectKnownValue("aml_experiment_run.rb", tfjsonpath.New("metrics").AtMapKey("c"), knownvalue.Float64Exact(2)),

@@ -31,12 +31,15 @@ resource "aml_workspace" "ws" {
 resource "aml_run_configuration" "sys" {
   workspace_id = aml_workspace.ws.id
   name         = "sys"
-  environment = {
-    python = {
+  environment {
+    python {
       user_managed_dependencies = false
-      conda_dependencies = {
+      conda_dependencies {
         pip_packages = ["tinypkg==%s"]
-        pip_options  = { find_links = [%q], no_index = true }
+        pip_options {
+          find_links = [%q]
+          no_index = true
+        }
       }
     }
   }

@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
 	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/listvalidator"
+	"github.com/hashicorp/terraform-plugin-framework-validators/objectvalidator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
 	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
@@ -145,14 +146,6 @@ func (r *ExperimentRunResource) Schema(ctx context.Context, req resource.SchemaR
 				Default:             stringdefault.StaticString(engine.LocalTarget),
 				MarkdownDescription: "Where the run executes: `local` (default) is the machine running Terraform; the `name` of an `aml_remote_compute` or `aml_compute`; or `amlcompute` with `run_based_compute` for a pool created for this run and deleted after it.",
 			},
-			"run_based_compute": schema.SingleNestedAttribute{
-				Optional: true, PlanModifiers: []planmodifier.Object{objectplanmodifier.RequiresReplace()},
-				MarkdownDescription: "With `compute_target = \"amlcompute\"`: the pool created for this run alone (nodes start for it and stop as soon as they are idle) and deleted when the run has ended.",
-				Attributes: map[string]schema.Attribute{
-					"vm_size":   schema.StringAttribute{Required: true, MarkdownDescription: "Node size, as `aml_compute`'s `vm_size`.", Validators: []validator.String{vmSizeValidator{}}},
-					"max_nodes": schema.Int64Attribute{Optional: true, MarkdownDescription: "Nodes of the pool (at least the run configuration's `node_count`). Default 1.", Validators: []validator.Int64{int64validator.AtLeast(1)}},
-				},
-			},
 			"run_configuration_id": schema.StringAttribute{
 				Required: true, PlanModifiers: replaceStr,
 				MarkdownDescription: "The `id` of an `aml_run_configuration` in the same workspace. Replacing the configuration replaces the run.",
@@ -226,6 +219,17 @@ func (r *ExperimentRunResource) Schema(ctx context.Context, req resource.SchemaR
 			},
 			"snapshot_bytes": schema.Int64Attribute{Computed: true, MarkdownDescription: "Total size of the snapshot's files."},
 		},
+		Blocks: map[string]schema.Block{
+			"run_based_compute": schema.SingleNestedBlock{
+				PlanModifiers:       []planmodifier.Object{objectplanmodifier.RequiresReplace()},
+				MarkdownDescription: "With `compute_target = \"amlcompute\"`: the pool created for this run alone (nodes start for it and stop as soon as they are idle) and deleted when the run has ended.",
+				Validators:          []validator.Object{objectvalidator.AlsoRequires(path.MatchRelative().AtName("vm_size"))},
+				Attributes: map[string]schema.Attribute{
+					"vm_size":   schema.StringAttribute{Optional: true, MarkdownDescription: "Node size, as `aml_compute`'s `vm_size` (required in the block).", Validators: []validator.String{vmSizeValidator{}}},
+					"max_nodes": schema.Int64Attribute{Optional: true, MarkdownDescription: "Nodes of the pool (at least the run configuration's `node_count`). Default 1.", Validators: []validator.Int64{int64validator.AtLeast(1)}},
+				},
+			},
+		},
 	}
 }
 
@@ -244,7 +248,7 @@ func (r *ExperimentRunResource) ValidateConfig(ctx context.Context, req resource
 	switch {
 	case runBased && m.RunBasedCompute.IsNull():
 		resp.Diagnostics.AddAttributeError(path.Root("run_based_compute"), "Missing run_based_compute",
-			`run_based_compute: compute_target = "amlcompute" creates a pool for this run; say which with run_based_compute = { vm_size = "...", max_nodes = N }`)
+			`run_based_compute: compute_target = "amlcompute" creates a pool for this run; say which with a block run_based_compute { vm_size = "...", max_nodes = N }`)
 	case !runBased && !m.RunBasedCompute.IsNull():
 		resp.Diagnostics.AddAttributeError(path.Root("run_based_compute"), "Unexpected run_based_compute",
 			fmt.Sprintf(`run_based_compute: only used with compute_target = "amlcompute", not %q`, m.ComputeTarget.ValueString()))

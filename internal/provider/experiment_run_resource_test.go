@@ -76,8 +76,8 @@ resource "aml_workspace" "ws" {
 resource "aml_run_configuration" "py" {
   workspace_id = aml_workspace.ws.id
   name         = "py"
-  environment = {
-    python = {
+  environment {
+    python {
       user_managed_dependencies = true
       interpreter_path          = %q
     }
@@ -561,8 +561,8 @@ func TestAccExperimentRunResource_badInput(t *testing.T) {
 resource "aml_run_configuration" "missing_python" {
   workspace_id = aml_workspace.ws.id
   name         = "missing-python"
-  environment = {
-    python = {
+  environment {
+    python {
       user_managed_dependencies = true
       interpreter_path          = "/nonexistent/python"
     }
@@ -578,8 +578,8 @@ resource "aml_workspace" "other" {
 resource "aml_run_configuration" "other" {
   workspace_id = aml_workspace.other.id
   name         = "py"
-  environment = {
-    python = {
+  environment {
+    python {
       user_managed_dependencies = true
       interpreter_path          = %q
     }

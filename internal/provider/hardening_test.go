@@ -139,7 +139,12 @@ resource "aml_remote_compute" "host" {
 resource "aml_run_configuration" "py" {
   workspace_id = aml_workspace.ws.id
   name         = "host-python"
-  environment  = { python = { user_managed_dependencies = true, interpreter_path = "python3" } }
+  environment {
+    python {
+       user_managed_dependencies = true
+       interpreter_path = "python3"
+     }
+  }
 }
 
 resource "aml_experiment_run" "remote" {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
 	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
+	"github.com/hashicorp/terraform-plugin-framework-validators/objectvalidator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/resourcevalidator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
 	"github.com/hashicorp/terraform-plugin-framework/attr"
@@ -171,19 +172,6 @@ func (r *RemoteComputeResource) Schema(ctx context.Context, req resource.SchemaR
 				PlanModifiers:       []planmodifier.Bool{boolplanmodifier.RequiresReplace()},
 				MarkdownDescription: "Skip host key verification. Only for throwaway hosts: it allows a man in the middle.",
 			},
-			"bastion": schema.SingleNestedAttribute{
-				Optional: true, PlanModifiers: []planmodifier.Object{objectplanmodifier.RequiresReplace()},
-				MarkdownDescription: "A jump host to reach `address` through.",
-				Attributes: map[string]schema.Attribute{
-					"address":                schema.StringAttribute{Required: true, MarkdownDescription: "Bastion host."},
-					"ssh_port":               schema.Int64Attribute{Optional: true, MarkdownDescription: "Bastion SSH port. Default 22.", Validators: []validator.Int64{int64validator.Between(1, 65535)}},
-					"username":               schema.StringAttribute{Required: true, MarkdownDescription: "Bastion user."},
-					"password":               schema.StringAttribute{Optional: true, Sensitive: true, MarkdownDescription: "Bastion password."},
-					"private_key":            schema.StringAttribute{Optional: true, Sensitive: true, MarkdownDescription: "Bastion private key."},
-					"private_key_passphrase": schema.StringAttribute{Optional: true, Sensitive: true, MarkdownDescription: "Passphrase of the bastion key."},
-					"host_key":               schema.StringAttribute{Optional: true, MarkdownDescription: "Bastion host key; without it the first key seen is pinned."},
-				},
-			},
 			"remote_root": schema.StringAttribute{
 				Optional: true, Computed: true,
 				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown(), stringplanmodifier.RequiresReplaceIfConfigured()},
@@ -205,6 +193,22 @@ func (r *RemoteComputeResource) Schema(ctx context.Context, req resource.SchemaR
 			"docker_available":     schema.BoolAttribute{Computed: true, PlanModifiers: []planmodifier.Bool{boolplanmodifier.UseStateForUnknown()}, MarkdownDescription: "Whether a Docker engine answers on the host."},
 			"host_key_fingerprint": computedStr("The host key's fingerprint, `SHA256:...` as `ssh-keygen -lf` prints it."),
 			"provisioning_state":   computedStr("`Succeeded` once attached."),
+		},
+		Blocks: map[string]schema.Block{
+			"bastion": schema.SingleNestedBlock{
+				PlanModifiers:       []planmodifier.Object{objectplanmodifier.RequiresReplace()},
+				MarkdownDescription: "A jump host to reach `address` through.",
+				Validators:          []validator.Object{objectvalidator.AlsoRequires(path.MatchRelative().AtName("address"), path.MatchRelative().AtName("username"))},
+				Attributes: map[string]schema.Attribute{
+					"address":                schema.StringAttribute{Optional: true, MarkdownDescription: "Bastion host (required in the block)."},
+					"ssh_port":               schema.Int64Attribute{Optional: true, MarkdownDescription: "Bastion SSH port. Default 22.", Validators: []validator.Int64{int64validator.Between(1, 65535)}},
+					"username":               schema.StringAttribute{Optional: true, MarkdownDescription: "Bastion user (required in the block)."},
+					"password":               schema.StringAttribute{Optional: true, Sensitive: true, MarkdownDescription: "Bastion password."},
+					"private_key":            schema.StringAttribute{Optional: true, Sensitive: true, MarkdownDescription: "Bastion private key."},
+					"private_key_passphrase": schema.StringAttribute{Optional: true, Sensitive: true, MarkdownDescription: "Passphrase of the bastion key."},
+					"host_key":               schema.StringAttribute{Optional: true, MarkdownDescription: "Bastion host key; without it the first key seen is pinned."},
+				},
+			},
 		},
 	}
 }

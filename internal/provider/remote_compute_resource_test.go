@@ -27,7 +27,7 @@ func remoteConfig(wsDir string, srv, bastion *sshd.Server, hostKey, src, script 
 	}
 	b := ""
 	if bastion != nil {
-		b = fmt.Sprintf(`bastion = {
+		b = fmt.Sprintf(`bastion {
     address     = "127.0.0.1"
     ssh_port    = %d
     username    = %q
@@ -57,7 +57,12 @@ resource "aml_remote_compute" "host" {
 resource "aml_run_configuration" "py" {
   workspace_id = aml_workspace.ws.id
   name         = "host-python"
-  environment  = { python = { user_managed_dependencies = true, interpreter_path = "python3" } }
+  environment {
+    python {
+       user_managed_dependencies = true
+       interpreter_path = "python3"
+     }
+  }
 }
 
 resource "aml_experiment_run" "remote" {

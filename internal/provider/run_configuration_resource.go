@@ -163,65 +163,6 @@ func (r *RunConfigurationResource) Schema(ctx context.Context, req resource.Sche
 				Validators:          []validator.Int64{int64validator.AtLeast(1)},
 				PlanModifiers:       []planmodifier.Int64{int64planmodifier.RequiresReplace()},
 			},
-			"environment": schema.SingleNestedAttribute{
-				Optional:            true,
-				MarkdownDescription: "The Python environment. Omitted means system-managed: a virtual environment of the target's default `python3`, with nothing installed.",
-				PlanModifiers:       []planmodifier.Object{objectplanmodifier.RequiresReplace()},
-				Attributes: map[string]schema.Attribute{
-					"python": schema.SingleNestedAttribute{
-						Optional:            true,
-						MarkdownDescription: "Who provides the interpreter and packages.",
-						Attributes: map[string]schema.Attribute{
-							"user_managed_dependencies": schema.BoolAttribute{
-								Optional: true, Computed: true,
-								Default: booldefault.StaticBool(false),
-								MarkdownDescription: "`true`: run with `interpreter_path` as it is on the target. `false` (default, as Azure): the provider builds an environment " +
-									"from `conda_dependencies` once per environment hash on each target (with `uv` when the target has it, else `python -m venv` + pip; " +
-									"conda, mamba or micromamba for `conda_packages`) and reuses it for every later run.",
-							},
-							"interpreter_path": schema.StringAttribute{
-								Optional:            true,
-								MarkdownDescription: "Interpreter for user-managed environments: a name looked up on `PATH` or a path. Default `" + env.DefaultInterpreter + "`.",
-								Validators:          []validator.String{stringvalidator.LengthAtLeast(1)},
-							},
-							"conda_dependencies": schema.SingleNestedAttribute{
-								Optional:            true,
-								MarkdownDescription: "Python version and packages of a system-managed environment. Package order does not matter; a changed pin is a new environment.",
-								Attributes: map[string]schema.Attribute{
-									"python_version": schema.StringAttribute{Optional: true, MarkdownDescription: "Python version, e.g. `3.11`: an interpreter on the target must provide it (the error lists those found). Default: the target's `python3`."},
-									"channels":       schema.ListAttribute{ElementType: types.StringType, Optional: true, MarkdownDescription: "Conda channels, in priority order."},
-									"conda_packages": schema.ListAttribute{ElementType: types.StringType, Optional: true, MarkdownDescription: "Conda package specs."},
-									"pip_packages": schema.ListAttribute{
-										ElementType: types.StringType, Optional: true,
-										MarkdownDescription: "pip requirement specs, e.g. `scikit-learn==1.5.*`. Options such as `--index-url` belong in `pip_options`.",
-										Validators:          []validator.List{listvalidator.ValueStringsAre(stringvalidator.RegexMatches(notOption, "must be a requirement, not a pip option; put index settings in pip_options"))},
-									},
-									"pip_options": schema.SingleNestedAttribute{
-										Optional:            true,
-										MarkdownDescription: "Package index settings.",
-										Attributes: map[string]schema.Attribute{
-											"index_url":        schema.StringAttribute{Optional: true, MarkdownDescription: "Replaces the default package index."},
-											"extra_index_urls": schema.ListAttribute{ElementType: types.StringType, Optional: true, MarkdownDescription: "Additional indexes."},
-											"find_links":       schema.ListAttribute{ElementType: types.StringType, Optional: true, MarkdownDescription: "Directories or pages of wheels."},
-											"no_index":         schema.BoolAttribute{Optional: true, MarkdownDescription: "Install from `find_links` only (pip's `--no-index`)."},
-										},
-									},
-								},
-							},
-						},
-					},
-					"docker": schema.SingleNestedAttribute{
-						Optional:            true,
-						MarkdownDescription: "Run inside a container image; the target needs a working Docker engine (checked before the run is submitted).",
-						Attributes: map[string]schema.Attribute{
-							"enabled":    schema.BoolAttribute{Optional: true, Computed: true, Default: booldefault.StaticBool(false), MarkdownDescription: "Run in Docker. Default `false`."},
-							"base_image": schema.StringAttribute{Optional: true, MarkdownDescription: "Image to run in; required when `enabled`."},
-							"shm_size":   schema.StringAttribute{Optional: true, MarkdownDescription: "Shared memory size, e.g. `2g`."},
-							"arguments":  schema.ListAttribute{ElementType: types.StringType, Optional: true, MarkdownDescription: "Extra `docker run` arguments."},
-						},
-					},
-				},
-			},
 			"environment_variables": schema.MapAttribute{
 				ElementType:         types.StringType,
 				Optional:            true,
@@ -240,6 +181,69 @@ func (r *RunConfigurationResource) Schema(ctx context.Context, req resource.Sche
 				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
 			},
 		},
+		Blocks: map[string]schema.Block{"environment": environmentBlock()},
+	}
+}
+
+// environmentBlock is the run configuration's environment. Blocks, not
+// object-valued attributes: Terraform drops an unknown key of an object value
+// before the provider sees it (a typo such as shm_sise would pass silently),
+// while an unknown argument in a block is an error at validate.
+func environmentBlock() schema.SingleNestedBlock {
+	pipOptions := schema.SingleNestedBlock{
+		MarkdownDescription: "Package index settings.",
+		Attributes: map[string]schema.Attribute{
+			"index_url":        schema.StringAttribute{Optional: true, MarkdownDescription: "Replaces the default package index."},
+			"extra_index_urls": schema.ListAttribute{ElementType: types.StringType, Optional: true, MarkdownDescription: "Additional indexes."},
+			"find_links":       schema.ListAttribute{ElementType: types.StringType, Optional: true, MarkdownDescription: "Directories or pages of wheels."},
+			"no_index":         schema.BoolAttribute{Optional: true, MarkdownDescription: "Install from `find_links` only (pip's `--no-index`)."},
+		},
+	}
+	conda := schema.SingleNestedBlock{
+		MarkdownDescription: "Python version and packages of a system-managed environment. Package order does not matter; a changed pin is a new environment.",
+		Attributes: map[string]schema.Attribute{
+			"python_version": schema.StringAttribute{Optional: true, MarkdownDescription: "Python version, e.g. `3.11`: an interpreter on the target must provide it (the error lists those found). Default: the target's `python3`."},
+			"channels":       schema.ListAttribute{ElementType: types.StringType, Optional: true, MarkdownDescription: "Conda channels, in priority order."},
+			"conda_packages": schema.ListAttribute{ElementType: types.StringType, Optional: true, MarkdownDescription: "Conda package specs."},
+			"pip_packages": schema.ListAttribute{
+				ElementType: types.StringType, Optional: true,
+				MarkdownDescription: "pip requirement specs (PEP 508), e.g. `scikit-learn==1.5.*`. Options such as `--index-url` belong in `pip_options`.",
+				Validators:          []validator.List{listvalidator.ValueStringsAre(stringvalidator.RegexMatches(notOption, "must be a requirement, not a pip option; put index settings in pip_options"))},
+			},
+		},
+		Blocks: map[string]schema.Block{"pip_options": pipOptions},
+	}
+	python := schema.SingleNestedBlock{
+		MarkdownDescription: "Who provides the interpreter and packages.",
+		Attributes: map[string]schema.Attribute{
+			"user_managed_dependencies": schema.BoolAttribute{
+				Optional: true, Computed: true,
+				Default: booldefault.StaticBool(false),
+				MarkdownDescription: "`true`: run with `interpreter_path` as it is on the target. `false` (default, as Azure): the provider builds an environment " +
+					"from `conda_dependencies` once per environment hash on each target (with `uv` when the target has it, else `python -m venv` + pip; " +
+					"conda, mamba or micromamba for `conda_packages`) and reuses it for every later run.",
+			},
+			"interpreter_path": schema.StringAttribute{
+				Optional:            true,
+				MarkdownDescription: "Interpreter for user-managed environments: a name looked up on `PATH` or a path. Default `" + env.DefaultInterpreter + "`.",
+				Validators:          []validator.String{stringvalidator.LengthAtLeast(1)},
+			},
+		},
+		Blocks: map[string]schema.Block{"conda_dependencies": conda},
+	}
+	docker := schema.SingleNestedBlock{
+		MarkdownDescription: "Run inside a container image; the target needs a working Docker engine (checked before the run is submitted).",
+		Attributes: map[string]schema.Attribute{
+			"enabled":    schema.BoolAttribute{Optional: true, Computed: true, Default: booldefault.StaticBool(false), MarkdownDescription: "Run in Docker. Default `false`."},
+			"base_image": schema.StringAttribute{Optional: true, MarkdownDescription: "Image to run in; required when `enabled`."},
+			"shm_size":   schema.StringAttribute{Optional: true, MarkdownDescription: "Shared memory size, e.g. `2g`."},
+			"arguments":  schema.ListAttribute{ElementType: types.StringType, Optional: true, MarkdownDescription: "Extra `docker run` arguments."},
+		},
+	}
+	return schema.SingleNestedBlock{
+		MarkdownDescription: "The Python environment. Omitted means system-managed: a virtual environment of the target's default `python3`, with nothing installed.",
+		PlanModifiers:       []planmodifier.Object{objectplanmodifier.RequiresReplace()},
+		Blocks:              map[string]schema.Block{"python": python, "docker": docker},
 	}
 }
 

@@ -35,8 +35,8 @@ resource "aml_run_configuration" "test" {
   workspace_id = aml_workspace.ws.id
   name         = "user-python"
   framework    = "Python"
-  environment = {
-    python = {
+  environment {
+    python {
       user_managed_dependencies = true
       interpreter_path          = %q
     }
@@ -180,8 +180,8 @@ resource "aml_run_configuration" "test" {
 				ExpectError: wrapped("Attribute node_count value must be at least 1, got: 0"),
 			},
 			{
-				Config: config(`environment = {
-    docker = {
+				Config: config(`environment {
+    docker {
       enabled = true
     }
   }`),
@@ -198,21 +198,36 @@ resource "aml_run_configuration" "test" {
 				ExpectError: wrapped("Attribute max_run_duration_seconds value must be at least 1, got: 0"),
 			},
 			{
-				Config: config(`environment = {
-    python = {
-      conda_dependencies = { pip_packages = ["numpy", "scikit-learn=1.5"] }
+				Config: config(`environment {
+    python {
+      conda_dependencies {
+        pip_packages = ["numpy", "scikit-learn=1.5"]
+      }
     }
   }`),
 				ExpectError: wrappedAll("pip_packages[1]:", `"scikit-learn=1.5" is not a PEP 508 requirement`),
 			},
 			{
-				Config: config(`environment = {
-    python = {
+				Config: config(`environment {
+    python {
       user_managed_dependencies = true
-      conda_dependencies        = { pip_packages = ["numpy"] }
+      conda_dependencies {
+        pip_packages = ["numpy"]
+      }
     }
   }`),
 				ExpectError: wrappedAll("environment.python.conda_dependencies:", "user_managed_dependencies = true", "installs nothing"),
+			},
+			{
+				// A typo inside the environment is an error, not dropped (blocks, not object values).
+				Config: config(`environment {
+    docker {
+      enabled    = true
+      base_image = "python:3.11"
+      shm_sise   = "2g"
+    }
+  }`),
+				ExpectError: wrappedAll("Unsupported argument", `An argument named "shm_sise" is not expected here`),
 			},
 		},
 	})

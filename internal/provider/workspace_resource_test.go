@@ -120,8 +120,8 @@ resource "aml_workspace" "ws" {
 resource "aml_run_configuration" "py" {
   workspace_id = aml_workspace.ws.id
   name         = "py"
-  environment = {
-    python = {
+  environment {
+    python {
       user_managed_dependencies = true
       interpreter_path          = %q
     }
@@ -268,8 +268,8 @@ resource "aml_workspace" "ws" {
 resource "aml_run_configuration" "py" {
   workspace_id = aml_workspace.ws.id
   name         = "py"
-  environment = {
-    python = {
+  environment {
+    python {
       user_managed_dependencies = true
       interpreter_path          = %q
     }

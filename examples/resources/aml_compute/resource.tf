@@ -5,9 +5,12 @@ resource "aml_workspace" "ws" {
 resource "aml_run_configuration" "sklearn" {
   workspace_id = aml_workspace.ws.id
   name         = "sklearn"
-  environment = {
-    python = {
-      conda_dependencies = { python_version = "3.11", pip_packages = ["scikit-learn==1.5.2"] }
+  environment {
+    python {
+      conda_dependencies {
+        python_version = "3.11"
+        pip_packages   = ["scikit-learn==1.5.2"]
+      }
     }
   }
 }

@@ -5,8 +5,11 @@ resource "aml_workspace" "ws" {
 resource "aml_run_configuration" "py" {
   workspace_id = aml_workspace.ws.id
   name         = "user-python"
-  environment = {
-    python = { user_managed_dependencies = true, interpreter_path = "python3" }
+  environment {
+    python {
+      user_managed_dependencies = true
+      interpreter_path          = "python3"
+    }
   }
 }
 
@@ -34,7 +37,7 @@ resource "aml_remote_compute" "dsvm" {
   host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG3mvrPyJ7yZ0z5j0y6+qgRjPq3Wb2e7o3lLx0w2b5yQ"
 
   # Optional: reach the host through a jump host.
-  bastion = {
+  bastion {
     address     = "jump.example.com"
     username    = "ops"
     private_key = var.bastion_private_key

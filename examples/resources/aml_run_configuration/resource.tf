@@ -8,8 +8,8 @@ resource "aml_run_configuration" "py" {
   name         = "user-python"
   framework    = "Python"
 
-  environment = {
-    python = {
+  environment {
+    python {
       user_managed_dependencies = true
       interpreter_path          = "python3"
     }
@@ -30,13 +30,13 @@ resource "aml_run_configuration" "sklearn" {
   name         = "sklearn"
   framework    = "Python"
 
-  environment = {
-    python = {
+  environment {
+    python {
       user_managed_dependencies = false
-      conda_dependencies = {
+      conda_dependencies {
         python_version = "3.11"
         pip_packages   = ["scikit-learn==1.5.2", "pandas>=2.2"]
-        pip_options = {
+        pip_options {
           index_url        = "https://pypi.org/simple"
           extra_index_urls = ["https://pypi.example.com/simple"]
           find_links       = ["/srv/wheels"]
@@ -57,17 +57,17 @@ resource "aml_run_configuration" "ddp" {
   communicator = "Gloo"
   node_count   = 2
 
-  environment = {
-    python = {
+  environment {
+    python {
       user_managed_dependencies = false
-      conda_dependencies = {
+      conda_dependencies {
         python_version = "3.11"
         channels       = ["conda-forge"]
         conda_packages = ["numpy=1.26"]
         pip_packages   = ["torch==2.5.1"]
       }
     }
-    docker = {
+    docker {
       enabled    = true
       base_image = "mambaorg/micromamba:1.5-jammy"
       shm_size   = "2g"
@@ -88,8 +88,8 @@ resource "aml_run_configuration" "spark" {
   name         = "pyspark"
   framework    = "PySpark"
 
-  environment = {
-    python = {
+  environment {
+    python {
       user_managed_dependencies = true
       interpreter_path          = "python3"
     }
