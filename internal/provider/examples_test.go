@@ -1,11 +1,14 @@
 package provider_test
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/openaml/terraform-provider-aml/internal/testutil"
 )
 
 // Every example under examples/ is a complete configuration of its own: the
@@ -13,16 +16,7 @@ import (
 // tree, through dev_overrides, so nothing is downloaded).
 func TestExamplesValidate(t *testing.T) {
 	testAccPreCheck(t)
-	tmp := t.TempDir()
-	build := exec.Command("go", "build", "-o", filepath.Join(tmp, "terraform-provider-aml"), "../..")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building the provider: %v\n%s", err, out)
-	}
-	rc := filepath.Join(tmp, "cli.tfrc")
-	cfg := "provider_installation {\n  dev_overrides {\n    \"openaml/aml\" = \"" + tmp + "\"\n  }\n  direct {}\n}\n"
-	if err := os.WriteFile(rc, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	rc := devOverrides(t)
 	var dirs []string
 	err := filepath.WalkDir("../../examples", func(p string, d os.DirEntry, err error) error {
 		if err != nil || d.IsDir() || filepath.Ext(p) != ".tf" {
@@ -49,5 +43,81 @@ func TestExamplesValidate(t *testing.T) {
 				t.Fatalf("terraform validate in %s: %v\n%s", dir, err, out)
 			}
 		})
+	}
+}
+
+// devOverrides builds the provider from this tree and returns a Terraform CLI
+// configuration that uses it (dev_overrides: no init, nothing downloaded).
+func devOverrides(t *testing.T) string {
+	t.Helper()
+	tmp := t.TempDir()
+	build := exec.Command("go", "build", "-o", filepath.Join(tmp, "terraform-provider-aml"), "../..")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the provider: %v\n%s", err, out)
+	}
+	rc := filepath.Join(tmp, "cli.tfrc")
+	cfg := "provider_installation {\n  dev_overrides {\n    \"openaml/aml\" = \"" + tmp + "\"\n  }\n  direct {}\n}\n"
+	if err := os.WriteFile(rc, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return rc
+}
+
+// terraform test applies a training run, asserts on it and destroys everything
+// at the end: with the default deletion_policy that clean-up succeeds, and the
+// run history stays on disk.
+func TestTerraformTestCleanupKeepsHistory(t *testing.T) {
+	testAccPreCheck(t)
+	rc := devOverrides(t)
+	dir := t.TempDir()
+	testutil.WriteFiles(t, dir, map[string]string{
+		"src/train.py": trainScript,
+		"main.tf": fmt.Sprintf(`terraform {
+  required_providers {
+    aml = { source = "openaml/aml" }
+  }
+}
+
+resource "aml_workspace" "ws" {
+  name = "tftest"
+}
+
+resource "aml_run_configuration" "py" {
+  workspace_id = aml_workspace.ws.id
+  name         = "py"
+  environment {
+    python {
+      user_managed_dependencies = true
+      interpreter_path          = %q
+    }
+  }
+}
+
+resource "aml_experiment_run" "train" {
+  workspace_id         = aml_workspace.ws.id
+  experiment_name      = "train"
+  source_directory     = "${path.module}/src"
+  script               = "train.py"
+  run_configuration_id = aml_run_configuration.py.id
+}
+`, pythonBin),
+		"tests/train.tftest.hcl": `run "train" {
+  assert {
+    condition     = aml_experiment_run.train.status == "Completed" && aml_experiment_run.train.metrics["accuracy"] > 0.9
+    error_message = "the run did not complete with its accuracy"
+  }
+}
+`,
+	})
+	cmd := exec.Command(terraformBin, "test", "-no-color")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "TF_CLI_CONFIG_FILE="+rc, "TF_IN_AUTOMATION=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "1 passed, 0 failed") {
+		t.Fatalf("terraform test: %v\n%s", err, out)
+	}
+	n, err := workspaceRunCount(t, filepath.Join(dir, ".aml", "workspaces", "tftest"))
+	if err != nil || n != 1 {
+		t.Fatalf("after the clean-up the workspace holds %d run(s) (%v); want its history kept", n, err)
 	}
 }
