@@ -19,7 +19,7 @@ import (
 const module = "github.com/openaml/terraform-provider-aml"
 
 // shared are the packages under drivers/ that are not kinds.
-var shared = map[string]bool{"hostrun": true, "driverstest": true}
+var shared = map[string]bool{"hostrun": true, "driverstest": true, "sshhost": true}
 
 // imports maps each package of the module to its direct non-test imports.
 func imports(t *testing.T) map[string][]string {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/pool"
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/ssh"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/sshhost"
 )
 
 // The kinds' configuration types, as the provider fills them.
@@ -24,7 +25,7 @@ type (
 )
 
 // DefaultCollectMaxBytes bounds what a remote run brings back by default.
-const DefaultCollectMaxBytes = ssh.DefaultCollectMaxBytes
+const DefaultCollectMaxBytes = sshhost.DefaultCollectMaxBytes
 
 // Kind names, as recorded in the workspace.
 const (

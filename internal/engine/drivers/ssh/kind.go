@@ -1,17 +1,15 @@
+// Package ssh is the kind of attached SSH hosts (aml_remote_compute): a
+// machine reached over SSH that runs the provider's own binary as the agent
+// (package sshhost) and so the very host runtime a local run uses.
 package ssh
 
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"path"
-	"runtime"
-	"strings"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
-	"github.com/openaml/terraform-provider-aml/internal/engine/field"
-	"github.com/openaml/terraform-provider-aml/internal/engine/remote"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/sshhost"
 )
 
 // Name is the kind of attached SSH hosts (aml_remote_compute).
@@ -19,160 +17,32 @@ const Name = "ssh"
 
 func init() { drivers.Register(kind{}) }
 
-// Spec is an SSH host as configured (secrets apart).
-type Spec struct {
-	Name                  string `json:"name"`
-	Address               string `json:"address"`
-	Port                  int    `json:"port"`
-	Username              string `json:"username"`
-	UseAgent              bool   `json:"use_agent,omitempty"`
-	HostKey               string `json:"host_key,omitempty"` // pinned by the user
-	InsecureIgnoreHostKey bool   `json:"insecure_ignore_host_key,omitempty"`
-	RemoteRoot            string `json:"remote_root,omitempty"`
-	Bastion               *Spec  `json:"bastion,omitempty"`
-}
-
-// Credentials are a host's secrets; the workspace keeps them with mode 0600.
-type Credentials struct {
-	Password   string       `json:"password,omitempty"`
-	PrivateKey string       `json:"private_key,omitempty"`
-	Passphrase string       `json:"passphrase,omitempty"`
-	Bastion    *Credentials `json:"bastion,omitempty"`
-	// WriteOnly records that they came from write-only attributes, so an
-	// import puts none of them into state.
-	WriteOnly bool `json:"write_only,omitempty"`
-}
-
-// State is what attaching learned about the host.
-type State struct {
-	Facts       drivers.Facts `json:"facts"`
-	HostKey     string        `json:"host_key"` // verified key (pinned or first seen)
-	Fingerprint string        `json:"fingerprint"`
-	RemoteRoot  string        `json:"remote_root"` // absolute
-	BastionKey  string        `json:"bastion_host_key,omitempty"`
-}
-
-// Endpoint is how the transport reaches a host of this spec.
-func Endpoint(spec Spec, creds Credentials, hostKey string) remote.Endpoint {
-	ep := remote.Endpoint{
-		Address: spec.Address, Port: spec.Port, User: spec.Username,
-		Auth:                  remote.Auth{Password: creds.Password, PrivateKey: []byte(creds.PrivateKey), Passphrase: []byte(creds.Passphrase), UseAgent: spec.UseAgent},
-		HostKey:               hostKey,
-		InsecureIgnoreHostKey: spec.InsecureIgnoreHostKey,
-	}
-	if len(creds.PrivateKey) == 0 {
-		ep.Auth.PrivateKey = nil
-	}
-	if len(creds.Passphrase) == 0 {
-		ep.Auth.Passphrase = nil
-	}
-	if spec.Bastion != nil {
-		bc := Credentials{}
-		if creds.Bastion != nil {
-			bc = *creds.Bastion
-		}
-		b := Endpoint(*spec.Bastion, bc, spec.Bastion.HostKey)
-		ep.Bastion = &b
-	}
-	return ep
-}
+// The host's configuration, secrets and attach-time state.
+type (
+	Spec        = sshhost.Spec
+	Credentials = sshhost.Credentials
+	State       = sshhost.State
+)
 
 type kind struct{}
 
 func (kind) Name() string { return Name }
 
-// Attach connects (verifying the host key, or pinning the first one seen),
-// checks the host can run the agent, makes remote_root, stages the agent and
-// probes the host.
+// Attach connects, stages the agent and probes the host.
 func (kind) Attach(ctx context.Context, w *drivers.Workspace, name string, rawSpec, rawSecrets json.RawMessage) (drivers.Target, any, error) {
 	var spec Spec
-	var creds Credentials
-	if err := json.Unmarshal(rawSpec, &spec); err != nil {
+	creds, err := sshhost.DecodeAttach(rawSpec, rawSecrets, &spec)
+	if err != nil {
 		return drivers.Target{}, nil, err
 	}
-	if len(rawSecrets) > 0 {
-		if err := json.Unmarshal(rawSecrets, &creds); err != nil {
-			return drivers.Target{}, nil, err
-		}
-	}
 	spec.Name = name
-	if spec.Port == 0 {
-		spec.Port = 22
-	}
-	if spec.RemoteRoot != "" && !path.IsAbs(spec.RemoteRoot) {
-		return drivers.Target{}, nil, field.Errorf("remote_root", "%q must be an absolute path on the host", spec.RemoteRoot)
-	}
-	ep := Endpoint(spec, creds, spec.HostKey)
-	c, err := w.SSH.Get(ctx, ep)
+	st, _, err := sshhost.Connect(ctx, w, &spec, creds)
 	if err != nil {
-		return drivers.Target{}, nil, attachError(err)
-	}
-	st := State{HostKey: c.HostKey(), Fingerprint: c.Fingerprint()}
-	if ep.Bastion != nil {
-		if bc, err := w.SSH.Get(ctx, *ep.Bastion); err == nil {
-			st.BastionKey = bc.HostKey()
-		}
-	}
-	// The agent is this binary: the host must be able to run it.
-	out, err := c.Output(ctx, "uname -s -m; printf '%s\\n' \"$HOME\"")
-	if err != nil {
-		return drivers.Target{}, nil, fmt.Errorf("probing %s: %w", ep.Key(), err)
-	}
-	lines := strings.Fields(string(out))
-	if len(lines) < 2 {
-		return drivers.Target{}, nil, fmt.Errorf("probing %s: unexpected answer %q", ep.Key(), string(out))
-	}
-	goos, goarch := strings.ToLower(lines[0]), unameArch(lines[1])
-	if goos != runtime.GOOS || goarch != runtime.GOARCH {
-		return drivers.Target{}, nil, field.Errorf("address", "%s is %s/%s; this provider can drive only %s/%s hosts (it runs its own binary there as the agent)", ep.Key(), goos, goarch, runtime.GOOS, runtime.GOARCH)
-	}
-	st.RemoteRoot = spec.RemoteRoot
-	if st.RemoteRoot == "" {
-		if len(lines) < 3 || !path.IsAbs(lines[2]) {
-			return drivers.Target{}, nil, field.Errorf("remote_root", "the host reports no absolute $HOME; set remote_root")
-		}
-		st.RemoteRoot = path.Join(lines[2], ".aml")
-	}
-	probe := "mkdir -p " + remote.ShellQuote(st.RemoteRoot) + " && test -w " + remote.ShellQuote(st.RemoteRoot)
-	if _, err := c.Output(ctx, probe); err != nil {
-		return drivers.Target{}, nil, field.Errorf("remote_root", "%s is not writable by %s on %s: %v", st.RemoteRoot, spec.Username, ep.Key(), err)
-	}
-	drv := &Driver{Pool: w.SSH, Endpoint: ep, Root: st.RemoteRoot, AgentPath: w.AgentPath()}
-	if st.Facts, err = drv.Probe(ctx); err != nil {
-		return drivers.Target{}, nil, fmt.Errorf("probing %s: %w", ep.Key(), err)
-	}
-	if len(st.Facts.PythonVersions) == 0 {
-		return drivers.Target{}, nil, field.Errorf("address", "no python3 found on %s (PATH=%s); install Python 3 on the host", ep.Key(), st.Facts.PathEnv)
+		return drivers.Target{}, nil, err
 	}
 	specJSON, _ := json.Marshal(spec)
 	stateJSON, _ := json.Marshal(st)
 	return drivers.Target{Spec: specJSON, State: stateJSON}, creds, nil
-}
-
-func attachError(err error) error {
-	switch {
-	case errors.Is(err, remote.ErrHostKeyMismatch):
-		return field.Errorf("host_key", "%v", err)
-	case errors.Is(err, remote.ErrPassphrase):
-		return field.Errorf("private_key_passphrase", "%v", err)
-	case errors.Is(err, remote.ErrPrivateKey):
-		return field.Errorf("private_key", "%v", err)
-	case errors.Is(err, remote.ErrAuth):
-		return field.Errorf("username", "%v", err)
-	case errors.Is(err, remote.ErrUnreachable):
-		return field.Errorf("address", "%v", err)
-	}
-	return err
-}
-
-func unameArch(m string) string {
-	switch m {
-	case "x86_64", "amd64":
-		return "amd64"
-	case "aarch64", "arm64":
-		return "arm64"
-	}
-	return m
 }
 
 func (kind) Apply(ctx context.Context, w *drivers.Workspace, t drivers.Target) error { return nil }
@@ -195,24 +65,7 @@ func (kind) Open(ctx context.Context, w *drivers.Workspace, t drivers.Target) (d
 	if err != nil {
 		return nil, err
 	}
-	var creds Credentials
-	if err := w.Store.GetSecrets(t.Name, &creds); err != nil {
-		return nil, err
-	}
-	if spec.Bastion != nil && spec.Bastion.HostKey == "" {
-		spec.Bastion.HostKey = st.BastionKey
-	}
-	return &Driver{
-		Pool:          w.SSH,
-		Endpoint:      Endpoint(spec, creds, st.HostKey),
-		Root:          st.RemoteRoot,
-		LocalRunsRoot: w.RunsRoot(),
-		Blobs:         w.Blobs(),
-		AgentPath:     w.AgentPath(),
-		EnvCacheBytes: w.EnvCacheBytes,
-
-		CollectMaxBytes: w.CollectMaxBytes,
-	}, nil
+	return sshhost.Open(w, t.Name, spec, st)
 }
 
 // Describe reports the facts recorded at attach time.

@@ -3,7 +3,7 @@
 // <remote_root>/bin, and drives runs through `agent <command>` host commands
 // (package hostagent) over one multiplexed connection: the host runs the very
 // supervisor, environment builder and file layout a local run uses.
-package ssh
+package sshhost
 
 import (
 	"bytes"
