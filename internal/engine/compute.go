@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
@@ -193,7 +195,7 @@ func (e *Engine) CheckPlacement(ctx context.Context, workspaceID, targetName, ru
 		}
 		return nil
 	}
-	if err := checkNodes(ctx, drv, "compute_target", rc.Spec.Name, rc.Spec.NodeCount, targetName); err != nil {
+	if err := checkFits(ctx, drv, "compute_target", rc.Spec, targetName); err != nil {
 		return err
 	}
 	caps, err := drv.Capabilities(ctx)
@@ -217,15 +219,22 @@ func (e *Engine) CheckPlacement(ctx context.Context, workspaceID, targetName, ru
 	return cached
 }
 
-// checkNodes refuses a node_count the target cannot run.
-func checkNodes(ctx context.Context, drv drivers.Driver, attr, rcName string, nodeCount int, targetName string) error {
-	if nodeCount <= 1 {
-		return nil
-	}
+// checkFits refuses a run configuration whose framework or node_count the
+// target cannot run.
+func checkFits(ctx context.Context, drv drivers.Driver, attr string, rc RunConfigSpec, targetName string) error {
 	caps, err := drv.Capabilities(ctx)
 	if err != nil {
 		return err
 	}
+	if fw := rc.Framework; fw != "" && len(caps.Frameworks) > 0 && !slices.Contains(caps.Frameworks, fw) {
+		return fieldErr(attr, "run configuration %q has framework = %q, but compute target %q runs %s; use a target that runs %s (PySpark: an aml_hdinsight_attachment)",
+			rc.Name, fw, targetName, strings.Join(caps.Frameworks, ", "), fw)
+	}
+	nodeCount := rc.NodeCount
+	if nodeCount <= 1 {
+		return nil
+	}
+	rcName := rc.Name
 	switch {
 	case caps.MaxNodes <= 1:
 		return fieldErr(attr, "run configuration %q asks for node_count = %d, but compute target %q runs one node; use an aml_compute pool", rcName, nodeCount, targetName)

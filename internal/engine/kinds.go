@@ -8,6 +8,7 @@ import (
 	_ "github.com/openaml/terraform-provider-aml/internal/engine/drivers/local"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/pool"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/spark"
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/ssh"
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/sshhost"
 )
@@ -22,6 +23,20 @@ type (
 	RemoteState = ssh.State
 	// ComputeSpec is an aml_compute as configured.
 	ComputeSpec = pool.Spec
+	// SparkSpec is an aml_hdinsight_attachment as configured, and SparkState
+	// what attaching it learned.
+	SparkSpec  = spark.Spec
+	SparkState = spark.State
+)
+
+// Spark settings, for the provider's schema and plan-time checks.
+var (
+	CheckSparkSpec     = spark.CheckSpec
+	SparkDeployModes   = spark.DeployModes
+	SparkMasterForms   = spark.MasterForms
+	DefaultSparkMaster = spark.DefaultMaster
+	DefaultDeployMode  = spark.DefaultDeployMode
+	DetailSparkAppID   = spark.DetailAppID
 )
 
 // DefaultCollectMaxBytes bounds what a remote run brings back by default.
@@ -29,6 +44,7 @@ const DefaultCollectMaxBytes = sshhost.DefaultCollectMaxBytes
 
 // Kind names, as recorded in the workspace.
 const (
-	KindSSH  = ssh.Name
-	KindPool = pool.Kind
+	KindSSH   = ssh.Name
+	KindPool  = pool.Kind
+	KindSpark = spark.Name
 )

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/env"
+	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/store"
 )
 
@@ -33,7 +34,18 @@ type RunConfigSpec struct {
 	Environment           env.Environment   `json:"environment"`
 	EnvironmentVariables  map[string]string `json:"environment_variables,omitempty"`
 	MaxRunDurationSeconds int64             `json:"max_run_duration_seconds,omitempty"`
+	// Spark is the configuration of PySpark runs (Azure's SparkConfiguration).
+	Spark *SparkConfig `json:"spark,omitempty"`
 }
+
+// SparkConfig is what a PySpark run passes to spark-submit.
+type SparkConfig struct {
+	// Configuration are --conf pairs, merged over the target's defaults.
+	Configuration map[string]string `json:"configuration,omitempty"`
+}
+
+// sparkConfKey is what spark-submit takes as a --conf key.
+var sparkConfKey = regexp.MustCompile(`^spark\.[A-Za-z0-9_.-]*[A-Za-z0-9_-]$`)
 
 // RunConfig is a stored run configuration.
 type RunConfig struct {
@@ -95,6 +107,16 @@ func (s RunConfigSpec) Validate() error {
 	for k := range s.EnvironmentVariables {
 		if !envNamePattern.MatchString(k) {
 			return fieldErr("environment_variables", "%q is not a valid environment variable name", k)
+		}
+	}
+	if s.Spark != nil {
+		if s.Framework != "PySpark" {
+			return fieldErr("spark", "is for PySpark runs; set framework = \"PySpark\" or remove the spark block")
+		}
+		for _, k := range run.SortedKeys(s.Spark.Configuration) {
+			if !sparkConfKey.MatchString(k) {
+				return fieldErr("spark.configuration", "%q is not a Spark configuration key: keys start with \"spark.\" and hold letters, digits, '.', '-' and '_' (e.g. spark.executor.memory)", k)
+			}
 		}
 	}
 	return s.Environment.Validate()

@@ -89,6 +89,11 @@ type Run struct {
 	// Adopted is true when SubmitRun found this run already submitted by an
 	// interrupted apply instead of starting a new one.
 	Adopted bool
+	// Details are what the target's kind knows of the run (e.g.
+	// "spark_application_id").
+	Details map[string]string
+	// Traceback is the last Python traceback of a failed run's log.
+	Traceback string
 	// OutputsGone is true when the outputs directory of a finished run was
 	// removed outside Terraform (OutputFiles is then empty).
 	OutputsGone bool
@@ -144,6 +149,9 @@ func (e *RunFailedError) Error() string {
 	}
 	if r.Message != "" {
 		msg += ": " + r.Message
+	}
+	if tb := strings.TrimSpace(r.Traceback); tb != "" && !strings.Contains(r.LogTail, tb) {
+		msg += "\n\nPython traceback (from " + r.LogPath + "):\n" + r.Traceback
 	}
 	if strings.TrimSpace(r.LogTail) != "" {
 		msg += "\n\nLast lines of " + r.LogPath + ":\n" + r.LogTail
@@ -254,7 +262,7 @@ func (e *Engine) validateSubmission(ctx context.Context, req RunRequest) (*submi
 			return nil, fieldErr("run_based_compute", "is only used with compute_target = %q", RunBasedTarget)
 		}
 		if sub.drv, err = e.driverFor(ctx, s, req.ComputeTarget); err == nil {
-			err = checkNodes(ctx, sub.drv, "run_configuration_id", rc.Spec.Name, rc.Spec.NodeCount, req.ComputeTarget)
+			err = checkFits(ctx, sub.drv, "run_configuration_id", rc.Spec, req.ComputeTarget)
 		}
 	}
 	if err != nil {
@@ -373,6 +381,9 @@ func (e *Engine) start(ctx context.Context, sub *submission, rec *run.Record) (*
 		Manifest:    sub.manifest,
 		Blobs:       e.blobs(s),
 		Program:     drivers.Program{Script: req.Script, Command: req.Command, Arguments: req.Arguments},
+		Experiment:  req.Experiment,
+		Framework:   rc.Spec.Framework,
+		SparkConf:   sparkConf(rc.Spec),
 		Launch:      sub.launch,
 		Env:         vars,
 		NodeCount:   rc.Spec.NodeCount,
@@ -403,6 +414,13 @@ func (e *Engine) start(ctx context.Context, sub *submission, rec *run.Record) (*
 		return nil, err
 	}
 	return e.toRun(s, rec), nil
+}
+
+func sparkConf(rc RunConfigSpec) map[string]string {
+	if rc.Spark == nil {
+		return nil
+	}
+	return rc.Spark.Configuration
 }
 
 func (e *Engine) blobs(s *store.Store) snapshot.BlobStore {
@@ -522,10 +540,17 @@ func (e *Engine) record(ctx context.Context, s *store.Store, id string, ex drive
 			r.Metrics = run.LastValues(col.Metrics)
 			r.OutputFiles = col.OutputFiles
 			r.LogTail = run.SanitizeText(col.LogTail)
+			r.Traceback = run.SanitizeText(col.Traceback)
 			r.OutputsPath, r.LogPath = col.OutputsPath, col.LogPath
 			if len(col.Warnings) > 0 {
 				r.Error = strings.TrimPrefix(r.Error+"; "+run.SanitizeText(strings.Join(col.Warnings, "; ")), "; ")
 			}
+		}
+		for k, v := range st.Details {
+			if r.Details == nil {
+				r.Details = map[string]string{}
+			}
+			r.Details[k] = run.SanitizeText(v)
 		}
 		if len(st.NodeExitCodes) > 0 {
 			r.NodeExitCodes = st.NodeExitCodes
@@ -704,6 +729,8 @@ func (e *Engine) toRun(s *store.Store, rec *run.Record) *Run {
 		EnvironmentCacheHit:     rec.EnvironmentCacheHit,
 		EnvironmentBuildSeconds: rec.EnvironmentBuildSeconds,
 		Tags:                    rec.Tags,
+		Details:                 rec.Details,
+		Traceback:               rec.Traceback,
 
 		SourceDirectory:      rec.SourceDirectory,
 		Script:               rec.Script,

@@ -47,6 +47,9 @@ type Capabilities struct {
 	Docker bool
 	// GPUs is how many GPUs one node has.
 	GPUs int
+	// Frameworks are the run configuration frameworks the target runs
+	// ("Python", "PySpark").
+	Frameworks []string
 	// PlanTimeEnvironment is whether PrepareEnvironment is local and cheap
 	// (it contacts no host): the engine then also calls it at plan time, so
 	// a missing interpreter is a plan error.
@@ -76,6 +79,13 @@ type RunSpec struct {
 	// (the run configuration's, then the run's); the AML_* variables are the
 	// host runtime's (hostrun.RunVars).
 	Env map[string]string
+	// Experiment names the run's experiment (a Spark application is named
+	// "<experiment>/<run id>").
+	Experiment string
+	// Framework is the run configuration's ("Python", "PySpark"), and
+	// SparkConf its Spark configuration (--conf pairs).
+	Framework string
+	SparkConf map[string]string
 	// NodeCount is the number of nodes (ranks) of a distributed run; 0 means 1.
 	NodeCount   int
 	MaxDuration time.Duration // zero: unlimited
@@ -102,6 +112,9 @@ type State struct {
 	Environment   *EnvInfo   `json:"environment,omitempty"`
 	// NodeExitCodes holds every rank's exit code of a multi-node run.
 	NodeExitCodes []int `json:"node_exit_codes,omitempty"`
+	// Details are what a kind knows of the run besides its status (e.g.
+	// "spark_application_id", "slurm_job_id"), kept in the run record.
+	Details map[string]string `json:"details,omitempty"`
 }
 
 // EnvInfo reports which environment a run used and what preparing it cost.
@@ -122,6 +135,9 @@ type Collected struct {
 	OutputsPath string       `json:"outputs_path,omitempty"`
 	LogPath     string       `json:"log_path,omitempty"`
 	LogTail     string       `json:"log_tail,omitempty"`
+	// Traceback is the last Python traceback in the log, if the run failed
+	// with one (it may have scrolled out of LogTail).
+	Traceback string `json:"traceback,omitempty"`
 	// Warnings say what could not be collected and why (the run's files are
 	// written by its script: untrusted input); they go into the run's message.
 	Warnings []string `json:"warnings,omitempty"`

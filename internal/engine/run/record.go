@@ -38,8 +38,13 @@ type Record struct {
 	RunDir        string
 	// OutputsPath and LogPath are where the collected outputs and log are on
 	// the engine host (as the driver's Collect said).
-	OutputsPath     string `json:",omitempty"`
-	LogPath         string `json:",omitempty"`
+	OutputsPath string `json:",omitempty"`
+	LogPath     string `json:",omitempty"`
+	// Traceback is the last Python traceback of a failed run's log.
+	Traceback string `json:",omitempty"`
+	// Details are what the target's kind knows of the run (e.g.
+	// spark_application_id, slurm_job_id).
+	Details         map[string]string `json:",omitempty"`
 	Tags            map[string]string
 	EnvironmentHash string
 	// Set once a system-managed environment is ready: EnvironmentHash then is the

@@ -146,3 +146,24 @@ func DecodeName(enc string) (string, error) {
 	}
 	return b.String(), nil
 }
+
+// LastTraceback returns the last Python traceback in a log: from its
+// "Traceback (most recent call last):" line through the exception line that
+// ends it (at most 100 lines), or "" when there is none.
+func LastTraceback(log string) string {
+	const head = "Traceback (most recent call last):"
+	i := strings.LastIndex(log, head)
+	if i < 0 {
+		return ""
+	}
+	lines := strings.Split(log[i:], "\n")
+	end := 1
+	for end < len(lines) && end < 100 {
+		l := lines[end]
+		end++
+		if l != "" && l[0] != ' ' && l[0] != '\t' {
+			break // the exception line, e.g. "ValueError: bad input"
+		}
+	}
+	return strings.Join(lines[:end], "\n") + "\n"
+}

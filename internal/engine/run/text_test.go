@@ -43,3 +43,16 @@ func TestEncodeNameRoundTrips(t *testing.T) {
 		t.Errorf("plain names change: %q %q", EncodeName("plain/name.txt"), EncodeName("100%"))
 	}
 }
+
+func TestLastTraceback(t *testing.T) {
+	log := "starting\nTraceback (most recent call last):\n  File \"a.py\", line 1\nKeyError: 1\nhandled\n" +
+		"INFO spark stuff\nTraceback (most recent call last):\n  File \"train.py\", line 9, in <module>\n    fit()\nValueError: bad labels\n" +
+		"INFO SparkContext: Successfully stopped SparkContext\nINFO ShutdownHookManager: Shutdown hook called\n"
+	want := "Traceback (most recent call last):\n  File \"train.py\", line 9, in <module>\n    fit()\nValueError: bad labels\n"
+	if got := LastTraceback(log); got != want {
+		t.Fatalf("LastTraceback = %q, want %q", got, want)
+	}
+	if got := LastTraceback("no trouble here\n"); got != "" {
+		t.Fatalf("LastTraceback of a clean log = %q", got)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,6 +41,9 @@ type Options struct {
 	// SessionPath, when set, is the PATH of login sessions (sshd's SetEnv):
 	// e.g. a directory without python3, for a host that lacks it.
 	SessionPath string
+	// SessionEnv are more variables of login sessions (sshd's SetEnv), e.g.
+	// SPARK_HOME for a Spark head node.
+	SessionEnv map[string]string
 	// MaxSessions, when positive, sets sshd's MaxSessions (sessions per
 	// connection); 0 keeps sshd's default (10).
 	MaxSessions int
@@ -245,8 +249,15 @@ func Launch(opts Options) (_ *Server, err error) {
 	if len(opts.PermitOpen) > 0 {
 		cfg += "PermitOpen " + strings.Join(opts.PermitOpen, " ") + "\n"
 	}
+	var setEnv []string
 	if opts.SessionPath != "" {
-		cfg += "SetEnv PATH=" + opts.SessionPath + "\n"
+		setEnv = append(setEnv, "PATH="+opts.SessionPath)
+	}
+	for _, k := range sortedKeys(opts.SessionEnv) {
+		setEnv = append(setEnv, k+"="+opts.SessionEnv[k])
+	}
+	if len(setEnv) > 0 {
+		cfg += "SetEnv " + strings.Join(setEnv, " ") + "\n"
 	}
 	if opts.MaxSessions > 0 {
 		cfg += "MaxSessions " + strconv.Itoa(opts.MaxSessions) + "\n"
@@ -663,4 +674,13 @@ func removeStaleUsers() {
 		killUID(s.uid)
 		_ = exec.Command("userdel", s.name).Run()
 	}
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }

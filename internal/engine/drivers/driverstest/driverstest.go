@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
+	"github.com/openaml/terraform-provider-aml/internal/engine/env"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
 	"github.com/openaml/terraform-provider-aml/internal/testutil"
@@ -34,13 +35,26 @@ type Target struct {
 	Blobs snapshot.BlobStore
 	// Wait bounds each wait for a run (default 60 s).
 	Wait time.Duration
+	// Launch is how runs get their Python (default: user-managed python3).
+	Launch env.Launch
+	// Env are variables every run of the target needs (e.g. SPARK_LOCAL_IP).
+	Env map[string]string
 }
+
+// caseScript is the program of every case: a Python script (what every kind
+// runs, a Spark driver included) that runs the case's shell script.
+const caseScript = `import os, subprocess, sys
+sys.exit(subprocess.call(["sh", "-c", os.environ["CONF_SCRIPT"]]))
+`
 
 // Run runs every case on the target. Each case starts real runs; whatever is
 // still active when a case ends is canceled.
 func Run(t *testing.T, tgt Target) {
 	if tgt.Wait == 0 {
 		tgt.Wait = 60 * time.Second
+	}
+	if tgt.Launch == (env.Launch{}) {
+		tgt.Launch = env.Launch{Interpreter: "python3"}
 	}
 	h := &harness{tgt: tgt, marks: markDir(t)}
 	t.Run("Completes", h.completes)
@@ -84,6 +98,9 @@ func (h *harness) start(t *testing.T, drv drivers.Driver, script string, nodes i
 	if err := os.WriteFile(filepath.Join(src, "data.txt"), []byte("conformance\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.WriteFile(filepath.Join(src, "case.py"), []byte(caseScript), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	m, err := snapshot.Build(ctx, src, snapshot.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -92,10 +109,16 @@ func (h *harness) start(t *testing.T, drv drivers.Driver, script string, nodes i
 		t.Fatal(err)
 	}
 	id := fmt.Sprintf("conf_%d_%d", time.Now().UnixNano(), seq.Add(1))
+	vars := map[string]string{"MARKS": h.marks, "CONF_RUN": id, "CONF_SCRIPT": script}
+	for k, v := range h.tgt.Env {
+		vars[k] = v
+	}
 	hd, err := drv.Start(ctx, drivers.RunSpec{
 		RunID: id, Manifest: m, Blobs: h.tgt.Blobs,
-		Program:   drivers.Program{Command: []string{"sh", "-c", script}},
-		Env:       map[string]string{"MARKS": h.marks, "CONF_RUN": id},
+		Program:    drivers.Program{Script: "case.py"},
+		Launch:     h.tgt.Launch,
+		Experiment: "conformance", Framework: "Python",
+		Env:       vars,
 		NodeCount: nodes, Grace: 2 * time.Second,
 	})
 	if err != nil {
@@ -249,16 +272,17 @@ func (h *harness) recoverInNewDriver(t *testing.T) {
 // Failed/lost, and its script does not go on unobserved.
 func (h *harness) lostSupervisor(t *testing.T) {
 	drv := h.tgt.Open(t)
-	id, _, ex := h.start(t, drv, `echo $PPID > "$MARKS/$CONF_RUN.supervisor"; echo $$ > "$MARKS/$CONF_RUN.running"; sleep 120`, 1)
+	id, _, ex := h.start(t, drv, `echo $$ > "$MARKS/$CONF_RUN.running"; sleep 120`, 1)
 	h.waitRunning(t, ex, id)
-	sup, err := strconv.Atoi(h.readMark(t, id, "supervisor"))
+	script, err := strconv.Atoi(h.readMark(t, id, "running"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Only ever our own supervisor: its command line says so.
-	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", sup))
-	if !bytes.Contains(cmdline, []byte("supervise")) || !bytes.Contains(cmdline, []byte(id)) {
-		t.Fatalf("pid %d is not this run's supervisor: %q", sup, cmdline)
+	// Only ever our own supervisor: the script's ancestor whose command line
+	// says "supervise" and names this run.
+	sup := supervisorOf(script, id)
+	if sup == 0 {
+		t.Fatalf("no supervisor of run %s among the ancestors of its script (pid %d)", id, script)
 	}
 	if err := syscall.Kill(sup, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -308,6 +332,28 @@ echo line-2`, 1)
 	if b, next, err := ex.Logs(ctx, end); err != nil || len(b) != 0 || next != end {
 		t.Fatalf("reading at the end: %q, %d, %v", b, next, err)
 	}
+}
+
+// supervisorOf walks up from pid to the process running `agent supervise`
+// for run id; 0 when there is none.
+func supervisorOf(pid int, id string) int {
+	for n := 0; pid > 1 && n < 32; n++ {
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if bytes.Contains(cmdline, []byte("supervise")) && bytes.Contains(cmdline, []byte(id)) {
+			return pid
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return 0
+		}
+		i := bytes.LastIndexByte(b, ')')
+		f := bytes.Fields(b[i+1:])
+		if len(f) < 2 {
+			return 0
+		}
+		pid, _ = strconv.Atoi(string(f[1]))
+	}
+	return 0
 }
 
 // backgroundProcessesStop: a child that leaves the script's process group

@@ -153,6 +153,13 @@ func (e *execution) Collect(ctx context.Context) (drivers.Collected, error) {
 	if c.LogTail, err = run.TailLines(e.l.Dir, e.l.StdLog(), drivers.LogTailLines, 64<<10); err != nil {
 		c.Warnings = append(c.Warnings, fmt.Sprintf("log not read: %v", err))
 	}
+	if st, err := readStatus(e.l); err == nil && st != nil && st.Status.Terminal() && st.Status != run.Completed {
+		// A Python failure's traceback may have scrolled out of the tail
+		// (a framework logging its shutdown after it, for one).
+		if tail, err := run.TailLines(e.l.Dir, e.l.StdLog(), 2000, 256<<10); err == nil {
+			c.Traceback = run.LastTraceback(tail)
+		}
+	}
 	return c, nil
 }
 

@@ -112,6 +112,9 @@ func (s *supervisor) run() int {
 			s.spec.Argv[0] = python
 		}
 		s.env = activate(s.env, filepath.Dir(filepath.Dir(python)))
+		// A PySpark driver (spark-submit) starts its Python from these.
+		s.env = setDefault(s.env, "PYSPARK_PYTHON", python)
+		s.env = setDefault(s.env, "PYSPARK_DRIVER_PYTHON", python)
 	}
 	cmd := exec.Command(s.spec.Argv[0], s.spec.Argv[1:]...)
 	cmd.Dir = s.l.Dir
@@ -183,6 +186,16 @@ func (s *supervisor) run() int {
 			killTimer = nil
 		}
 	}
+}
+
+// setDefault sets k=v in envv unless k is set already.
+func setDefault(envv []string, k, v string) []string {
+	for _, kv := range envv {
+		if strings.HasPrefix(kv, k+"=") {
+			return envv
+		}
+	}
+	return append(envv, k+"="+v)
 }
 
 // activate puts a virtual environment first on PATH, as `source bin/activate` would.

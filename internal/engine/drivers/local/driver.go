@@ -40,7 +40,7 @@ func (d *Driver) Probe(ctx context.Context) (drivers.Facts, error) {
 // Capabilities: one node, this machine's GPUs, Docker when an engine answers
 // (checked when a run asks for it).
 func (d *Driver) Capabilities(ctx context.Context) (drivers.Capabilities, error) {
-	return drivers.Capabilities{MaxNodes: 1, Docker: true, PlanTimeEnvironment: true}, nil
+	return drivers.Capabilities{MaxNodes: 1, Docker: true, Frameworks: []string{"Python"}, PlanTimeEnvironment: true}, nil
 }
 
 // PrepareEnvironment checks this machine can provide the environment.

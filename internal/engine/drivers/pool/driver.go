@@ -44,7 +44,7 @@ func (d *Driver) Capabilities(ctx context.Context) (drivers.Capabilities, error)
 		return drivers.Capabilities{}, err
 	}
 	size, _ := LookupSize(ps.VMSize)
-	return drivers.Capabilities{MaxNodes: ps.MaxNodes, MaxNodesReason: fmt.Sprintf("pool %q has max_nodes = %d", d.Pool.Name, ps.MaxNodes), Docker: true, GPUs: size.GPUs, PlanTimeEnvironment: true}, nil
+	return drivers.Capabilities{MaxNodes: ps.MaxNodes, MaxNodesReason: fmt.Sprintf("pool %q has max_nodes = %d", d.Pool.Name, ps.MaxNodes), Docker: true, GPUs: size.GPUs, Frameworks: []string{"Python"}, PlanTimeEnvironment: true}, nil
 }
 
 // PrepareEnvironment checks this host can provide the environment.

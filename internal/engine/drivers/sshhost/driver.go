@@ -74,6 +74,32 @@ func (d *Driver) client(ctx context.Context) (*remote.Client, error) {
 	return d.Pool.Get(ctx, d.Endpoint)
 }
 
+// Output runs a plain shell command on the host (over the pooled connection)
+// and returns its stdout. Kinds built on this driver use it for their own
+// probes and commands; a lost link is ErrUnreachable.
+func (d *Driver) Output(ctx context.Context, cmd string) ([]byte, error) {
+	c, err := d.client(ctx)
+	if err == nil {
+		var out []byte
+		if out, err = c.Output(ctx, cmd); err == nil {
+			return out, nil
+		}
+	}
+	if errors.Is(err, remote.ErrUnreachable) || errors.Is(err, remote.ErrConnectionLost) {
+		return nil, drivers.Unreachable(err)
+	}
+	return nil, err
+}
+
+// RunDirOf is the run directory on the host that a handle of this driver names.
+func RunDirOf(raw drivers.Handle) (string, error) {
+	var h handle
+	if err := json.Unmarshal(raw, &h); err != nil || h.RunDir == "" {
+		return "", fmt.Errorf("ssh run handle: no run directory (%v)", err)
+	}
+	return h.RunDir, nil
+}
+
 // agentCmd is the shell command line of a host command. It goes through
 // `sh -c 'exec ...'` so that a missing agent ends it with status 127 whatever
 // the login shell, and the agent still replaces the shell.
@@ -350,7 +376,7 @@ func (d *Driver) Probe(ctx context.Context) (drivers.Facts, error) {
 // Capabilities: one node; Docker and GPUs as the attach-time probe found them
 // (the driver does not hold them: a run asks the host when it needs Docker).
 func (d *Driver) Capabilities(ctx context.Context) (drivers.Capabilities, error) {
-	return drivers.Capabilities{MaxNodes: 1, Docker: true}, nil
+	return drivers.Capabilities{MaxNodes: 1, Docker: true, Frameworks: []string{"Python"}}, nil
 }
 
 // PrepareEnvironment checks on the host that it can provide the environment.
