@@ -31,6 +31,10 @@ elif [ "$(id -u)" = 0 ] || [ -x /usr/sbin/sshd ]; then
 else
   missing+=("openssh-server and root for the sshd tests (scripts/install-sshd.sh)")
 fi
+# A real Spark (the pyspark package, Java) for the aml_hdinsight_attachment tests.
+if [ "$purpose" != demo ]; then
+  bash "$(dirname "$0")/install-spark.sh" || missing+=("Spark (scripts/install-spark.sh)")
+fi
 tf=$(find_terraform)
 if [ -z "$tf" ]; then
   missing+=("terraform or tofu on PATH (or TF_ACC_TERRAFORM_PATH)")

@@ -208,3 +208,27 @@ func TestCheckProgram(t *testing.T) {
 		t.Fatalf("a normal program: %v", err)
 	}
 }
+
+// A failure's Python traceback is in the error even when the log goes on for
+// longer than the tail after it (a framework's shutdown logging, here atexit).
+func TestFailureCarriesTraceback(t *testing.T) {
+	t.Parallel()
+	te := setup(t, nil)
+	src := writeSource(t, map[string]string{"train.py": `import atexit
+atexit.register(lambda: print("\n".join("shutdown noise %d" % i for i in range(120))))
+def fit():
+    raise ValueError("bad labels")
+fit()
+`})
+	sub := te.submit(t, te.request(src, "train.py"))
+	r, err := waitRun(t, te.e, sub.ID, 30*time.Second)
+	if err == nil || r.Status != run.Failed {
+		t.Fatalf("run %+v, %v; want Failed", r, err)
+	}
+	if strings.Contains(r.LogTail, "ValueError") {
+		t.Fatalf("the traceback is still in the tail; the test needs more noise:\n%s", r.LogTail)
+	}
+	if !strings.Contains(err.Error(), "Python traceback") || !strings.Contains(err.Error(), `in fit`) || !strings.Contains(err.Error(), "ValueError: bad labels") {
+		t.Fatalf("the error lacks the traceback:\n%v", err)
+	}
+}

@@ -109,17 +109,26 @@ func (s RunConfigSpec) Validate() error {
 			return fieldErr("environment_variables", "%q is not a valid environment variable name", k)
 		}
 	}
-	if s.Spark != nil {
-		if s.Framework != "PySpark" {
-			return fieldErr("spark", "is for PySpark runs; set framework = \"PySpark\" or remove the spark block")
-		}
-		for _, k := range run.SortedKeys(s.Spark.Configuration) {
-			if !sparkConfKey.MatchString(k) {
-				return fieldErr("spark.configuration", "%q is not a Spark configuration key: keys start with \"spark.\" and hold letters, digits, '.', '-' and '_' (e.g. spark.executor.memory)", k)
-			}
-		}
+	if err := CheckSparkConfig(s.Framework, s.Spark); err != nil {
+		return err
 	}
 	return s.Environment.Validate()
+}
+
+// CheckSparkConfig checks a run configuration's spark block (usable at plan).
+func CheckSparkConfig(framework string, sc *SparkConfig) error {
+	if sc == nil {
+		return nil
+	}
+	if framework != "PySpark" {
+		return fieldErr("spark", "is for PySpark runs; set framework = \"PySpark\" or remove the spark block")
+	}
+	for _, k := range run.SortedKeys(sc.Configuration) {
+		if !sparkConfKey.MatchString(k) {
+			return fieldErr("spark.configuration", "%q is not a Spark configuration key: keys start with \"spark.\" and hold letters, digits, '.', '-' and '_' (e.g. spark.executor.memory)", k)
+		}
+	}
+	return nil
 }
 
 var envNamePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)

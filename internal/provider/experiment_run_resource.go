@@ -79,6 +79,7 @@ type ExperimentRunResourceModel struct {
 	Metrics         types.Map     `tfsdk:"metrics"`
 	OutputFiles     types.List    `tfsdk:"output_files"`
 	MetricCount     types.Int64   `tfsdk:"metric_count"`
+	SparkAppID      types.String  `tfsdk:"spark_application_id"`
 	OutputFileCount types.Int64   `tfsdk:"output_file_count"`
 	OutputsPath     types.String  `tfsdk:"outputs_path"`
 	LogTail         types.String  `tfsdk:"log_tail"`
@@ -188,6 +189,9 @@ func (r *ExperimentRunResource) Schema(ctx context.Context, req resource.SchemaR
 				ElementType: types.Float64Type, Computed: true,
 				MarkdownDescription: fmt.Sprintf("Last value of each metric the run logged (`aml_run.log(name, value)` or JSON lines in `AML_METRICS_FILE`). "+
 					"State keeps the first %d metric names in sorted order (`metric_count` says how many there are); the `aml_run` data source has them all.", engine.MaxStateMetrics),
+			},
+			"spark_application_id": schema.StringAttribute{
+				Computed: true, MarkdownDescription: "The Spark application id of a PySpark run (`application_...` on YARN, `app-...` on a standalone master, `local-...`); null for other runs.",
 			},
 			"metric_count": schema.Int64Attribute{
 				Computed: true, PlanModifiers: []planmodifier.Int64{int64planmodifier.UseStateForUnknown()},
@@ -359,6 +363,7 @@ func (m *ExperimentRunResourceModel) fillComputed(ctx context.Context, run *engi
 	// on every plan) must not grow with them.
 	m.Metrics = numberMap(engine.FirstMetrics(run.Metrics, engine.MaxStateMetrics))
 	m.MetricCount = types.Int64Value(int64(len(run.Metrics)))
+	m.SparkAppID = optString(run.Details[engine.DetailSparkAppID])
 	m.OutputFiles = listValue(ctx, run.OutputFiles[:min(len(run.OutputFiles), engine.MaxStateOutputFiles)], diags)
 	m.OutputFileCount = types.Int64Value(int64(len(run.OutputFiles)))
 	m.OutputsPath = types.StringValue(run.OutputsPath)

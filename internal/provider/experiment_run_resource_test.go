@@ -24,6 +24,7 @@ import (
 
 	"github.com/openaml/terraform-provider-aml/internal/engine"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
+	"github.com/openaml/terraform-provider-aml/internal/engine/store"
 	"github.com/openaml/terraform-provider-aml/internal/testutil"
 )
 
@@ -709,6 +710,14 @@ data "aml_workspace" "other" {
 func TestAccExperimentRunResource_adoptAfterProviderKilled(t *testing.T) {
 	testAccPreCheck(t)
 	t.Parallel()
+	testAdoptionAfterProviderKilled(t, func(wsDir string) string { return workspaceConfig(wsDir) }, "run_configuration_id = aml_run_configuration.py.id", "")
+}
+
+// testAdoptionAfterProviderKilled kills the provider while a run of slow.py
+// (prefixed by scriptHead) runs, configured by prelude (a workspace
+// aml_workspace.ws at wsDir and what the run needs) and runAttrs, then checks
+// that the next apply adopts that run.
+func testAdoptionAfterProviderKilled(t *testing.T, prelude func(wsDir string) string, runAttrs, scriptHead string) {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		t.Skip("go toolchain not found on PATH; it is needed to build the provider binary")
@@ -733,12 +742,12 @@ provider_installation {
 `, binDir)})
 
 	wsDir := filepath.Join(tmp, "ws")
-	src := testutil.WriteFiles(t, filepath.Join(tmp, "src"), map[string]string{"slow.py": `import os
+	src := testutil.WriteFiles(t, filepath.Join(tmp, "src"), map[string]string{"slow.py": scriptHead + `import os
 import time
 import aml_run
 
 print("started", flush=True)
-time.sleep(4)
+time.sleep(globals().get("SLOW", 4))
 aml_run.log("done", 1)
 with open(os.path.join(os.environ["AML_OUTPUTS_DIR"], "model.txt"), "w") as f:
     f.write("weights")
@@ -752,13 +761,13 @@ terraform {
     }
   }
 }
-` + workspaceConfig(wsDir) + fmt.Sprintf(`
+` + prelude(wsDir) + fmt.Sprintf(`
 resource "aml_experiment_run" "slow" {
   workspace_id         = aml_workspace.ws.id
   experiment_name      = "slow"
   source_directory     = %q
   script               = "slow.py"
-  run_configuration_id = aml_run_configuration.py.id
+  %s
 }
 
 output "run_id" {
@@ -768,7 +777,7 @@ output "run_id" {
 output "status" {
   value = aml_experiment_run.slow.status
 }
-`, src)})
+`, src, runAttrs)})
 
 	tf := func(args ...string) *exec.Cmd {
 		cmd := exec.Command(terraformBin, args...)
@@ -819,17 +828,17 @@ output "status" {
 			return false, fmt.Errorf("terraform apply ended (%v) before its run started:\n%s", err, firstOut.String())
 		default:
 		}
-		dirs, err := runDirs(wsDir)
-		if err != nil || len(dirs) == 0 {
-			return false, err
-		}
-		runID = dirs[0]
-		// Started means the record has its handle: the status moved past NotStarted.
-		r, err := testEngine(t).ReadRun(t.Context(), wsDir+"/runs/"+runID)
-		if err != nil {
+		// The run is found in the store (a remote run's local directory
+		// appears only when its results come back). Started means the record
+		// has its handle: the status moved past NotStarted. Read as stored:
+		// observing a remote run from here would stage this test binary on its
+		// host first.
+		id, st, err := storedRun(t, wsDir)
+		if err != nil || id == "" {
 			return false, nil // not committed yet
 		}
-		return r.Status != run.NotStarted, nil
+		runID = id
+		return st != run.NotStarted, nil
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -839,7 +848,7 @@ output "status" {
 		t.Fatal(err)
 	}
 	if len(pids) == 0 {
-		t.Fatalf("no provider process of %s found in terraform's process group", bin)
+		t.Fatalf("no provider process of %s found in terraform's process group %d (its processes: %v); the apply said:\n%s", bin, first.Process.Pid, groupProcesses(first.Process.Pid), firstOut.String())
 	}
 	for _, pid := range pids {
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
@@ -866,8 +875,10 @@ output "status" {
 	if out := firstOut.String(); !died.MatchString(out) && !dropped.MatchString(out) {
 		t.Fatalf("the first apply did not fail on the killed provider during the run's create:\n%s", firstOut.String())
 	}
-	if r, err := testEngine(t).ReadRun(t.Context(), wsDir+"/runs/"+runID); err != nil || r.Status.Terminal() {
-		t.Fatalf("the run should still be going after the provider died: %+v, %v", r, err)
+	// Nothing recorded its end: the run goes on without the provider (the
+	// second apply below adopts it and sees it complete).
+	if st, err := storedStatus(t, wsDir, runID); err != nil || st.Terminal() {
+		t.Fatalf("the run should still be going after the provider died: %s, %v", st, err)
 	}
 
 	// Second apply: adopts the run.
@@ -914,6 +925,56 @@ output "status" {
 	if _, err := os.Stat(wsDir); !os.IsNotExist(err) {
 		t.Errorf("workspace %s still exists after destroy (force_destroy = true): %v", wsDir, err)
 	}
+}
+
+// storedRun returns the one active run of a workspace and its status, as
+// stored (observing nothing).
+func storedRun(t *testing.T, wsDir string) (string, run.Status, error) {
+	s, err := store.Open(t.Context(), wsDir)
+	if err != nil {
+		return "", "", err
+	}
+	defer s.Close()
+	ids, err := s.ActiveRunIDs(t.Context())
+	if err != nil || len(ids) == 0 {
+		return "", "", err
+	}
+	rec, err := s.GetRun(t.Context(), ids[0])
+	if err != nil {
+		return "", "", err
+	}
+	return rec.ID, rec.Status, nil
+}
+
+// storedStatus reads a run's status from its workspace store, observing nothing.
+func storedStatus(t *testing.T, wsDir, runID string) (run.Status, error) {
+	s, err := store.Open(t.Context(), wsDir)
+	if err != nil {
+		return "", err
+	}
+	defer s.Close()
+	rec, err := s.GetRun(t.Context(), runID)
+	if err != nil {
+		return "", err
+	}
+	return rec.Status, nil
+}
+
+// groupProcesses lists "pid:exe" of process group pgid (for diagnostics).
+func groupProcesses(pgid int) []string {
+	var out []string
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if g, err := syscall.Getpgid(pid); err == nil && g == pgid {
+			exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+			out = append(out, fmt.Sprintf("%d:%s", pid, exe))
+		}
+	}
+	return out
 }
 
 // providerPIDs finds the provider plugin processes of bin in process group pgid

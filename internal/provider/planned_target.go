@@ -29,11 +29,4 @@ func (r *ComputeResource) ModifyPlan(ctx context.Context, req resource.ModifyPla
 	notePlannedTarget(ctx, r.eng, req)
 }
 
-func (r *RemoteComputeResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
-	notePlannedTarget(ctx, r.eng, req)
-}
-
-var (
-	_ resource.ResourceWithModifyPlan = &ComputeResource{}
-	_ resource.ResourceWithModifyPlan = &RemoteComputeResource{}
-)
+var _ resource.ResourceWithModifyPlan = &ComputeResource{}

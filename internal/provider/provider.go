@@ -109,6 +109,7 @@ func (p *AmlProvider) Resources(ctx context.Context) []func() resource.Resource 
 		NewExperimentRunResource,
 		NewRemoteComputeResource,
 		NewComputeResource,
+		NewHDInsightAttachmentResource,
 	}
 }
 

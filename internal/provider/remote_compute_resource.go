@@ -2,7 +2,6 @@ package provider
 
 import (
 	"context"
-	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
 	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
@@ -25,22 +24,22 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"github.com/hashicorp/terraform-plugin-framework/types/basetypes"
-	"github.com/hashicorp/terraform-plugin-log/tflog"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine"
 )
 
-var (
-	_ resource.ResourceWithConfigure        = &RemoteComputeResource{}
-	_ resource.ResourceWithImportState      = &RemoteComputeResource{}
-	_ resource.ResourceWithConfigValidators = &RemoteComputeResource{}
-)
-
 // NewRemoteComputeResource is the aml_remote_compute factory.
-func NewRemoteComputeResource() resource.Resource { return &RemoteComputeResource{} }
-
-// RemoteComputeResource attaches an SSH host as a compute target.
-type RemoteComputeResource struct{ eng *engine.Engine }
+func NewRemoteComputeResource() resource.Resource {
+	return &sshTargetResource[RemoteComputeResourceModel, *RemoteComputeResourceModel]{
+		typeSuffix: "_remote_compute",
+		schema: func(ctx context.Context) schema.Schema {
+			return sshTargetSchema(ctx, "Attaches an existing machine reachable over SSH as a compute target (Azure ML's `RemoteCompute`). "+
+				"Apply connects (verifying the host key, or pinning the first one seen), stages the provider's own binary under `remote_root` as the run agent, "+
+				"and probes the host. Runs sent there with `compute_target = <name>` execute detached on the host and survive lost connections.", nil)
+		},
+		importExample: "/home/me/project/.aml/workspaces/quickstart/targets/attach-dsvm",
+	}
+}
 
 // RemoteComputeResourceModel is aml_remote_compute's state.
 type RemoteComputeResourceModel struct {
@@ -95,11 +94,9 @@ var bastionTypes = map[string]attr.Type{
 	"private_key": types.StringType, "private_key_passphrase": types.StringType, "host_key": types.StringType,
 }
 
-func (r *RemoteComputeResource) Metadata(ctx context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
-	resp.TypeName = req.ProviderTypeName + "_remote_compute"
-}
-
-func (r *RemoteComputeResource) Schema(ctx context.Context, req resource.SchemaRequest, resp *resource.SchemaResponse) {
+// sshTargetSchema is the schema every compute target reached over SSH shares
+// (aml_remote_compute, aml_hdinsight_attachment), with a kind's own attributes.
+func sshTargetSchema(ctx context.Context, description string, extra map[string]schema.Attribute) schema.Schema {
 	replace := []planmodifier.String{stringplanmodifier.RequiresReplace()}
 	computedStr := func(desc string) schema.StringAttribute {
 		return schema.StringAttribute{Computed: true, MarkdownDescription: desc, PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()}}
@@ -107,10 +104,8 @@ func (r *RemoteComputeResource) Schema(ctx context.Context, req resource.SchemaR
 	computedInt := func(desc string) schema.Int64Attribute {
 		return schema.Int64Attribute{Computed: true, MarkdownDescription: desc, PlanModifiers: []planmodifier.Int64{int64planmodifier.UseStateForUnknown()}}
 	}
-	resp.Schema = schema.Schema{
-		MarkdownDescription: "Attaches an existing machine reachable over SSH as a compute target (Azure ML's `RemoteCompute`). " +
-			"Apply connects (verifying the host key, or pinning the first one seen), stages the provider's own binary under `remote_root` as the run agent, " +
-			"and probes the host. Runs sent there with `compute_target = <name>` execute detached on the host and survive lost connections.",
+	sch := schema.Schema{
+		MarkdownDescription: description,
 		Attributes: map[string]schema.Attribute{
 			"id": computedStr("`{workspace_id}/targets/{name}`."),
 			"workspace_id": schema.StringAttribute{
@@ -211,6 +206,10 @@ func (r *RemoteComputeResource) Schema(ctx context.Context, req resource.SchemaR
 			},
 		},
 	}
+	for k, v := range extra {
+		sch.Attributes[k] = v
+	}
+	return sch
 }
 
 // writeOnly is the Terraform 1.11 write-only alternative of a secret attribute.
@@ -231,16 +230,12 @@ func woVersion(of string) schema.Int64Attribute {
 	}
 }
 
-func (r *RemoteComputeResource) ConfigValidators(ctx context.Context) []resource.ConfigValidator {
+func (r *sshTargetResource[M, P]) ConfigValidators(ctx context.Context) []resource.ConfigValidator {
 	return []resource.ConfigValidator{
 		resourcevalidator.AtLeastOneOf(path.MatchRoot("password"), path.MatchRoot("private_key"), path.MatchRoot("use_agent"),
 			path.MatchRoot("password_wo"), path.MatchRoot("private_key_wo")),
 		resourcevalidator.Conflicting(path.MatchRoot("host_key"), path.MatchRoot("insecure_ignore_host_key")),
 	}
-}
-
-func (r *RemoteComputeResource) Configure(ctx context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
-	r.eng = engineFromResource(req, resp)
 }
 
 func (m *RemoteComputeResourceModel) spec(ctx context.Context, diags *diag.Diagnostics) (engine.RemoteSpec, engine.Credentials) {
@@ -295,125 +290,4 @@ func (m *RemoteComputeResourceModel) fill(ctx context.Context, t *engine.Target,
 	m.DockerAvailable = types.BoolValue(t.Facts.Docker)
 	m.HostKeyFingerprint = types.StringValue(st.Fingerprint)
 	m.ProvisioningState = types.StringValue(t.ProvisioningState)
-}
-
-func (r *RemoteComputeResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
-	var plan, config RemoteComputeResourceModel
-	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
-	resp.Diagnostics.Append(req.Config.Get(ctx, &config)...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	spec, creds := plan.spec(ctx, &resp.Diagnostics)
-	// Write-only values exist in the configuration alone.
-	for _, wo := range []struct {
-		v   types.String
-		dst *string
-	}{{config.PasswordWO, &creds.Password}, {config.PrivateKeyWO, &creds.PrivateKey}, {config.PrivateKeyPassphraseWO, &creds.Passphrase}} {
-		if !wo.v.IsNull() && !wo.v.IsUnknown() {
-			*wo.dst, creds.WriteOnly = wo.v.ValueString(), true
-		}
-	}
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	ctx, cancel := withTimeout(ctx, plan.Timeouts.Create, 10*time.Minute, &resp.Diagnostics)
-	defer cancel()
-	ctx = tflog.MaskFieldValuesWithFieldKeys(ctx, "password", "private_key", "private_key_passphrase")
-	tflog.Debug(ctx, "attaching SSH host", map[string]any{"address": spec.Address, "port": spec.Port, "username": spec.Username})
-	t, err := r.eng.AttachRemote(ctx, plan.WorkspaceID.ValueString(), spec, creds)
-	if err != nil {
-		addEngineError(&resp.Diagnostics, "Cannot attach "+spec.Address, err)
-		return
-	}
-	plan.fill(ctx, t, &resp.Diagnostics)
-	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
-}
-
-func (r *RemoteComputeResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
-	var state RemoteComputeResourceModel
-	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	t, err := r.eng.ReadTarget(ctx, state.ID.ValueString())
-	if engine.IsNotFound(err) {
-		resp.State.RemoveResource(ctx)
-		return
-	}
-	if err != nil {
-		addEngineError(&resp.Diagnostics, "Cannot read compute target", err)
-		return
-	}
-	if state.WorkspaceID.IsNull() { // import: credentials come from the workspace
-		var creds engine.Credentials
-		if err := r.eng.TargetSecrets(ctx, state.ID.ValueString(), &creds); err != nil {
-			addEngineError(&resp.Diagnostics, "Cannot read compute target credentials", err)
-			return
-		}
-		if creds.WriteOnly {
-			// Attached with write-only secrets: state gets none (the
-			// configuration names the *_wo attributes, with their versions).
-			state.Password, state.PrivateKey, state.PrivateKeyPassphrase = types.StringNull(), types.StringNull(), types.StringNull()
-		} else {
-			state.Password, state.PrivateKey, state.PrivateKeyPassphrase = optString(creds.Password), optString(creds.PrivateKey), optString(creds.Passphrase)
-		}
-		state.ForceDetach = types.BoolValue(false)
-		state.Timeouts = timeouts.Value{Object: types.ObjectNull(state.Timeouts.AttributeTypes(ctx))}
-		state.Bastion = types.ObjectNull(bastionTypes)
-		var spec engine.RemoteSpec
-		if err := t.Decode(&spec, nil); err != nil {
-			addEngineError(&resp.Diagnostics, "Cannot read compute target", err)
-			return
-		}
-		if b := spec.Bastion; b != nil {
-			bc := engine.Credentials{}
-			if creds.Bastion != nil {
-				bc = *creds.Bastion
-			}
-			port := types.Int64Null()
-			if b.Port != 22 {
-				port = types.Int64Value(int64(b.Port))
-			}
-			v, d := types.ObjectValueFrom(ctx, bastionTypes, bastionModel{
-				Address: types.StringValue(b.Address), SSHPort: port, Username: types.StringValue(b.Username),
-				Password: optString(bc.Password), PrivateKey: optString(bc.PrivateKey), PrivateKeyPassphrase: optString(bc.Passphrase), HostKey: optString(b.HostKey),
-			})
-			resp.Diagnostics.Append(d...)
-			state.Bastion = v
-		}
-	}
-	state.fill(ctx, t, &resp.Diagnostics)
-	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
-}
-
-// Update only ever changes force_detach (state only): every other input replaces.
-func (r *RemoteComputeResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
-	var plan, state RemoteComputeResourceModel
-	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
-	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	state.ForceDetach = plan.ForceDetach
-	state.Timeouts = plan.Timeouts
-	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
-}
-
-func (r *RemoteComputeResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
-	var state RemoteComputeResourceModel
-	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	ctx, cancel := withTimeout(ctx, state.Timeouts.Delete, 10*time.Minute, &resp.Diagnostics)
-	defer cancel()
-	if err := r.eng.DetachTarget(ctx, state.ID.ValueString(), state.ForceDetach.ValueBool()); err != nil {
-		addEngineError(&resp.Diagnostics, "Cannot detach compute target", err)
-	}
-}
-
-// ImportState takes "{workspace_id}/targets/{name}".
-func (r *RemoteComputeResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
-	importChildID(ctx, req, resp, engine.ParseTargetID, "{workspace_id}/targets/{name}", "/home/me/project/.aml/workspaces/quickstart/targets/attach-dsvm")
 }

@@ -51,6 +51,20 @@ type RunConfigurationResourceModel struct {
 	EnvironmentVariables  types.Map    `tfsdk:"environment_variables"`
 	MaxRunDurationSeconds types.Int64  `tfsdk:"max_run_duration_seconds"`
 	EnvironmentHash       types.String `tfsdk:"environment_hash"`
+	Spark                 types.Object `tfsdk:"spark"`
+}
+
+var sparkTypes = map[string]attr.Type{"configuration": types.MapType{ElemType: types.StringType}}
+
+func (m *RunConfigurationResourceModel) sparkConfig(ctx context.Context, diags *diag.Diagnostics) *engine.SparkConfig {
+	if m.Spark.IsNull() || m.Spark.IsUnknown() {
+		return nil
+	}
+	var v struct {
+		Configuration types.Map `tfsdk:"configuration"`
+	}
+	diags.Append(m.Spark.As(ctx, &v, basetypes.ObjectAsOptions{})...)
+	return &engine.SparkConfig{Configuration: stringMap(ctx, v.Configuration, diags)}
 }
 
 type environmentModel struct {
@@ -181,7 +195,19 @@ func (r *RunConfigurationResource) Schema(ctx context.Context, req resource.Sche
 				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
 			},
 		},
-		Blocks: map[string]schema.Block{"environment": environmentBlock()},
+		Blocks: map[string]schema.Block{
+			"environment": environmentBlock(),
+			"spark": schema.SingleNestedBlock{
+				MarkdownDescription: "Spark settings of PySpark runs (`framework = \"PySpark\"`, on an `aml_hdinsight_attachment`).",
+				PlanModifiers:       []planmodifier.Object{objectplanmodifier.RequiresReplace()},
+				Attributes: map[string]schema.Attribute{
+					"configuration": schema.MapAttribute{
+						ElementType: types.StringType, Optional: true,
+						MarkdownDescription: "`--conf` pairs for spark-submit (keys start with `spark.`), merged over the defaults (`spark.yarn.maxAppAttempts = 1`, the event log in the run's logs).",
+					},
+				},
+			},
+		},
 	}
 }
 
@@ -268,6 +294,15 @@ func (r *RunConfigurationResource) ValidateConfig(ctx context.Context, req resou
 	if err := e.Validate(); err != nil {
 		addEngineError(&resp.Diagnostics, "Invalid run configuration", err)
 	}
+	if !m.Framework.IsUnknown() {
+		fw := m.Framework.ValueString()
+		if m.Framework.IsNull() {
+			fw = "Python"
+		}
+		if err := engine.CheckSparkConfig(fw, m.sparkConfig(ctx, &resp.Diagnostics)); err != nil {
+			addEngineError(&resp.Diagnostics, "Invalid run configuration", err)
+		}
+	}
 }
 
 func (m *RunConfigurationResourceModel) spec(ctx context.Context, diags *diag.Diagnostics) engine.RunConfigSpec {
@@ -279,6 +314,7 @@ func (m *RunConfigurationResourceModel) spec(ctx context.Context, diags *diag.Di
 		Environment:           environmentFromModel(ctx, m.Environment, diags),
 		EnvironmentVariables:  stringMap(ctx, m.EnvironmentVariables, diags),
 		MaxRunDurationSeconds: m.MaxRunDurationSeconds.ValueInt64(),
+		Spark:                 m.sparkConfig(ctx, diags),
 	}
 	return s
 }
@@ -300,6 +336,16 @@ func (m *RunConfigurationResourceModel) fill(ctx context.Context, rc *engine.Run
 		m.MaxRunDurationSeconds = types.Int64Null()
 	}
 	m.EnvironmentHash = types.StringValue(rc.EnvironmentHash)
+	m.Spark = types.ObjectNull(sparkTypes)
+	if sc := rc.Spec.Spark; sc != nil {
+		conf := types.MapNull(types.StringType)
+		if sc.Configuration != nil {
+			conf = mapValue(ctx, sc.Configuration, diags)
+		}
+		v, d := types.ObjectValue(sparkTypes, map[string]attr.Value{"configuration": conf})
+		diags.Append(d...)
+		m.Spark = v
+	}
 }
 
 func (r *RunConfigurationResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {

@@ -36,6 +36,7 @@ type RunDataSourceModel struct {
 	OutputsPath     types.String  `tfsdk:"outputs_path"`
 	LogTail         types.String  `tfsdk:"log_tail"`
 	LogPath         types.String  `tfsdk:"log_path"`
+	SparkAppID      types.String  `tfsdk:"spark_application_id"`
 	SnapshotHash    types.String  `tfsdk:"snapshot_hash"`
 	Tags            types.Map     `tfsdk:"tags"`
 }
@@ -51,24 +52,25 @@ func (d *RunDataSource) Schema(ctx context.Context, req datasource.SchemaRequest
 	resp.Schema = schema.Schema{
 		MarkdownDescription: "Reads one run of a workspace by `run_id`: its status, exit code, metrics and output files. Reads the store only once the run has finished.",
 		Attributes: map[string]schema.Attribute{
-			"id":               computed("`{workspace_id}/runs/{run_id}`."),
-			"workspace_id":     schema.StringAttribute{Required: true, MarkdownDescription: "The workspace's `id`."},
-			"run_id":           schema.StringAttribute{Required: true, MarkdownDescription: "The run's `run_id`."},
-			"experiment_name":  computed("Experiment."),
-			"compute_target":   computed("Where it ran."),
-			"status":           computed("Run status."),
-			"failure_reason":   computed("Why it did not complete, if it did not."),
-			"exit_code":        schema.Int64Attribute{Computed: true, MarkdownDescription: "Exit code."},
-			"start_time":       computed("Start time (RFC 3339)."),
-			"end_time":         computed("End time (RFC 3339)."),
-			"duration_seconds": schema.Float64Attribute{Computed: true, MarkdownDescription: "Seconds between start and end."},
-			"metrics":          schema.MapAttribute{ElementType: types.Float64Type, Computed: true, MarkdownDescription: "Last value of each metric."},
-			"output_files":     schema.ListAttribute{ElementType: types.StringType, Computed: true, MarkdownDescription: "Files under `outputs/`."},
-			"outputs_path":     computed("Directory holding the outputs."),
-			"log_tail":         computed("Last 50 lines of the log."),
-			"log_path":         computed("Path of the full log."),
-			"snapshot_hash":    computed("Hash of the run's source snapshot."),
-			"tags":             schema.MapAttribute{ElementType: types.StringType, Computed: true, MarkdownDescription: "Tags."},
+			"id":                   computed("`{workspace_id}/runs/{run_id}`."),
+			"workspace_id":         schema.StringAttribute{Required: true, MarkdownDescription: "The workspace's `id`."},
+			"run_id":               schema.StringAttribute{Required: true, MarkdownDescription: "The run's `run_id`."},
+			"experiment_name":      computed("Experiment."),
+			"compute_target":       computed("Where it ran."),
+			"status":               computed("Run status."),
+			"failure_reason":       computed("Why it did not complete, if it did not."),
+			"exit_code":            schema.Int64Attribute{Computed: true, MarkdownDescription: "Exit code."},
+			"start_time":           computed("Start time (RFC 3339)."),
+			"end_time":             computed("End time (RFC 3339)."),
+			"duration_seconds":     schema.Float64Attribute{Computed: true, MarkdownDescription: "Seconds between start and end."},
+			"metrics":              schema.MapAttribute{ElementType: types.Float64Type, Computed: true, MarkdownDescription: "Last value of each metric."},
+			"output_files":         schema.ListAttribute{ElementType: types.StringType, Computed: true, MarkdownDescription: "Files under `outputs/`."},
+			"outputs_path":         computed("Directory holding the outputs."),
+			"log_tail":             computed("Last 50 lines of the log."),
+			"log_path":             computed("Path of the full log."),
+			"snapshot_hash":        computed("Hash of the run's source snapshot."),
+			"spark_application_id": computed("The Spark application id of a PySpark run; null for other runs."),
+			"tags":                 schema.MapAttribute{ElementType: types.StringType, Computed: true, MarkdownDescription: "Tags."},
 		},
 	}
 }
@@ -96,6 +98,7 @@ func (d *RunDataSource) Read(ctx context.Context, req datasource.ReadRequest, re
 	// All of them: the resource's state keeps a bounded part, this has the rest.
 	m.Metrics, m.OutputFiles, m.OutputsPath = numberMap(run.Metrics), listValue(ctx, run.OutputFiles, &resp.Diagnostics), rm.OutputsPath
 	m.LogTail, m.LogPath, m.SnapshotHash = rm.LogTail, rm.LogPath, rm.SnapshotHash
+	m.SparkAppID = rm.SparkAppID
 	m.Tags = mapValue(ctx, run.Tags, &resp.Diagnostics)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &m)...)
 }

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/driverstest"
@@ -13,6 +14,7 @@ import (
 	"github.com/openaml/terraform-provider-aml/internal/engine/env"
 	"github.com/openaml/terraform-provider-aml/internal/engine/field"
 	"github.com/openaml/terraform-provider-aml/internal/engine/remote"
+	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
 	"github.com/openaml/terraform-provider-aml/internal/testutil"
 	sparktest "github.com/openaml/terraform-provider-aml/internal/testutil/spark"
@@ -122,5 +124,78 @@ func TestProbeWithoutSpark(t *testing.T) {
 		if !ok || fe.Attr != tc.attr || !strings.Contains(fe.Msg, "spark-submit not found on") || !strings.Contains(fe.Msg, tc.want) || !strings.Contains(fe.Msg, "PATH=") {
 			t.Errorf("spark_home %q: %v", tc.home, err)
 		}
+	}
+}
+
+// The SSH link lost while the driver runs: the run goes on on the head node and
+// is waited for and collected once the link is back.
+func TestLinkLostWhileDriverRuns(t *testing.T) {
+	in := sparktest.Find(t)
+	srv := sshd.Start(t, sshd.Options{})
+	exe, _ := os.Executable()
+	blobs := snapshot.BlobStore{Root: t.TempDir()}
+	pool := remote.NewPool()
+	t.Cleanup(pool.Close)
+	host := &sshhost.Driver{Pool: pool, Endpoint: srv.Endpoint(), Root: srv.Home + "/.aml", LocalRunsRoot: t.TempDir(), Blobs: blobs, AgentPath: exe}
+	spec := Spec{Spec: sshhost.Spec{Name: "hdi", Username: srv.User}, SparkHome: in.Home, Master: "local[1]", DeployMode: "client"}
+	var st State
+	if err := probeSpark(context.Background(), host, spec, &st); err != nil {
+		t.Fatal(err)
+	}
+	d := &Driver{Host: host, Spec: spec, State: st}
+	src := t.TempDir()
+	testutil.WriteFiles(t, src, map[string]string{"train.py": `import time, aml_run
+from pyspark.sql import SparkSession
+spark = SparkSession.builder.getOrCreate()
+time.sleep(4)
+aml_run.log("rows", spark.range(100).count())
+`})
+	ctx := context.Background()
+	m, err := snapshot.Build(ctx, src, snapshot.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := blobs.Ingest(ctx, src, m); err != nil {
+		t.Fatal(err)
+	}
+	h, err := d.Start(ctx, drivers.RunSpec{RunID: "link_1", Manifest: m, Blobs: blobs, Program: drivers.Program{Script: "train.py"},
+		Launch: env.Launch{Interpreter: in.Python}, Env: map[string]string{"SPARK_LOCAL_IP": "127.0.0.1"}, Experiment: "link", Framework: "PySpark", Grace: 2e9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex, err := d.Recover(ctx, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if n := srv.DropConnections(); n == 0 {
+		t.Fatal("no SSH connection to drop")
+	}
+	wctx, cancel := context.WithTimeout(ctx, 120*time.Second)
+	defer cancel()
+	got, err := ex.Wait(wctx)
+	if err != nil || got.Status != run.Completed || !strings.HasPrefix(got.Details[DetailAppID], "local-") {
+		t.Fatalf("after the link was lost: %+v, %v", got, err)
+	}
+	col, err := ex.Collect(ctx)
+	if err != nil || run.LastValues(col.Metrics)["rows"] != 100 {
+		t.Fatalf("collected %+v, %v", col.Metrics, err)
+	}
+}
+
+// Executors elsewhere would run another Python than a system-managed
+// environment built on the head node: refused, naming the attribute.
+func TestSystemManagedRefusedWithRemoteExecutors(t *testing.T) {
+	for _, master := range []string{"yarn", "spark://head:7077"} {
+		d := &Driver{Spec: Spec{Master: master}}
+		_, err := d.PrepareEnvironment(context.Background(), env.Environment{Python: &env.Python{Conda: &env.CondaDependencies{PipPackages: []string{"numpy"}}}})
+		fe, ok := err.(*field.Error)
+		if !ok || fe.Attr != "environment.python.user_managed_dependencies" || !strings.Contains(fe.Msg, "another Python") {
+			t.Errorf("master %s: %v", master, err)
+		}
+	}
+	d := &Driver{Spec: Spec{Master: "yarn"}}
+	if _, err := d.PrepareEnvironment(context.Background(), env.Environment{Docker: &env.Docker{Enabled: true, BaseImage: "x"}}); err == nil {
+		t.Error("Docker accepted on a Spark target")
 	}
 }
