@@ -6,6 +6,7 @@ package agent
 import (
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun"
@@ -16,7 +17,7 @@ import (
 // Main runs `agent <subcommand> ...` and returns the exit code.
 func Main(args []string) int {
 	if len(args) == 0 {
-		fmt.Fprintf(os.Stderr, "usage: terraform-provider-aml agent {supervise|node|%s} ...\n", strings.Join(hostagent.Commands, "|"))
+		fmt.Fprintf(os.Stderr, "usage: terraform-provider-aml agent {supervise|supervise-rank|node|%s} ...\n", strings.Join(hostagent.Commands, "|"))
 		return 2
 	}
 	switch args[0] {
@@ -32,6 +33,23 @@ func Main(args []string) int {
 			return 2
 		}
 		return hostrun.Supervise(args[1])
+	case "supervise-rank":
+		if len(args) != 2 {
+			fmt.Fprintln(os.Stderr, "usage: terraform-provider-aml agent supervise-rank <run-dir> (under srun)")
+			return 2
+		}
+		return hostrun.SuperviseRank(args[1])
+	case "rank-epilog":
+		if len(args) != 2 {
+			fmt.Fprintln(os.Stderr, "usage: terraform-provider-aml agent rank-epilog <run-dir> (srun --task-epilog)")
+			return 2
+		}
+		rank, _ := strconv.Atoi(os.Getenv("SLURM_PROCID"))
+		if err := hostrun.EndRank(args[1], rank); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		return 0
 	default:
 		// Host commands: what drivers of attached machines run there over SSH.
 		return hostagent.Main(args, os.Stdin, os.Stdout, os.Stderr)

@@ -8,6 +8,7 @@ import (
 	_ "github.com/openaml/terraform-provider-aml/internal/engine/drivers/local"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/pool"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/slurm"
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/spark"
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/ssh"
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/sshhost"
@@ -27,6 +28,17 @@ type (
 	// what attaching it learned.
 	SparkSpec  = spark.Spec
 	SparkState = spark.State
+	// BatchSpec is an aml_batch_attachment as configured, BatchState what
+	// attaching it learned, and SlurmResources a run configuration's slurm block.
+	BatchSpec      = slurm.Spec
+	BatchState     = slurm.State
+	SlurmResources = slurm.Resources
+)
+
+// Slurm settings and details.
+var (
+	CheckSlurmResources = slurm.CheckResources
+	DetailSlurmJobID    = slurm.DetailJobID
 )
 
 // Spark settings, for the provider's schema and plan-time checks.
@@ -47,4 +59,5 @@ const (
 	KindSSH   = ssh.Name
 	KindPool  = pool.Kind
 	KindSpark = spark.Name
+	KindBatch = slurm.Name
 )

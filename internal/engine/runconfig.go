@@ -36,6 +36,8 @@ type RunConfigSpec struct {
 	MaxRunDurationSeconds int64             `json:"max_run_duration_seconds,omitempty"`
 	// Spark is the configuration of PySpark runs (Azure's SparkConfiguration).
 	Spark *SparkConfig `json:"spark,omitempty"`
+	// Slurm are per-run resources of batch jobs (aml_batch_attachment).
+	Slurm *SlurmResources `json:"slurm,omitempty"`
 }
 
 // SparkConfig is what a PySpark run passes to spark-submit.
@@ -110,6 +112,9 @@ func (s RunConfigSpec) Validate() error {
 		}
 	}
 	if err := CheckSparkConfig(s.Framework, s.Spark); err != nil {
+		return err
+	}
+	if err := CheckSlurmResources(s.Slurm); err != nil {
 		return err
 	}
 	return s.Environment.Validate()

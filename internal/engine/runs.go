@@ -384,6 +384,7 @@ func (e *Engine) start(ctx context.Context, sub *submission, rec *run.Record) (*
 		Experiment:  req.Experiment,
 		Framework:   rc.Spec.Framework,
 		SparkConf:   sparkConf(rc.Spec),
+		Slurm:       slurmJSON(rc.Spec),
 		Launch:      sub.launch,
 		Env:         vars,
 		NodeCount:   rc.Spec.NodeCount,
@@ -414,6 +415,14 @@ func (e *Engine) start(ctx context.Context, sub *submission, rec *run.Record) (*
 		return nil, err
 	}
 	return e.toRun(s, rec), nil
+}
+
+func slurmJSON(rc RunConfigSpec) json.RawMessage {
+	if rc.Slurm == nil {
+		return nil
+	}
+	b, _ := json.Marshal(rc.Slurm)
+	return b
 }
 
 func sparkConf(rc RunConfigSpec) map[string]string {

@@ -86,6 +86,9 @@ type RunSpec struct {
 	// SparkConf its Spark configuration (--conf pairs).
 	Framework string
 	SparkConf map[string]string
+	// Slurm is the run configuration's slurm block (per-run resources of a
+	// batch job), as JSON; nil when it has none.
+	Slurm json.RawMessage
 	// NodeCount is the number of nodes (ranks) of a distributed run; 0 means 1.
 	NodeCount   int
 	MaxDuration time.Duration // zero: unlimited

@@ -33,20 +33,42 @@ const (
 	helperDir   = "lib"
 )
 
-// Layout names the files of one run directory.
-type Layout struct{ Dir string }
+// Layout names the files of one run directory. Rank is a rank of a
+// multi-node run whose ranks all share the run directory (a Slurm job): rank 0
+// uses the run's own status, log and metrics; rank n > 0 its own under
+// .aml/ranks/<n> and logs/rank-<n>.txt.
+type Layout struct {
+	Dir  string
+	Rank int
+}
 
-func (l Layout) Outputs() string     { return filepath.Join(l.Dir, OutputsDir) }
-func (l Layout) Logs() string        { return filepath.Join(l.Dir, LogsDir) }
-func (l Layout) StdLog() string      { return filepath.Join(l.Dir, LogsDir, StdLogFile) }
-func (l Layout) Control() string     { return filepath.Join(l.Dir, ControlDir) }
-func (l Layout) Metrics() string     { return filepath.Join(l.Dir, ControlDir, metricsFile) }
-func (l Layout) Spec() string        { return filepath.Join(l.Dir, ControlDir, specFile) }
-func (l Layout) Status() string      { return filepath.Join(l.Dir, ControlDir, statusFile) }
-func (l Layout) CancelReq() string   { return filepath.Join(l.Dir, ControlDir, cancelFile) }
+func (l Layout) Outputs() string { return filepath.Join(l.Dir, OutputsDir) }
+func (l Layout) Logs() string    { return filepath.Join(l.Dir, LogsDir) }
+func (l Layout) StdLog() string {
+	if l.Rank > 0 {
+		return filepath.Join(l.Dir, LogsDir, fmt.Sprintf("rank-%d.txt", l.Rank))
+	}
+	return filepath.Join(l.Dir, LogsDir, StdLogFile)
+}
+func (l Layout) Control() string   { return filepath.Join(l.Dir, ControlDir) }
+func (l Layout) Metrics() string   { return filepath.Join(l.rankDir(), metricsFile) }
+func (l Layout) Spec() string      { return filepath.Join(l.Dir, ControlDir, specFile) }
+func (l Layout) Status() string    { return filepath.Join(l.rankDir(), statusFile) }
+func (l Layout) CancelReq() string { return filepath.Join(l.rankDir(), cancelFile) }
+
+// rankDir holds a rank's control files: the control directory for rank 0.
+func (l Layout) rankDir() string {
+	if l.Rank > 0 {
+		return filepath.Join(l.Dir, ControlDir, "ranks", fmt.Sprint(l.Rank))
+	}
+	return filepath.Join(l.Dir, ControlDir)
+}
 func (l Layout) HelperLib() string   { return filepath.Join(l.Dir, ControlDir, helperDir) }
 func (l Layout) EnvBuildLog() string { return filepath.Join(l.Dir, LogsDir, "environment_build.log") }
 func (l Layout) SupervisorLog() string {
+	if l.Rank > 0 {
+		return filepath.Join(l.rankDir(), "supervisor.log")
+	}
 	return filepath.Join(l.Dir, ControlDir, "supervisor.log")
 }
 

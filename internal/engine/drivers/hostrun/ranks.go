@@ -94,3 +94,42 @@ func MarkEnded(runDir string, status run.Status, reason, message string) error {
 	st.Status, st.FailureReason, st.Message, st.EndTime = status, reason, message, &now
 	return writeJSONAtomic(l.Status(), st)
 }
+
+// RankStates reads the recorded state of each of n ranks that share runDir (a
+// batch job's); a rank that has not started yet has an empty Status.
+func RankStates(runDir string, n int) ([]drivers.State, error) {
+	out := make([]drivers.State, n)
+	for rank := range out {
+		st, err := readStatus(Layout{Dir: runDir, Rank: rank})
+		if err != nil {
+			return nil, err
+		}
+		if st != nil {
+			out[rank] = st.State
+		}
+	}
+	return out, nil
+}
+
+// EndRank is the body of `agent rank-epilog <run-dir>`, which a batch system
+// runs after each task of a job (srun --task-epilog): when the rank's
+// supervisor ended without recording a result (it was killed), its script's
+// process group is stopped and the rank recorded Failed/lost, so nothing of a
+// lost rank keeps running on the node.
+func EndRank(runDir string, rank int) error {
+	l := Layout{Dir: runDir, Rank: rank}
+	st, err := readStatus(l)
+	if err != nil || st == nil || st.Status.Terminal() {
+		return err
+	}
+	if processAlive(st.SupervisorPID, st.SupervisorTicks) {
+		return nil
+	}
+	if st.ChildPID > 0 {
+		_ = killGroup(st.ChildPID, syscall.SIGKILL)
+	}
+	now := time.Now().UTC()
+	st.Status, st.FailureReason, st.EndTime = run.Failed, run.ReasonLost, &now
+	st.Message = fmt.Sprintf("rank %d's supervisor (pid %d) ended without recording a result", rank, st.SupervisorPID)
+	return writeJSONAtomic(l.Status(), st)
+}

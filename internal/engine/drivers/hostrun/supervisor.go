@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -24,7 +25,31 @@ import (
 // graceful cancel of the group, and records every change in status.json. It returns
 // the process exit code.
 func Supervise(runDir string) int {
-	l := Layout{Dir: runDir}
+	return superviseLayout(Layout{Dir: runDir}, nil)
+}
+
+// SuperviseRank is the body of `agent supervise-rank <run-dir>`: one rank of a
+// multi-node run whose ranks share the run directory, launched by the batch
+// system (srun), which says which rank this is (SLURM_PROCID, SLURM_NODEID,
+// SLURM_NTASKS). Rank 0 writes the run's own status, log and metrics.
+func SuperviseRank(runDir string) int {
+	rank, _ := strconv.Atoi(os.Getenv("SLURM_PROCID"))
+	l := Layout{Dir: runDir, Rank: rank}
+	if err := os.MkdirAll(l.rankDir(), 0o700); err != nil {
+		fmt.Fprintf(os.Stderr, "aml-supervisor: %v\n", err)
+		return 2
+	}
+	vars := map[string]string{"RANK": strconv.Itoa(rank), "LOCAL_RANK": "0", "AML_METRICS_FILE": l.Metrics()}
+	if n := os.Getenv("SLURM_NODEID"); n != "" {
+		vars["NODE_RANK"] = n
+	}
+	if n := os.Getenv("SLURM_NTASKS"); n != "" {
+		vars["WORLD_SIZE"] = n
+	}
+	return superviseLayout(l, vars)
+}
+
+func superviseLayout(l Layout, rankVars map[string]string) int {
 	logger := log.New(os.Stderr, "aml-supervisor ", log.LstdFlags|log.LUTC|log.Lmicroseconds)
 	var spec SupervisorSpec
 	if err := l.readJSON(l.Spec(), &spec); err != nil {
@@ -42,6 +67,7 @@ func Supervise(runDir string) int {
 		}
 		spec.RunVars = merged(spec.RunVars, a.Env)
 	}
+	spec.RunVars = merged(spec.RunVars, rankVars)
 	sv := &supervisor{l: l, spec: spec, log: logger, env: RunEnvironment(os.Environ(), spec.Vars, spec.RunVars, spec.HelperLib)}
 	return sv.run()
 }
@@ -92,6 +118,11 @@ func (s *supervisor) run() int {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
+	// A batch system's warning that the time limit is near (sbatch --signal)
+	// goes on to the script, which may checkpoint.
+	warn := make(chan os.Signal, 1)
+	signal.Notify(warn, syscall.SIGUSR1)
+	defer signal.Stop(warn)
 
 	logf, err := os.OpenFile(s.l.StdLog(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -180,6 +211,9 @@ func (s *supervisor) run() int {
 			g, reason := s.cancelRequest(grace)
 			fmt.Fprintf(logf, "\naml: cancel requested (%s); stopping the run\n", reason)
 			stop(run.Canceled, reason, g)
+		case <-warn:
+			s.log.Printf("SIGUSR1 (time limit near): passed on to group %d", pgid)
+			_ = killGroup(pgid, syscall.SIGUSR1)
 		case <-killTimer:
 			s.log.Printf("grace period over: SIGKILL to group %d", pgid)
 			_ = killGroup(pgid, syscall.SIGKILL)

@@ -390,25 +390,50 @@ func (d *Driver) PrepareEnvironment(ctx context.Context, e env.Environment) (env
 // The manifest crosses the link once, gzipped: `blobs-missing` keeps it on the
 // host for `start`.
 func (d *Driver) Start(ctx context.Context, spec drivers.RunSpec) (drivers.Handle, error) {
+	req, inner, err := d.stage(ctx, spec, "start")
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(handle{Host: d.Endpoint.Key(), RunDir: req.RunDir, LocalDir: d.localDir(spec.RunID), Inner: inner})
+}
+
+// Stage sends the blobs the host lacks and stages the run directory there,
+// without launching anything (a batch system launches it). It returns the
+// run directory on the host.
+func (d *Driver) Stage(ctx context.Context, spec drivers.RunSpec) (string, error) {
+	req, _, err := d.stage(ctx, spec, "stage")
+	return req.RunDir, err
+}
+
+// AgentPathOnHost is where this driver stages the agent on the host.
+func (d *Driver) AgentPathOnHost() (string, error) { return d.agentBin() }
+
+// Call runs a host command of the agent (see package hostagent) with a JSON
+// input and decodes its JSON output into out (nil: ignored).
+func (d *Driver) Call(ctx context.Context, in, out any, args ...string) error {
+	return d.call(ctx, in, out, args...)
+}
+
+func (d *Driver) stage(ctx context.Context, spec drivers.RunSpec, cmd string) (hostrun.StageRequest, json.RawMessage, error) {
 	manifestFile := d.manifestFile(spec.RunID)
 	var missing []string
+	req := hostrun.NewStageRequest(spec, d.RunDir(spec.RunID))
 	if err := d.call(ctx, spec.Manifest, &missing, "blobs-missing", d.blobsRoot(), manifestFile); err != nil {
-		return nil, err
+		return req, nil, err
 	}
 	if len(missing) > 0 {
 		send := streamInput(func(w io.Writer) error { return hostagent.SendBlobs(d.Blobs, missing, w) })
 		if err := d.call(ctx, send, nil, "blobs-receive", d.blobsRoot()); err != nil {
-			return nil, fmt.Errorf("uploading %d file(s) of the snapshot: %w", len(missing), err)
+			return req, nil, fmt.Errorf("uploading %d file(s) of the snapshot: %w", len(missing), err)
 		}
 	}
-	req := hostrun.NewStageRequest(spec, d.RunDir(spec.RunID))
 	req.Manifest = nil // sent by blobs-missing, kept on the host
 	req.BlobsRoot, req.EnvRoot, req.EnvCacheBytes = d.blobsRoot(), d.envRoot(), d.EnvCacheBytes
 	var inner json.RawMessage
-	if err := d.call(ctx, hostagent.StartRequest{Stage: &req, ManifestFile: manifestFile}, &inner, "start"); err != nil {
-		return nil, err
+	if err := d.call(ctx, hostagent.StartRequest{Stage: &req, ManifestFile: manifestFile}, &inner, cmd); err != nil {
+		return req, nil, err
 	}
-	return json.Marshal(handle{Host: d.Endpoint.Key(), RunDir: req.RunDir, LocalDir: d.localDir(spec.RunID), Inner: inner})
+	return req, inner, nil
 }
 
 // Recover re-attaches to a run from its handle (no connection is made yet).
@@ -509,4 +534,13 @@ func truncate(s string, n int) string {
 		return s[:n] + "..."
 	}
 	return s
+}
+
+// HandleFor is the handle of a run directory on the host that this driver did
+// not launch itself (a batch system did): its Logs and Collect work; its
+// Status is the batch system's business.
+func HandleFor(d *Driver, runID, runDir string) drivers.Handle {
+	inner, _ := json.Marshal(map[string]string{"run_dir": runDir})
+	h, _ := json.Marshal(handle{Host: d.Endpoint.Key(), RunDir: runDir, LocalDir: d.localDir(runID), Inner: inner})
+	return h
 }

@@ -37,7 +37,7 @@ const (
 )
 
 // Commands lists what Main understands (for usage text).
-var Commands = []string{"probe", "prepare-env", "blobs-missing", "blobs-receive", "start", "status", "cancel", "logs", "collect", "pack"}
+var Commands = []string{"probe", "prepare-env", "blobs-missing", "blobs-receive", "stage", "start", "status", "cancel", "logs", "collect", "pack", "ranks", "write-file"}
 
 // Main runs one host command. args[0] is the command.
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -113,7 +113,39 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 			return err
 		}
 		return out.Encode(map[string]int{"received": n})
-	case "start":
+	case "ranks":
+		if len(args) != 2 {
+			return fmt.Errorf("%w: ranks <run-dir> <count>", errUsage)
+		}
+		n, err := strconv.Atoi(args[1])
+		if err != nil || n < 1 || n > 100000 {
+			return fmt.Errorf("%w: count %q", errUsage, args[1])
+		}
+		states, err := hostrun.RankStates(args[0], n)
+		if err != nil {
+			return err
+		}
+		return out.Encode(states)
+	case "write-file":
+		// write-file <path> <mode> < content: atomically, for a kind's own
+		// files on the host (a batch script).
+		if len(args) != 2 {
+			return fmt.Errorf("%w: write-file <path> <octal-mode> < content", errUsage)
+		}
+		mode, err := strconv.ParseUint(args[1], 8, 32)
+		if err != nil {
+			return fmt.Errorf("%w: mode %q", errUsage, args[1])
+		}
+		b, err := readInput(stdin, 16<<20)
+		if err != nil {
+			return err
+		}
+		tmp := args[0] + ".tmp"
+		if err := os.WriteFile(tmp, b, os.FileMode(mode)); err != nil {
+			return err
+		}
+		return os.Rename(tmp, args[0])
+	case "stage", "start":
 		raw, err := readInput(stdin, 0)
 		if err != nil {
 			return err
@@ -127,6 +159,10 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 			return err
 		}
 		if err := hostrun.Stage(ctx, req); err != nil {
+			return err
+		}
+		if cmd == "stage" { // launched by someone else (a batch system)
+			_, err := stdout.Write([]byte("{}\n"))
 			return err
 		}
 		exe, err := os.Executable()
