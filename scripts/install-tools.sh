@@ -34,6 +34,8 @@ fi
 # A real Spark (the pyspark package, Java) for the aml_hdinsight_attachment tests.
 if [ "$purpose" != demo ]; then
   bash "$(dirname "$0")/install-spark.sh" || missing+=("Spark (scripts/install-spark.sh)")
+  # A real Slurm (slurm-wlm, munge) for the aml_batch_attachment tests.
+  bash "$(dirname "$0")/install-slurm.sh" || missing+=("Slurm (scripts/install-slurm.sh)")
 fi
 tf=$(find_terraform)
 if [ -z "$tf" ]; then

@@ -414,6 +414,11 @@ func (e *Engine) start(ctx context.Context, sub *submission, rec *run.Record) (*
 	if err != nil {
 		return nil, err
 	}
+	// One observation at once: a run that is not waited for still shows where
+	// it is (Queued with the scheduler's reason, a batch job's id).
+	if r, err := e.refresh(ctx, s, rec); err == nil {
+		return r, nil
+	}
 	return e.toRun(s, rec), nil
 }
 

@@ -80,6 +80,7 @@ type ExperimentRunResourceModel struct {
 	OutputFiles     types.List    `tfsdk:"output_files"`
 	MetricCount     types.Int64   `tfsdk:"metric_count"`
 	SparkAppID      types.String  `tfsdk:"spark_application_id"`
+	SlurmJobID      types.String  `tfsdk:"slurm_job_id"`
 	OutputFileCount types.Int64   `tfsdk:"output_file_count"`
 	OutputsPath     types.String  `tfsdk:"outputs_path"`
 	LogTail         types.String  `tfsdk:"log_tail"`
@@ -192,6 +193,9 @@ func (r *ExperimentRunResource) Schema(ctx context.Context, req resource.SchemaR
 			},
 			"spark_application_id": schema.StringAttribute{
 				Computed: true, MarkdownDescription: "The Spark application id of a PySpark run (`application_...` on YARN, `app-...` on a standalone master, `local-...`); null for other runs.",
+			},
+			"slurm_job_id": schema.StringAttribute{
+				Computed: true, MarkdownDescription: "The Slurm job id of a run on an `aml_batch_attachment`; null for other runs.",
 			},
 			"metric_count": schema.Int64Attribute{
 				Computed: true, PlanModifiers: []planmodifier.Int64{int64planmodifier.UseStateForUnknown()},
@@ -364,6 +368,7 @@ func (m *ExperimentRunResourceModel) fillComputed(ctx context.Context, run *engi
 	m.Metrics = numberMap(engine.FirstMetrics(run.Metrics, engine.MaxStateMetrics))
 	m.MetricCount = types.Int64Value(int64(len(run.Metrics)))
 	m.SparkAppID = optString(run.Details[engine.DetailSparkAppID])
+	m.SlurmJobID = optString(run.Details[engine.DetailSlurmJobID])
 	m.OutputFiles = listValue(ctx, run.OutputFiles[:min(len(run.OutputFiles), engine.MaxStateOutputFiles)], diags)
 	m.OutputFileCount = types.Int64Value(int64(len(run.OutputFiles)))
 	m.OutputsPath = types.StringValue(run.OutputsPath)

@@ -110,6 +110,7 @@ func (p *AmlProvider) Resources(ctx context.Context) []func() resource.Resource 
 		NewRemoteComputeResource,
 		NewComputeResource,
 		NewHDInsightAttachmentResource,
+		NewBatchAttachmentResource,
 	}
 }
 

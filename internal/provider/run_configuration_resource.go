@@ -52,6 +52,32 @@ type RunConfigurationResourceModel struct {
 	MaxRunDurationSeconds types.Int64  `tfsdk:"max_run_duration_seconds"`
 	EnvironmentHash       types.String `tfsdk:"environment_hash"`
 	Spark                 types.Object `tfsdk:"spark"`
+	Slurm                 types.Object `tfsdk:"slurm"`
+}
+
+var slurmTypes = map[string]attr.Type{
+	"cpus_per_node": types.Int64Type, "memory_per_node": types.StringType, "gpus_per_node": types.Int64Type,
+	"sbatch_options": types.ListType{ElemType: types.StringType}, "max_retries": types.Int64Type,
+}
+
+type slurmModel struct {
+	CPUsPerNode   types.Int64  `tfsdk:"cpus_per_node"`
+	MemoryPerNode types.String `tfsdk:"memory_per_node"`
+	GPUsPerNode   types.Int64  `tfsdk:"gpus_per_node"`
+	SbatchOptions types.List   `tfsdk:"sbatch_options"`
+	MaxRetries    types.Int64  `tfsdk:"max_retries"`
+}
+
+func (m *RunConfigurationResourceModel) slurmResources(ctx context.Context, diags *diag.Diagnostics) *engine.SlurmResources {
+	if m.Slurm.IsNull() || m.Slurm.IsUnknown() {
+		return nil
+	}
+	var v slurmModel
+	diags.Append(m.Slurm.As(ctx, &v, basetypes.ObjectAsOptions{})...)
+	return &engine.SlurmResources{
+		CPUsPerNode: int(v.CPUsPerNode.ValueInt64()), MemoryPerNode: v.MemoryPerNode.ValueString(), GPUsPerNode: int(v.GPUsPerNode.ValueInt64()),
+		SbatchOptions: stringList(ctx, v.SbatchOptions, diags), MaxRetries: int(v.MaxRetries.ValueInt64()),
+	}
 }
 
 var sparkTypes = map[string]attr.Type{"configuration": types.MapType{ElemType: types.StringType}}
@@ -197,6 +223,20 @@ func (r *RunConfigurationResource) Schema(ctx context.Context, req resource.Sche
 		},
 		Blocks: map[string]schema.Block{
 			"environment": environmentBlock(),
+			"slurm": schema.SingleNestedBlock{
+				MarkdownDescription: "Per-run resources of runs on an `aml_batch_attachment` (Slurm): per node, as one task per node gets them.",
+				PlanModifiers:       []planmodifier.Object{objectplanmodifier.RequiresReplace()},
+				Attributes: map[string]schema.Attribute{
+					"cpus_per_node":   schema.Int64Attribute{Optional: true, MarkdownDescription: "CPUs of each node's task (`--cpus-per-task`).", Validators: []validator.Int64{int64validator.AtLeast(1)}},
+					"memory_per_node": schema.StringAttribute{Optional: true, MarkdownDescription: "Memory per node (`--mem`), e.g. `16G`."},
+					"gpus_per_node":   schema.Int64Attribute{Optional: true, MarkdownDescription: "GPUs per node (`--gres=gpu:N`).", Validators: []validator.Int64{int64validator.AtLeast(1)}},
+					"sbatch_options":  schema.ListAttribute{ElementType: types.StringType, Optional: true, MarkdownDescription: "More `sbatch` options, e.g. `--constraint=a100`; those the provider sets (job name, nodes, tasks, output, requeue) are refused."},
+					"max_retries": schema.Int64Attribute{
+						Optional: true, Validators: []validator.Int64{int64validator.AtLeast(0)},
+						MarkdownDescription: "How often a run whose node failed is requeued (same run id, `AML_ATTEMPT` counting, same outputs directory so checkpoints survive). Default 0; a preempted run is requeued at least once.",
+					},
+				},
+			},
 			"spark": schema.SingleNestedBlock{
 				MarkdownDescription: "Spark settings of PySpark runs (`framework = \"PySpark\"`, on an `aml_hdinsight_attachment`).",
 				PlanModifiers:       []planmodifier.Object{objectplanmodifier.RequiresReplace()},
@@ -303,6 +343,11 @@ func (r *RunConfigurationResource) ValidateConfig(ctx context.Context, req resou
 			addEngineError(&resp.Diagnostics, "Invalid run configuration", err)
 		}
 	}
+	if tv, err := m.Slurm.ToTerraformValue(ctx); err == nil && tv.IsFullyKnown() {
+		if err := engine.CheckSlurmResources(m.slurmResources(ctx, &resp.Diagnostics)); err != nil {
+			addEngineError(&resp.Diagnostics, "Invalid run configuration", err)
+		}
+	}
 }
 
 func (m *RunConfigurationResourceModel) spec(ctx context.Context, diags *diag.Diagnostics) engine.RunConfigSpec {
@@ -315,6 +360,7 @@ func (m *RunConfigurationResourceModel) spec(ctx context.Context, diags *diag.Di
 		EnvironmentVariables:  stringMap(ctx, m.EnvironmentVariables, diags),
 		MaxRunDurationSeconds: m.MaxRunDurationSeconds.ValueInt64(),
 		Spark:                 m.sparkConfig(ctx, diags),
+		Slurm:                 m.slurmResources(ctx, diags),
 	}
 	return s
 }
@@ -336,6 +382,19 @@ func (m *RunConfigurationResourceModel) fill(ctx context.Context, rc *engine.Run
 		m.MaxRunDurationSeconds = types.Int64Null()
 	}
 	m.EnvironmentHash = types.StringValue(rc.EnvironmentHash)
+	m.Slurm = types.ObjectNull(slurmTypes)
+	if r := rc.Spec.Slurm; r != nil {
+		opts := types.ListNull(types.StringType)
+		if r.SbatchOptions != nil {
+			opts = listValue(ctx, r.SbatchOptions, diags)
+		}
+		v, d := types.ObjectValue(slurmTypes, map[string]attr.Value{
+			"cpus_per_node": optInt(r.CPUsPerNode), "memory_per_node": optString(r.MemoryPerNode), "gpus_per_node": optInt(r.GPUsPerNode),
+			"sbatch_options": opts, "max_retries": optInt(r.MaxRetries),
+		})
+		diags.Append(d...)
+		m.Slurm = v
+	}
 	m.Spark = types.ObjectNull(sparkTypes)
 	if sc := rc.Spec.Spark; sc != nil {
 		conf := types.MapNull(types.StringType)
@@ -529,4 +588,11 @@ func environmentToModel(ctx context.Context, e env.Environment, diags *diag.Diag
 	v, d := types.ObjectValueFrom(ctx, environmentTypes, em)
 	diags.Append(d...)
 	return v
+}
+
+func optInt(v int) types.Int64 {
+	if v == 0 {
+		return types.Int64Null()
+	}
+	return types.Int64Value(int64(v))
 }

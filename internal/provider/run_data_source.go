@@ -37,6 +37,7 @@ type RunDataSourceModel struct {
 	LogTail         types.String  `tfsdk:"log_tail"`
 	LogPath         types.String  `tfsdk:"log_path"`
 	SparkAppID      types.String  `tfsdk:"spark_application_id"`
+	SlurmJobID      types.String  `tfsdk:"slurm_job_id"`
 	SnapshotHash    types.String  `tfsdk:"snapshot_hash"`
 	Tags            types.Map     `tfsdk:"tags"`
 }
@@ -70,6 +71,7 @@ func (d *RunDataSource) Schema(ctx context.Context, req datasource.SchemaRequest
 			"log_path":             computed("Path of the full log."),
 			"snapshot_hash":        computed("Hash of the run's source snapshot."),
 			"spark_application_id": computed("The Spark application id of a PySpark run; null for other runs."),
+			"slurm_job_id":         computed("The Slurm job id of a run on an aml_batch_attachment; null for other runs."),
 			"tags":                 schema.MapAttribute{ElementType: types.StringType, Computed: true, MarkdownDescription: "Tags."},
 		},
 	}
@@ -98,7 +100,7 @@ func (d *RunDataSource) Read(ctx context.Context, req datasource.ReadRequest, re
 	// All of them: the resource's state keeps a bounded part, this has the rest.
 	m.Metrics, m.OutputFiles, m.OutputsPath = numberMap(run.Metrics), listValue(ctx, run.OutputFiles, &resp.Diagnostics), rm.OutputsPath
 	m.LogTail, m.LogPath, m.SnapshotHash = rm.LogTail, rm.LogPath, rm.SnapshotHash
-	m.SparkAppID = rm.SparkAppID
+	m.SparkAppID, m.SlurmJobID = rm.SparkAppID, rm.SlurmJobID
 	m.Tags = mapValue(ctx, run.Tags, &resp.Diagnostics)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &m)...)
 }

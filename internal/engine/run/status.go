@@ -50,9 +50,11 @@ func (s Status) Active() bool { return !s.Terminal() }
 // status may also move to Failed, CancelRequested or Canceled (see CanTransition).
 var transitions = map[Status][]Status{
 	NotStarted: {Queued, Preparing, Starting, Running},
-	Queued:     {Preparing, Starting, Running},
+	// A short run may end between two observations: from Queued or
+	// Preparing straight to its end.
+	Queued: {Preparing, Starting, Running, Finalizing, Completed},
 	// Back to Queued: a managed pool requeues (once) a run whose node was lost.
-	Preparing:  {Starting, Running, Queued},
+	Preparing:  {Starting, Running, Queued, Finalizing, Completed},
 	Starting:   {Queued, Preparing, Running, Finalizing, Completed},
 	Running:    {Finalizing, Completed, Queued},
 	Finalizing: {Completed},

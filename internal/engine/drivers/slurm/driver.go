@@ -127,7 +127,6 @@ type handle struct {
 	JobID  string `json:"job_id"`
 	RunDir string `json:"run_dir"`
 	Nodes  int    `json:"nodes"`
-	Budget int    `json:"requeue_budget"`
 }
 
 // Script is the batch script of a run.
@@ -140,7 +139,10 @@ func Script(runID, runDir, agent string, p Partition, spec Spec, nodes int, maxD
 	opt("--ntasks-per-node=1")
 	opt("--output=%s", path.Join(runDir, "logs", "slurm-%j.out"))
 	opt("--open-mode=append")
-	opt("--no-requeue")
+	// Slurm requeues a job whose node failed or that was preempted (same job,
+	// same run directory); the script below caps how often.
+	budget := max(r.MaxRetries, 1)
+	opt("--requeue")
 	if p.Name != "" {
 		opt("--partition=%s", p.Name)
 	}
@@ -169,6 +171,7 @@ func Script(runID, runDir, agent string, p Partition, spec Spec, nodes int, maxD
 	for _, o := range r.SbatchOptions {
 		opt("%s", o)
 	}
+	fmt.Fprintf(&b, "if [ \"${SLURM_RESTART_COUNT:-0}\" -gt %d ]; then\n  echo \"aml: requeued ${SLURM_RESTART_COUNT} times, more than slurm.max_retries allows; not running again\" >&2\n  exit 75\nfi\n", budget)
 	fmt.Fprintf(&b, `cd %s || exit 1
 addr() { scontrol show node -o "$1" 2>/dev/null | tr ' ' '\n' | sed -n 's/^NodeAddr=//p'; }
 first=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
@@ -220,7 +223,7 @@ func (d *Driver) Start(ctx context.Context, spec drivers.RunSpec) (drivers.Handl
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(handle{JobID: out, RunDir: runDir, Nodes: nodes, Budget: res.MaxRetries})
+	return json.Marshal(handle{JobID: out, RunDir: runDir, Nodes: nodes})
 }
 
 // submit runs sbatch, retrying a controller that does not answer (bounded).
@@ -347,17 +350,10 @@ func (e *execution) state(ctx context.Context, j jobInfo, ranks []drivers.State)
 		if st.Status == "" || st.Status.Terminal() {
 			st = drivers.State{Status: run.Running}
 		}
+		if j.Restarts > 0 {
+			st.Message = fmt.Sprintf("attempt %d (Slurm requeued the job after a node failure or preemption)", j.Restarts+1)
+		}
 		return st
-	case "NODE_FAIL", "PREEMPTED", "BOOT_FAIL":
-		budget := e.h.Budget
-		if j.State == "PREEMPTED" {
-			budget = max(budget, 1)
-		}
-		if j.Restarts < budget {
-			if _, err := e.d.c.run(ctx, "scontrol requeue "+shq(e.h.JobID)); err == nil {
-				return drivers.State{Status: run.Queued, Message: fmt.Sprintf("Slurm job %s ended %s; requeued (attempt %d of %d), same run and outputs directory", e.h.JobID, j.State, j.Restarts+2, budget+1)}
-			}
-		}
 	}
 	if j.Known && !terminalJob(j.State) {
 		return drivers.State{Status: run.Running, Message: "Slurm job " + e.h.JobID + " is " + strings.ToLower(j.State)}

@@ -24,7 +24,7 @@ func TestScript(t *testing.T) {
 	for _, want := range []string{"#SBATCH --job-name=aml-exp_1_ab\n", "#SBATCH --nodes=2\n", "#SBATCH --ntasks-per-node=1\n",
 		"#SBATCH --output=/shared/runs/exp_1_ab/logs/slurm-%j.out\n", "#SBATCH --partition=gpu\n", "#SBATCH --account=ml\n", "#SBATCH --qos=normal\n",
 		"#SBATCH --time=3\n", "#SBATCH --signal=USR1@60\n", "#SBATCH --cpus-per-task=4\n", "#SBATCH --mem=8G\n", "#SBATCH --gres=gpu:1\n",
-		"#SBATCH --constraint=a100\n", "#SBATCH --no-requeue\n", "exec srun --kill-on-bad-exit=1 --ntasks-per-node=1 /shared/bin/x/terraform-provider-aml agent supervise-rank /shared/runs/exp_1_ab\n",
+		"#SBATCH --constraint=a100\n", "#SBATCH --requeue\n", "-gt 1 ]; then", "exec srun --kill-on-bad-exit=1 --ntasks-per-node=1 --task-epilog=/shared/runs/exp_1_ab/.aml/task-epilog.sh /shared/bin/x/terraform-provider-aml agent supervise-rank /shared/runs/exp_1_ab\n",
 		"export MASTER_ADDR MASTER_PORT AML_ATTEMPT"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("script lacks %q:\n%s", want, s)
