@@ -340,6 +340,13 @@ func (e *execution) Status(ctx context.Context) (drivers.State, error) {
 func (e *execution) state(ctx context.Context, j jobInfo, ranks []drivers.State) drivers.State {
 	switch j.State {
 	case "PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SUSPENDED":
+		if allCompleted(ranks) {
+			// Every rank finished its work, but Slurm lost track of the
+			// launch (a controller restarted meanwhile) and requeued the job:
+			// the run is done; the requeued job must not run it again.
+			_, _ = e.d.c.run(ctx, "scancel "+shq(e.h.JobID))
+			return e.ended(jobInfo{}, ranks)
+		}
 		msg := "Slurm job " + e.h.JobID + " is pending"
 		if j.Reason != "" && j.Reason != "None" {
 			msg += ": " + j.Reason
@@ -359,6 +366,15 @@ func (e *execution) state(ctx context.Context, j jobInfo, ranks []drivers.State)
 		return drivers.State{Status: run.Running, Message: "Slurm job " + e.h.JobID + " is " + strings.ToLower(j.State)}
 	}
 	return e.ended(j, ranks)
+}
+
+func allCompleted(ranks []drivers.State) bool {
+	for _, r := range ranks {
+		if r.Status != run.Completed {
+			return false
+		}
+	}
+	return len(ranks) > 0
 }
 
 func terminalJob(s string) bool {

@@ -2,6 +2,8 @@ package slurm
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,7 +12,9 @@ import (
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/driverstest"
+	"github.com/openaml/terraform-provider-aml/internal/engine/env"
 	"github.com/openaml/terraform-provider-aml/internal/engine/field"
+	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
 	"github.com/openaml/terraform-provider-aml/internal/testutil"
 	slurmtest "github.com/openaml/terraform-provider-aml/internal/testutil/slurm"
@@ -91,5 +95,84 @@ func TestProbeUnknownPartition(t *testing.T) {
 	err := probe(context.Background(), &localCluster{root: t.TempDir()}, Spec{Partition: "gpu"}, &st)
 	if fe, ok := err.(*field.Error); !ok || fe.Attr != "partition" || !strings.Contains(fe.Msg, "it has: debug, single") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+func startRun(t *testing.T, d drivers.Driver, blobs snapshot.BlobStore, script string) (drivers.Handle, drivers.Execution) {
+	t.Helper()
+	ctx := context.Background()
+	src := testutil.WriteFiles(t, t.TempDir(), map[string]string{"train.py": script})
+	m, err := snapshot.Build(ctx, src, snapshot.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := blobs.Ingest(ctx, src, m); err != nil {
+		t.Fatal(err)
+	}
+	h, err := d.Start(ctx, drivers.RunSpec{RunID: fmt.Sprintf("slurm_%d", time.Now().UnixNano()), Manifest: m, Blobs: blobs,
+		Program: drivers.Program{Script: "train.py"}, Launch: env.Launch{Interpreter: "python3"}, Grace: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex, err := d.Recover(ctx, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, ex
+}
+
+// The controller down while a job runs: the run is not failed (unreachable,
+// status as last seen) and its status comes back with the controller. Down at
+// submit time: bounded retries, then an error that says so.
+func TestControllerDown(t *testing.T) {
+	c := slurmtest.Start(t)
+	open, blobs := localDriver(t, c)
+	d := open(t)
+	ctx := context.Background()
+	_, ex := startRun(t, d, blobs, "import time\ntime.sleep(15)\n")
+	testutil.WaitFor(t, 60*time.Second, "the job to run", func() bool {
+		st, err := ex.Status(ctx)
+		return err == nil && st.Status == run.Running
+	})
+	time.Sleep(2 * time.Second) // the controller has saved the job's state
+	c.Kill("slurmctld")
+	if _, err := ex.Status(ctx); !drivers.IsUnreachable(err) {
+		t.Fatalf("status with the controller down: %v, want unreachable", err)
+	}
+	start := time.Now()
+	_, err := d.Start(ctx, drivers.RunSpec{RunID: "while_down", Manifest: &snapshot.Manifest{}, Blobs: blobs, Program: drivers.Program{Script: "x.py"}})
+	if err == nil || !strings.Contains(err.Error(), "does not answer (tried 4 times)") {
+		t.Fatalf("submit with the controller down: %v", err)
+	}
+	t.Logf("refused after %s", time.Since(start).Round(time.Millisecond))
+	c.Start("slurmctld")
+	wctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	st, err := ex.Wait(wctx)
+	if err != nil || st.Status != run.Completed {
+		t.Fatalf("after the controller came back: %+v, %v", st, err)
+	}
+}
+
+// scancel from outside the provider: the run is Canceled.
+func TestScancelFromOutside(t *testing.T) {
+	c := slurmtest.Start(t)
+	open, blobs := localDriver(t, c)
+	d := open(t)
+	h, ex := startRun(t, d, blobs, "import time\nprint('up', flush=True)\ntime.sleep(120)\n")
+	var jh handle
+	_ = json.Unmarshal(h, &jh)
+	testutil.WaitFor(t, 60*time.Second, "the job to run", func() bool {
+		st, err := ex.Status(context.Background())
+		return err == nil && st.Status == run.Running
+	})
+	if out, err := c.Run("scancel", jh.JobID); err != nil {
+		t.Fatalf("scancel: %v %s", err, out)
+	}
+	wctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st, err := ex.Wait(wctx)
+	if err != nil || st.Status != run.Canceled || st.FailureReason != run.ReasonCanceled {
+		t.Fatalf("after scancel: %+v, %v", st, err)
 	}
 }
