@@ -66,6 +66,15 @@ resource "aml_experiment_run" %q {
 `, name, name, src, script, extra)
 }
 
+func slurmExample(t *testing.T) string {
+	t.Helper()
+	src, err := filepath.Abs(filepath.Join("..", "..", "examples", "slurm", "src"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return src
+}
+
 // sharedRoot is a directory of the cluster that every user may write.
 func sharedRoot(t *testing.T, c *slurmtest.Cluster) string {
 	t.Helper()
@@ -111,7 +120,8 @@ resource "aml_run_configuration" "two" {
     }
   }
 }
-` + strings.Replace(slurmRun("two", src, "train.py", ""), "aml_run_configuration.rc.id", "aml_run_configuration.two.id", 1)
+` + strings.Replace(slurmRun("two", src, "train.py", ""), "aml_run_configuration.rc.id", "aml_run_configuration.two.id", 1) +
+		strings.Replace(slurmRun("example", slurmExample(t), "train.py", ""), "aml_run_configuration.rc.id", "aml_run_configuration.two.id", 1)
 	const hpc = "aml_batch_attachment.hpc"
 	resource.Test(t, resource.TestCase{
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
@@ -131,6 +141,10 @@ resource "aml_run_configuration" "two" {
 					statecheck.ExpectKnownValue("aml_experiment_run.one", tfjsonpath.New("metrics").AtMapKey("world_size"), knownvalue.Float64Exact(1)),
 					statecheck.ExpectKnownValue("aml_experiment_run.two", tfjsonpath.New("status"), knownvalue.StringExact("Completed")),
 					statecheck.ExpectKnownValue("aml_experiment_run.two", tfjsonpath.New("metrics").AtMapKey("world_size"), knownvalue.Float64Exact(2)),
+					statecheck.ExpectKnownValue("aml_experiment_run.example", tfjsonpath.New("status"), knownvalue.StringExact("Completed")),
+					statecheck.ExpectKnownValue("aml_experiment_run.example", tfjsonpath.New("metrics").AtMapKey("world_size"), knownvalue.Float64Exact(2)),
+					statecheck.ExpectKnownValue("aml_experiment_run.example", tfjsonpath.New("output_files"), knownvalue.ListExact([]knownvalue.Check{
+						knownvalue.StringExact("checkpoint-rank0.json"), knownvalue.StringExact("checkpoint-rank1.json")})),
 					statecheck.ExpectKnownValue("aml_experiment_run.two", tfjsonpath.New("output_files"), knownvalue.ListExact([]knownvalue.Check{
 						knownvalue.StringExact("rank-0.json"), knownvalue.StringExact("rank-1.json")})),
 				},
