@@ -356,3 +356,8 @@ bash "$(dirname "$0")/ssh.sh"
 # 5. Managed pool: 1-second runs through a 4-node aml_compute pool (its own script: about 95 s).
 echo
 bash "$(dirname "$0")/pool.sh"
+
+# 6. Slurm: short runs through aml_batch_attachment against plain sbatch --wrap (its own script:
+#    a real controller and two nodes on localhost; needs root).
+echo
+bash "$(dirname "$0")/slurm.sh"
