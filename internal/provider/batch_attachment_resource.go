@@ -57,20 +57,10 @@ type BatchAttachmentResourceModel struct {
 	ProvisioningState types.String   `tfsdk:"provisioning_state"`
 }
 
-type loginModel struct {
-	Address              types.String `tfsdk:"address"`
-	SSHPort              types.Int64  `tfsdk:"ssh_port"`
-	Username             types.String `tfsdk:"username"`
-	Password             types.String `tfsdk:"password"`
-	PrivateKey           types.String `tfsdk:"private_key"`
-	PrivateKeyPassphrase types.String `tfsdk:"private_key_passphrase"`
-	HostKey              types.String `tfsdk:"host_key"`
-}
+// The login block has the attributes of aml_remote_compute's bastion block.
+type loginModel = bastionModel
 
-var loginTypes = map[string]attr.Type{
-	"address": types.StringType, "ssh_port": types.Int64Type, "username": types.StringType, "password": types.StringType,
-	"private_key": types.StringType, "private_key_passphrase": types.StringType, "host_key": types.StringType,
-}
+var loginTypes = bastionTypes
 
 var partitionTypes = map[string]attr.Type{
 	"name": types.StringType, "nodes": types.Int64Type, "state": types.StringType, "max_time": types.StringType, "default": types.BoolType,

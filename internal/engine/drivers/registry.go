@@ -146,3 +146,18 @@ func kindNames() []string {
 	sort.Strings(names)
 	return names
 }
+
+// Decode reads a target record's spec and state into a kind's own types.
+func Decode[S, T any](t Target) (S, T, error) {
+	var spec S
+	var st T
+	if err := json.Unmarshal(t.Spec, &spec); err != nil {
+		return spec, st, fmt.Errorf("compute target %q: %w", t.Name, err)
+	}
+	if len(t.State) > 0 {
+		if err := json.Unmarshal(t.State, &st); err != nil {
+			return spec, st, fmt.Errorf("compute target %q: %w", t.Name, err)
+		}
+	}
+	return spec, st, nil
+}

@@ -8,7 +8,6 @@ package slurm
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"path"
 	"regexp"
@@ -166,17 +165,7 @@ func (st State) partitionNames() string {
 
 func (kind) Apply(ctx context.Context, w *drivers.Workspace, t drivers.Target) error { return nil }
 
-func decode(t drivers.Target) (Spec, State, error) {
-	var spec Spec
-	var st State
-	if err := json.Unmarshal(t.Spec, &spec); err != nil {
-		return spec, st, fmt.Errorf("compute target %q: %w", t.Name, err)
-	}
-	if err := json.Unmarshal(t.State, &st); err != nil {
-		return spec, st, fmt.Errorf("compute target %q: %w", t.Name, err)
-	}
-	return spec, st, nil
-}
+func decode(t drivers.Target) (Spec, State, error) { return drivers.Decode[Spec, State](t) }
 
 func (kind) Open(ctx context.Context, w *drivers.Workspace, t drivers.Target) (drivers.Driver, error) {
 	spec, st, err := decode(t)

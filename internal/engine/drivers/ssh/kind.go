@@ -6,7 +6,6 @@ package ssh
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/sshhost"
@@ -47,17 +46,7 @@ func (kind) Attach(ctx context.Context, w *drivers.Workspace, name string, rawSp
 
 func (kind) Apply(ctx context.Context, w *drivers.Workspace, t drivers.Target) error { return nil }
 
-func decode(t drivers.Target) (Spec, State, error) {
-	var spec Spec
-	var st State
-	if err := json.Unmarshal(t.Spec, &spec); err != nil {
-		return spec, st, fmt.Errorf("compute target %q: %w", t.Name, err)
-	}
-	if err := json.Unmarshal(t.State, &st); err != nil {
-		return spec, st, fmt.Errorf("compute target %q: %w", t.Name, err)
-	}
-	return spec, st, nil
-}
+func decode(t drivers.Target) (Spec, State, error) { return drivers.Decode[Spec, State](t) }
 
 // Open builds the driver from the record and the stored credentials.
 func (kind) Open(ctx context.Context, w *drivers.Workspace, t drivers.Target) (drivers.Driver, error) {
