@@ -710,14 +710,14 @@ data "aml_workspace" "other" {
 func TestAccExperimentRunResource_adoptAfterProviderKilled(t *testing.T) {
 	testAccPreCheck(t)
 	t.Parallel()
-	testAdoptionAfterProviderKilled(t, func(wsDir string) string { return workspaceConfig(wsDir) }, "run_configuration_id = aml_run_configuration.py.id", "")
+	testAdoptionAfterProviderKilled(t, func(wsDir string) string { return workspaceConfig(wsDir) }, "run_configuration_id = aml_run_configuration.py.id", "", true)
 }
 
 // testAdoptionAfterProviderKilled kills the provider while a run of slow.py
 // (prefixed by scriptHead) runs, configured by prelude (a workspace
 // aml_workspace.ws at wsDir and what the run needs) and runAttrs, then checks
 // that the next apply adopts that run.
-func testAdoptionAfterProviderKilled(t *testing.T, prelude func(wsDir string) string, runAttrs, scriptHead string) {
+func testAdoptionAfterProviderKilled(t *testing.T, prelude func(wsDir string) string, runAttrs, scriptHead string, local bool) {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		t.Skip("go toolchain not found on PATH; it is needed to build the provider binary")
@@ -876,9 +876,16 @@ output "status" {
 		t.Fatalf("the first apply did not fail on the killed provider during the run's create:\n%s", firstOut.String())
 	}
 	// Nothing recorded its end: the run goes on without the provider (the
-	// second apply below adopts it and sees it complete).
+	// second apply below adopts it and sees it complete). A local run is
+	// observed from here too; a remote one is not (this test's own engine
+	// would first stage its test binary on the host).
 	if st, err := storedStatus(t, wsDir, runID); err != nil || st.Terminal() {
 		t.Fatalf("the run should still be going after the provider died: %s, %v", st, err)
+	}
+	if local {
+		if r, err := testEngine(t).ReadRun(t.Context(), wsDir+"/runs/"+runID); err != nil || r.Status.Terminal() {
+			t.Fatalf("the run should still be going after the provider died: %+v, %v", r, err)
+		}
 	}
 
 	// Second apply: adopts the run.

@@ -307,5 +307,5 @@ func TestAccHDInsightAttachment_adoptAfterProviderKilled(t *testing.T) {
 	}
 	testAdoptionAfterProviderKilled(t, prelude,
 		"compute_target       = aml_hdinsight_attachment.spark.name\n  run_configuration_id = aml_run_configuration.pyspark.id",
-		"from pyspark.sql import SparkSession\nspark = SparkSession.builder.getOrCreate()\n")
+		"from pyspark.sql import SparkSession\nspark = SparkSession.builder.getOrCreate()\n", false)
 }
