@@ -1,11 +1,14 @@
 package provider_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -277,7 +280,7 @@ func TestAccBatchAttachment_requeueAfterNodeFailure(t *testing.T) {
 	src := newSourceDir(t, map[string]string{"train.py": `import os, time, aml_run
 aml_run.log("attempt", float(os.environ["AML_ATTEMPT"]))
 if os.environ["AML_ATTEMPT"] == "1":
-    open(os.path.join(os.environ["AML_OUTPUTS_DIR"], "started"), "w").write(os.environ["SLURMD_NODENAME"])
+    open(os.path.join(os.environ["AML_OUTPUTS_DIR"], "started"), "w").write(os.environ["SLURMD_NODENAME"] + " " + os.environ["SLURM_JOB_ID"])
     time.sleep(120)
 `})
 	done := make(chan struct{})
@@ -293,8 +296,29 @@ if os.environ["AML_ATTEMPT"] == "1":
 			}
 			m, _ := filepath.Glob(filepath.Join(root, "*", "outputs", "started"))
 			if len(m) > 0 {
-				node, _ := os.ReadFile(m[0])
-				c.Kill(strings.TrimSpace(string(node)))
+				b, _ := os.ReadFile(m[0])
+				node, job, _ := strings.Cut(strings.TrimSpace(string(b)), " ")
+				c.Kill(node)
+				// Its job steps' slurmstepd daemons die with the node.
+				for _, pid := range processesNaming("slurmstepd: [" + job + ".") {
+					if n, err := strconv.Atoi(pid); err == nil {
+						_ = syscall.Kill(n, syscall.SIGKILL)
+					}
+				}
+				// The node is dead: what ran there goes too (a killed slurmd
+				// alone would leave its job step running on this one machine).
+				var st struct {
+					SupervisorPID int `json:"supervisor_pid"`
+					ChildPID      int `json:"child_pid"`
+				}
+				b, _ = os.ReadFile(filepath.Join(filepath.Dir(filepath.Dir(m[0])), ".aml", "status.json"))
+				_ = json.Unmarshal(b, &st)
+				if st.ChildPID > 0 {
+					_ = syscall.Kill(-st.ChildPID, syscall.SIGKILL)
+				}
+				if st.SupervisorPID > 0 {
+					_ = syscall.Kill(st.SupervisorPID, syscall.SIGKILL)
+				}
 				return
 			}
 		}
