@@ -129,7 +129,7 @@ func (e *execution) findAppID(ctx context.Context) string {
 	if e.appID != "" {
 		return e.appID
 	}
-	out, err := e.d.Host.Output(ctx, "ls -1 "+remote.ShellQuote(path.Join(e.runDir, eventsDir))+" 2>/dev/null || true")
+	out, err := e.d.Host.Output(ctx, "ls -1 "+remote.ShellQuote(path.Join(e.runDir, eventsDir))+" 2>/dev/null | head -n 64 || true")
 	if err != nil {
 		return ""
 	}
