@@ -5,17 +5,13 @@ import (
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
-	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
-	"github.com/hashicorp/terraform-plugin-framework-validators/objectvalidator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
 	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
-	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/booldefault"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/listplanmodifier"
-	"github.com/hashicorp/terraform-plugin-framework/resource/schema/objectplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
@@ -112,20 +108,7 @@ func (r *BatchAttachmentResource) Schema(ctx context.Context, req resource.Schem
 			},
 		},
 		Blocks: map[string]schema.Block{
-			"login": schema.SingleNestedBlock{
-				MarkdownDescription: "The login node to submit from, over SSH (host key rules as `aml_remote_compute`: pinned, or the first key seen pinned). Omit to submit from the machine running Terraform.",
-				PlanModifiers:       []planmodifier.Object{objectplanmodifier.RequiresReplace()},
-				Validators:          []validator.Object{objectvalidator.AlsoRequires(path.MatchRelative().AtName("address"), path.MatchRelative().AtName("username"))},
-				Attributes: map[string]schema.Attribute{
-					"address":                schema.StringAttribute{Optional: true, MarkdownDescription: "Login node (required in the block)."},
-					"ssh_port":               schema.Int64Attribute{Optional: true, MarkdownDescription: "SSH port. Default 22.", Validators: []validator.Int64{int64validator.Between(1, 65535)}},
-					"username":               schema.StringAttribute{Optional: true, MarkdownDescription: "User to submit as (required in the block); jobs run as this user."},
-					"password":               schema.StringAttribute{Optional: true, Sensitive: true, MarkdownDescription: "Password."},
-					"private_key":            schema.StringAttribute{Optional: true, Sensitive: true, MarkdownDescription: "Private key (PEM or OpenSSH)."},
-					"private_key_passphrase": schema.StringAttribute{Optional: true, Sensitive: true, MarkdownDescription: "Passphrase of an encrypted key."},
-					"host_key":               schema.StringAttribute{Optional: true, MarkdownDescription: "The login node's host key; without it the first key seen is pinned."},
-				},
-			},
+			"login": sshHostBlock("The login node to submit from, over SSH (host key rules as `aml_remote_compute`: pinned, or the first key seen pinned). Omit to submit from the machine running Terraform.", "Login node", "User to submit as; jobs run as this user"),
 		},
 	}
 }
@@ -228,16 +211,7 @@ func (r *BatchAttachmentResource) Read(ctx context.Context, req resource.ReadReq
 				addEngineError(&resp.Diagnostics, "Cannot read compute target credentials", err)
 				return
 			}
-			port := types.Int64Null()
-			if spec.Login.Port != 22 {
-				port = types.Int64Value(int64(spec.Login.Port))
-			}
-			v, d := types.ObjectValueFrom(ctx, loginTypes, loginModel{
-				Address: types.StringValue(spec.Login.Address), SSHPort: port, Username: types.StringValue(spec.Login.Username),
-				Password: optString(creds.Password), PrivateKey: optString(creds.PrivateKey), PrivateKeyPassphrase: optString(creds.Passphrase), HostKey: optString(spec.Login.HostKey),
-			})
-			resp.Diagnostics.Append(d...)
-			state.Login = v
+			state.Login = sshHostValue(ctx, spec.Login, &creds, &resp.Diagnostics)
 		}
 	}
 	state.fill(ctx, t, &resp.Diagnostics)

@@ -190,20 +190,7 @@ func sshTargetSchema(ctx context.Context, description string, extra map[string]s
 			"provisioning_state":   computedStr("`Succeeded` once attached."),
 		},
 		Blocks: map[string]schema.Block{
-			"bastion": schema.SingleNestedBlock{
-				PlanModifiers:       []planmodifier.Object{objectplanmodifier.RequiresReplace()},
-				MarkdownDescription: "A jump host to reach `address` through.",
-				Validators:          []validator.Object{objectvalidator.AlsoRequires(path.MatchRelative().AtName("address"), path.MatchRelative().AtName("username"))},
-				Attributes: map[string]schema.Attribute{
-					"address":                schema.StringAttribute{Optional: true, MarkdownDescription: "Bastion host (required in the block)."},
-					"ssh_port":               schema.Int64Attribute{Optional: true, MarkdownDescription: "Bastion SSH port. Default 22.", Validators: []validator.Int64{int64validator.Between(1, 65535)}},
-					"username":               schema.StringAttribute{Optional: true, MarkdownDescription: "Bastion user (required in the block)."},
-					"password":               schema.StringAttribute{Optional: true, Sensitive: true, MarkdownDescription: "Bastion password."},
-					"private_key":            schema.StringAttribute{Optional: true, Sensitive: true, MarkdownDescription: "Bastion private key."},
-					"private_key_passphrase": schema.StringAttribute{Optional: true, Sensitive: true, MarkdownDescription: "Passphrase of the bastion key."},
-					"host_key":               schema.StringAttribute{Optional: true, MarkdownDescription: "Bastion host key; without it the first key seen is pinned."},
-				},
-			},
+			"bastion": sshHostBlock("A jump host to reach `address` through.", "Bastion host", "Bastion user"),
 		},
 	}
 	for k, v := range extra {
@@ -290,4 +277,42 @@ func (m *RemoteComputeResourceModel) fill(ctx context.Context, t *engine.Target,
 	m.DockerAvailable = types.BoolValue(t.Facts.Docker)
 	m.HostKeyFingerprint = types.StringValue(st.Fingerprint)
 	m.ProvisioningState = types.StringValue(t.ProvisioningState)
+}
+
+// sshHostBlock is a block naming another SSH host and its credentials (a
+// bastion, a Slurm login node): the attributes of bastionModel.
+func sshHostBlock(description, address, username string) schema.SingleNestedBlock {
+	return schema.SingleNestedBlock{
+		PlanModifiers:       []planmodifier.Object{objectplanmodifier.RequiresReplace()},
+		MarkdownDescription: description,
+		Validators:          []validator.Object{objectvalidator.AlsoRequires(path.MatchRelative().AtName("address"), path.MatchRelative().AtName("username"))},
+		Attributes: map[string]schema.Attribute{
+			"address":                schema.StringAttribute{Optional: true, MarkdownDescription: address + " (required in the block)."},
+			"ssh_port":               schema.Int64Attribute{Optional: true, MarkdownDescription: "SSH port. Default 22.", Validators: []validator.Int64{int64validator.Between(1, 65535)}},
+			"username":               schema.StringAttribute{Optional: true, MarkdownDescription: username + " (required in the block)."},
+			"password":               schema.StringAttribute{Optional: true, Sensitive: true, MarkdownDescription: "Password."},
+			"private_key":            schema.StringAttribute{Optional: true, Sensitive: true, MarkdownDescription: "Private key (PEM or OpenSSH)."},
+			"private_key_passphrase": schema.StringAttribute{Optional: true, Sensitive: true, MarkdownDescription: "Passphrase of an encrypted `private_key`."},
+			"host_key":               schema.StringAttribute{Optional: true, MarkdownDescription: "Its host key; without it the first key seen is pinned."},
+		},
+	}
+}
+
+// sshHostValue is the block value of another SSH host, from its spec and
+// stored credentials (import).
+func sshHostValue(ctx context.Context, h *engine.RemoteSpec, c *engine.Credentials, diags *diag.Diagnostics) types.Object {
+	bc := engine.Credentials{}
+	if c != nil {
+		bc = *c
+	}
+	port := types.Int64Null()
+	if h.Port != 22 {
+		port = types.Int64Value(int64(h.Port))
+	}
+	v, d := types.ObjectValueFrom(ctx, bastionTypes, bastionModel{
+		Address: types.StringValue(h.Address), SSHPort: port, Username: types.StringValue(h.Username),
+		Password: optString(bc.Password), PrivateKey: optString(bc.PrivateKey), PrivateKeyPassphrase: optString(bc.Passphrase), HostKey: optString(h.HostKey),
+	})
+	diags.Append(d...)
+	return v
 }

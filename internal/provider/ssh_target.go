@@ -186,19 +186,6 @@ func (m *RemoteComputeResourceModel) importSecrets(ctx context.Context, eng *eng
 		return
 	}
 	if b := spec.Bastion; b != nil {
-		bc := engine.Credentials{}
-		if creds.Bastion != nil {
-			bc = *creds.Bastion
-		}
-		port := types.Int64Null()
-		if b.Port != 22 {
-			port = types.Int64Value(int64(b.Port))
-		}
-		v, d := types.ObjectValueFrom(ctx, bastionTypes, bastionModel{
-			Address: types.StringValue(b.Address), SSHPort: port, Username: types.StringValue(b.Username),
-			Password: optString(bc.Password), PrivateKey: optString(bc.PrivateKey), PrivateKeyPassphrase: optString(bc.Passphrase), HostKey: optString(b.HostKey),
-		})
-		diags.Append(d...)
-		m.Bastion = v
+		m.Bastion = sshHostValue(ctx, b, creds.Bastion, diags)
 	}
 }
