@@ -232,3 +232,31 @@ fit()
 		t.Fatalf("the error lacks the traceback:\n%v", err)
 	}
 }
+
+// A run's record keeps where its results are relative to the workspace: a
+// workspace moved to another path still finds them.
+func TestRecordPathsFollowAMovedWorkspace(t *testing.T) {
+	t.Parallel()
+	te := setup(t, nil)
+	src := writeSource(t, map[string]string{"train.py": "import os\nopen(os.path.join(os.environ['AML_OUTPUTS_DIR'], 'm.txt'), 'w').write('x')\n"})
+	sub := te.submit(t, te.request(src, "train.py"))
+	if _, err := waitRun(t, te.e, sub.ID, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	te.e.Close()
+	moved := filepath.Join(t.TempDir(), "moved")
+	if err := os.Rename(te.ws, moved); err != nil {
+		t.Fatal(err)
+	}
+	e := newEngine(t, t.TempDir())
+	r, err := e.ReadRun(context.Background(), moved+"/runs/"+sub.RunID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(r.OutputsPath, moved) || !strings.HasPrefix(r.LogPath, moved) {
+		t.Fatalf("paths %s, %s do not follow the workspace to %s", r.OutputsPath, r.LogPath, moved)
+	}
+	if _, err := os.Stat(filepath.Join(r.OutputsPath, "m.txt")); err != nil {
+		t.Fatal(err)
+	}
+}

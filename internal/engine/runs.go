@@ -121,6 +121,23 @@ func FirstMetrics(m map[string]float64, n int) map[string]float64 {
 	return out
 }
 
+// inWorkspace keeps a path under the workspace relative to it, so a record
+// does not tie the workspace to where this machine keeps it.
+func inWorkspace(ws, p string) string {
+	if rel, err := filepath.Rel(ws, p); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return filepath.ToSlash(rel)
+	}
+	return p
+}
+
+// fromWorkspace resolves a path inWorkspace kept.
+func fromWorkspace(ws, p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(ws, filepath.FromSlash(p))
+}
+
 // noticeOutputsGone flags a finished run whose outputs directory was removed
 // outside Terraform: its output files are no longer there. The run is not
 // re-executed for it; the record keeps the history.
@@ -555,7 +572,7 @@ func (e *Engine) record(ctx context.Context, s *store.Store, id string, ex drive
 			r.OutputFiles = col.OutputFiles
 			r.LogTail = run.SanitizeText(col.LogTail)
 			r.Traceback = run.SanitizeText(col.Traceback)
-			r.OutputsPath, r.LogPath = col.OutputsPath, col.LogPath
+			r.OutputsPath, r.LogPath = inWorkspace(s.Dir, col.OutputsPath), inWorkspace(s.Dir, col.LogPath)
 			if len(col.Warnings) > 0 {
 				r.Error = strings.TrimPrefix(r.Error+"; "+run.SanitizeText(strings.Join(col.Warnings, "; ")), "; ")
 			}
@@ -702,7 +719,7 @@ func (e *Engine) toRun(s *store.Store, rec *run.Record) *Run {
 	// Until a run is collected, its files are where the engine host keeps
 	// them: the run directory of the workspace.
 	l := hostrun.Layout{Dir: rec.RunDir}
-	outputsPath, logPath := rec.OutputsPath, rec.LogPath
+	outputsPath, logPath := fromWorkspace(s.Dir, rec.OutputsPath), fromWorkspace(s.Dir, rec.LogPath)
 	if outputsPath == "" {
 		outputsPath = l.Outputs()
 	}

@@ -193,9 +193,6 @@ var jobIDPattern = regexp.MustCompile(`^(\d+)(;\S+)?$`)
 func (d *Driver) Start(ctx context.Context, spec drivers.RunSpec) (drivers.Handle, error) {
 	nodes := spec.Nodes()
 	var res Resources
-	if len(spec.SparkConf) > 0 { // unused by this kind
-		return nil, field.Errorf("run_configuration_id", "a spark block is for PySpark targets, not Slurm")
-	}
 	if spec.Slurm != nil {
 		if err := json.Unmarshal(spec.Slurm, &res); err != nil {
 			return nil, err
