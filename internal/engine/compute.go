@@ -149,7 +149,7 @@ func (e *Engine) releaseRunBasedPool(ctx context.Context, s *store.Store, rec *r
 	if rec.Pool == "" || !rec.Status.Terminal() {
 		return
 	}
-	_ = e.DeleteCompute(context.WithoutCancel(ctx), TargetID(s.Dir, rec.Pool), true)
+	_ = e.DeleteCompute(context.WithoutCancel(ctx), TargetID(s.UID, rec.Pool), true)
 }
 
 // NotePlannedTarget records that this process planned the creation of a
@@ -190,7 +190,7 @@ func (e *Engine) CheckPlacement(ctx context.Context, workspaceID, targetName, ru
 	drv, err := e.driverFor(ctx, s, targetName)
 	if err != nil {
 		var fe *FieldError
-		if errors.As(err, &fe) && !e.plannedTarget(s.Dir, targetName) {
+		if errors.As(err, &fe) && !e.plannedTarget(s.UID, targetName) {
 			return fieldErr("compute_target", "%s; if this configuration creates it, refer to it (compute_target = aml_remote_compute.<name>.name or aml_compute.<name>.name) so that Terraform plans it first", fe.Msg)
 		}
 		return nil
@@ -202,7 +202,7 @@ func (e *Engine) CheckPlacement(ctx context.Context, workspaceID, targetName, ru
 	if err != nil || !caps.PlanTimeEnvironment {
 		return nil
 	}
-	key := s.Dir + targetSep + targetName + "\x00" + rc.EnvironmentHash
+	key := s.UID + targetSep + targetName + "\x00" + rc.EnvironmentHash
 	e.mu.Lock()
 	cached, seen := e.planEnv[key]
 	e.mu.Unlock()

@@ -58,8 +58,9 @@ type Engine struct {
 	owner string
 
 	mu     sync.Mutex
-	stores map[string]*store.Store
-	pool   *remote.Pool // SSH connections, one per host; created on first use
+	stores map[string]*store.Store // by directory
+	where  map[string]string       // workspace id -> directory, as last found
+	pool   *remote.Pool            // SSH connections, one per host; created on first use
 
 	// planned are the targets this process has planned to create (see
 	// NotePlannedTarget); planEnv caches plan-time environment checks.
@@ -96,6 +97,7 @@ func New(opts Options) (*Engine, error) {
 		opts:    opts,
 		owner:   fmt.Sprintf("%s:%d:%d", host, os.Getpid(), hostrun.SelfStartTicks()),
 		stores:  map[string]*store.Store{},
+		where:   map[string]string{},
 		planned: map[string]bool{},
 		planEnv: map[string]error{},
 	}, nil
@@ -123,27 +125,124 @@ func (e *Engine) abs(p string) string {
 	return filepath.Join(e.opts.WorkDir, p)
 }
 
-// open returns the cached store for a workspace id (its absolute directory).
+// open returns the store of a workspace id. An id is the workspace's UUID; it
+// is found, in order, where this process last saw it, through its pointer file
+// (.aml/workspaces/.ids/<uuid>, written when the workspace is created or read,
+// holding its storage_path as configured) and among the workspaces under the
+// default root. An absolute directory (the ids of state written before workspace ids,
+// and the engine's own callers) opens that directory.
 func (e *Engine) open(ctx context.Context, id string) (*store.Store, error) {
-	if !filepath.IsAbs(id) {
-		return nil, fmt.Errorf("workspace id %q is not an absolute directory path", id)
+	if filepath.IsAbs(id) {
+		return e.openDir(ctx, id)
 	}
-	id = filepath.Clean(id)
+	if !store.UIDPattern.MatchString(id) {
+		return nil, fmt.Errorf("workspace id %q is not a workspace id: use the id attribute of aml_workspace, a UUID such as 0f8fad5b-d9cb-469f-a165-70867728950e", id)
+	}
+	e.mu.Lock()
+	dir, ok := e.where[id]
+	e.mu.Unlock()
+	var looked []string
+	if ok {
+		looked = append(looked, dir)
+	}
+	if p, err := e.readPointer(id); err == nil {
+		looked = append(looked, e.abs(p))
+	}
+	root := e.abs(DefaultWorkspaceRoot)
+	if entries, err := os.ReadDir(root); err == nil {
+		for _, de := range entries {
+			if de.IsDir() && !strings.HasPrefix(de.Name(), ".") {
+				looked = append(looked, filepath.Join(root, de.Name()))
+			}
+		}
+	}
+	for _, dir := range looked {
+		s, err := e.openDir(ctx, dir)
+		if err == nil && s.UID == id {
+			e.remember(id, s.Dir)
+			return s, nil
+		}
+	}
+	return nil, fmt.Errorf("workspace %s is not on this machine (looked for it through %s and under %s); an embedded workspace lives on the machine that created it: %w",
+		id, filepath.Join(root, pointersDir, id), root, ErrNotFound)
+}
+
+// openDir returns the cached store of the workspace directory dir.
+func (e *Engine) openDir(ctx context.Context, dir string) (*store.Store, error) {
+	dir = filepath.Clean(dir)
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if s, ok := e.stores[id]; ok {
+	if s, ok := e.stores[dir]; ok {
 		return s, nil
 	}
-	s, err := store.Open(ctx, id)
+	s, err := store.Open(ctx, dir)
 	if err != nil {
 		return nil, err
 	}
-	e.stores[id] = s
+	e.stores[dir] = s
 	return s, nil
 }
 
+// pointersDir holds one file per workspace id under the default root, naming
+// the workspace's storage_path as configured (relative paths stay relative).
+const pointersDir = ".ids"
+
+func (e *Engine) remember(id, dir string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.where[id] = dir
+}
+
+func (e *Engine) pointerPath(id string) string {
+	return filepath.Join(e.abs(DefaultWorkspaceRoot), pointersDir, id)
+}
+
+func (e *Engine) readPointer(id string) (string, error) {
+	b, err := os.ReadFile(e.pointerPath(id))
+	if err != nil || len(b) > 4096 {
+		return "", fmt.Errorf("no pointer for workspace %s", id)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// writePointer records where a workspace is for the next process. It is a
+// hint: failing to write it costs only a scan.
+func (e *Engine) writePointer(id, storagePath string) {
+	if old, err := e.readPointer(id); err == nil && old == storagePath {
+		return
+	}
+	p := e.pointerPath(id)
+	if os.MkdirAll(filepath.Dir(p), 0o755) != nil {
+		return
+	}
+	tmp := p + ".tmp-" + strconv.Itoa(os.Getpid())
+	if os.WriteFile(tmp, []byte(storagePath+"\n"), 0o644) == nil {
+		_ = os.Rename(tmp, p)
+	}
+	_ = os.Remove(tmp)
+}
+
+func (e *Engine) removePointer(id string) { _ = os.Remove(e.pointerPath(id)) }
+
+// storagePathOf is the storage_path a workspace was last configured with: its
+// pointer, else its directory relative to the working directory when inside it.
+func (e *Engine) storagePathOf(s *store.Store) string {
+	if p, err := e.readPointer(s.UID); err == nil && e.abs(p) == s.Dir {
+		return p
+	}
+	if rel, err := filepath.Rel(e.opts.WorkDir, s.Dir); err == nil && !strings.HasPrefix(rel, "..") {
+		return filepath.ToSlash(rel)
+	}
+	return s.Dir
+}
+
 // cleanID is a workspace id in its one spelling.
-func cleanID(id string) string { return filepath.Clean(id) }
+func cleanID(id string) string {
+	if filepath.IsAbs(id) {
+		return filepath.Clean(id)
+	}
+	return id
+}
 
 // openChild opens the workspace of a child id (run, target, ...) and returns
 // the child's name.
@@ -156,13 +255,14 @@ func (e *Engine) openChild(ctx context.Context, id string, parse func(string) (s
 	return s, name, err
 }
 
-func (e *Engine) forget(id string) {
+func (e *Engine) forget(s *store.Store) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if s, ok := e.stores[id]; ok {
+	if e.stores[s.Dir] == s {
 		s.Close()
-		delete(e.stores, id)
+		delete(e.stores, s.Dir)
 	}
+	delete(e.where, s.UID)
 }
 
 // ownerAlive reports whether an owner string names a live provider process.

@@ -121,7 +121,8 @@ func python(t *testing.T) string {
 type testEnv struct {
 	e       *engine.Engine
 	workDir string
-	ws      string
+	ws      string // the workspace id
+	wsDir   string // its directory
 	rc      string
 }
 
@@ -146,7 +147,7 @@ func setup(t *testing.T, mutate func(*engine.RunConfigSpec), options ...func(*en
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &testEnv{e: e, workDir: workDir, ws: ws.ID, rc: rc.ID}
+	return &testEnv{e: e, workDir: workDir, ws: ws.ID, wsDir: ws.Dir, rc: rc.ID}
 }
 
 func writeSource(t *testing.T, files map[string]string) string {
@@ -289,15 +290,15 @@ func TestWorkspaceLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantDir := filepath.Join(workDir, engine.DefaultWorkspaceRoot, "team_a")
-	if ws.ID != wantDir || ws.Name != "team_a" || ws.Description != "first" || ws.Tags["owner"] != "me" || ws.RunCount != 0 || ws.CreatedAt.IsZero() {
+	if !engine.IsWorkspaceID(ws.ID) || ws.Dir != wantDir || ws.StoragePath != ".aml/workspaces/team_a" || ws.Name != "team_a" || ws.Description != "first" || ws.Tags["owner"] != "me" || ws.RunCount != 0 || ws.CreatedAt.IsZero() {
 		t.Fatalf("created %+v", ws)
 	}
 	if _, err := os.Stat(filepath.Join(wantDir, "workspace.db")); err != nil {
 		t.Fatal(err)
 	}
 
-	// A second engine (another provider process) reads the same workspace.
-	got, err := newEngine(t, t.TempDir()).ReadWorkspace(ctx, ws.ID)
+	// A second engine (another provider process) reads the same workspace by id.
+	got, err := newEngine(t, workDir).ReadWorkspace(ctx, ws.ID)
 	if err != nil || got.Name != "team_a" || got.Description != "first" {
 		t.Fatalf("read: %+v %v", got, err)
 	}
@@ -313,21 +314,21 @@ func TestWorkspaceLifecycle(t *testing.T) {
 		t.Fatalf("re-create: %+v %v", again, err)
 	}
 	// A different name at the same path is refused.
-	_, err = e.CreateWorkspace(ctx, engine.WorkspaceSpec{Name: "team_b", StoragePath: ws.ID})
+	_, err = e.CreateWorkspace(ctx, engine.WorkspaceSpec{Name: "team_b", StoragePath: ws.Dir})
 	if fe := fieldErr(t, err); fe.Attr != "storage_path" || !strings.Contains(fe.Msg, "team_a") {
 		t.Errorf("different name: %v", err)
 	}
 
 	// Explicit relative storage_path resolves against the work dir.
 	custom, err := e.CreateWorkspace(ctx, engine.WorkspaceSpec{Name: "custom", StoragePath: "stores/custom"})
-	if err != nil || custom.ID != filepath.Join(workDir, "stores", "custom") {
+	if err != nil || custom.Dir != filepath.Join(workDir, "stores", "custom") || custom.StoragePath != "stores/custom" || custom.ID == ws.ID {
 		t.Fatalf("custom path: %+v %v", custom, err)
 	}
 
 	if err := e.DeleteWorkspace(ctx, ws.ID, false); err != nil {
 		t.Fatalf("delete empty workspace: %v", err)
 	}
-	if _, err := os.Stat(ws.ID); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(ws.Dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("workspace dir still there: %v", err)
 	}
 	if _, err := e.ReadWorkspace(ctx, ws.ID); !engine.IsNotFound(err) {
@@ -336,7 +337,7 @@ func TestWorkspaceLifecycle(t *testing.T) {
 	if err := e.DeleteWorkspace(ctx, ws.ID, false); err != nil {
 		t.Errorf("deleting a missing workspace must succeed: %v", err)
 	}
-	leftovers, _ := filepath.Glob(filepath.Join(filepath.Dir(ws.ID), ".*"))
+	leftovers, _ := filepath.Glob(filepath.Join(filepath.Dir(ws.Dir), ".*.*"))
 	if len(leftovers) != 0 {
 		t.Errorf("leftovers next to the deleted workspace: %v", leftovers)
 	}
@@ -403,7 +404,7 @@ func TestDeleteWorkspaceWithRuns(t *testing.T) {
 	if err := te.e.DeleteWorkspace(ctx, te.ws, true); err != nil {
 		t.Fatalf("delete with force: %v", err)
 	}
-	if _, err := os.Stat(te.ws); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(te.wsDir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("workspace dir still there: %v", err)
 	}
 }
@@ -1042,7 +1043,7 @@ func TestSubmitBadInput(t *testing.T) {
 	if n := runCount(t, te.e, other.ID); n != 0 {
 		t.Errorf("the other workspace has %d runs", n)
 	}
-	entries, _ := os.ReadDir(filepath.Join(te.ws, "runs"))
+	entries, _ := os.ReadDir(filepath.Join(te.wsDir, "runs"))
 	if len(entries) != 0 {
 		t.Errorf("rejected submissions left run directories: %v", entries)
 	}

@@ -49,7 +49,7 @@ func (te *testEnv) putRunConfig(t *testing.T, name string, mutate func(*engine.R
 	t.Helper()
 	spec := engine.RunConfigSpec{Name: name}
 	mutate(&spec)
-	rc, err := te.e.PutRunConfig(context.Background(), te.ws, spec)
+	rc, err := te.e.PutRunConfig(context.Background(), te.wsDir, spec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func TestSystemManagedEnvironment(t *testing.T) {
 	if got.Metrics["tinypkg_version"] != 1.0 {
 		t.Errorf("run 1 metrics %v, want tinypkg_version 1 (log:\n%s)", got.Metrics, got.LogTail)
 	}
-	if envRoot := filepath.Join(te.ws, engine.EnvsDir); !strings.Contains(got.LogTail, "prefix "+envRoot) {
+	if envRoot := filepath.Join(te.wsDir, engine.EnvsDir); !strings.Contains(got.LogTail, "prefix "+envRoot) {
 		t.Errorf("the script did not run in the workspace's environment cache %s:\n%s", envRoot, got.LogTail)
 	}
 	b, err := os.ReadFile(envBuildLog(got))
@@ -133,7 +133,7 @@ func TestSystemManagedEnvironment(t *testing.T) {
 	if b, err := os.ReadFile(envBuildLog(got2)); err != nil || len(b) != 0 {
 		t.Errorf("run 2 build log (a cache hit installs nothing): %q %v", b, err)
 	}
-	if complete, other := completeEnvs(t, te.ws); len(complete) != 1 || len(other) != 0 {
+	if complete, other := completeEnvs(t, te.wsDir); len(complete) != 1 || len(other) != 0 {
 		t.Errorf("environment cache: complete %v, other %v; want one environment", complete, other)
 	}
 }
@@ -174,7 +174,7 @@ func TestSystemManagedEnvironmentConcurrentRuns(t *testing.T) {
 	if built != 1 {
 		t.Errorf("%d concurrent runs built the environment %d times, want once", n, built)
 	}
-	if complete, other := completeEnvs(t, te.ws); len(complete) != 1 || len(other) != 0 {
+	if complete, other := completeEnvs(t, te.wsDir); len(complete) != 1 || len(other) != 0 {
 		t.Errorf("environment cache: complete %v, other %v; want one environment", complete, other)
 	}
 }
@@ -206,7 +206,7 @@ func TestSystemManagedEnvironmentBuildFails(t *testing.T) {
 	if b, err := os.ReadFile(envBuildLog(r)); err != nil || !strings.Contains(string(b), "doesnotexist-pkg") {
 		t.Errorf("environment_build.log lacks the installer's output: %v\n%s", err, b)
 	}
-	if complete, other := completeEnvs(t, te.ws); len(complete) != 0 || len(other) != 0 {
+	if complete, other := completeEnvs(t, te.wsDir); len(complete) != 0 || len(other) != 0 {
 		t.Errorf("a failed build left complete %v, other %v in the cache", complete, other)
 	}
 

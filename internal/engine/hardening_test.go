@@ -131,7 +131,7 @@ print("inherited=" + hashlib.sha256(os.environ.get("AML_TEST_INHERITED_SECRET", 
 	if err != nil || !strings.Contains(r.LogTail, fmt.Sprintf("inherited=%x", sha256.Sum256([]byte(secret)))) {
 		t.Fatalf("the run did not inherit the variable: %v %q", err, r.LogTail)
 	}
-	err = filepath.WalkDir(te.ws, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(te.wsDir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
@@ -145,9 +145,9 @@ print("inherited=" + hashlib.sha256(os.environ.get("AML_TEST_INHERITED_SECRET", 
 		t.Fatal(err)
 	}
 	for p, want := range map[string]os.FileMode{
-		te.ws:                                                   0o700,
-		filepath.Join(te.ws, "workspace.db"):                    0o600,
-		filepath.Join(te.ws, "workspace.db-wal"):                0o600,
+		te.wsDir:                                                0o700,
+		filepath.Join(te.wsDir, "workspace.db"):                 0o600,
+		filepath.Join(te.wsDir, "workspace.db-wal"):             0o600,
 		filepath.Join(r.OutputsPath, "..", ".aml"):              0o700,
 		filepath.Join(r.OutputsPath, "..", ".aml", "spec.json"): 0o600,
 	} {
@@ -245,7 +245,7 @@ func TestRecordPathsFollowAMovedWorkspace(t *testing.T) {
 	}
 	te.e.Close()
 	moved := filepath.Join(t.TempDir(), "moved")
-	if err := os.Rename(te.ws, moved); err != nil {
+	if err := os.Rename(te.wsDir, moved); err != nil {
 		t.Fatal(err)
 	}
 	e := newEngine(t, t.TempDir())

@@ -161,7 +161,7 @@ func TestPoolRequeuesKilledNodesRun(t *testing.T) {
 	for time.Now().Before(deadline) && nodePID == 0 {
 		cur, _ := te.e.ReadRun(ctx, r.ID)
 		if cur != nil && cur.Status == run.Running {
-			nodePID = runningNodePID(t, te.ws)
+			nodePID = runningNodePID(t, te.wsDir)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -175,7 +175,7 @@ func TestPoolRequeuesKilledNodesRun(t *testing.T) {
 	defer cancel()
 	done, err := te.e.WaitRun(wctx, r.ID)
 	if err != nil || done.Status != run.Completed {
-		logs, _ := filepath.Glob(filepath.Join(te.ws, "pools", "cpu", "*.log"))
+		logs, _ := filepath.Glob(filepath.Join(te.wsDir, "pools", "cpu", "*.log"))
 		for _, f := range logs {
 			b, _ := os.ReadFile(f)
 			t.Logf("%s:\n%s", filepath.Base(f), b)
@@ -333,7 +333,7 @@ func TestDeleteWorkspaceStopsPools(t *testing.T) {
 		t.Fatal(err)
 	}
 	pid := 0
-	logs, _ := filepath.Glob(filepath.Join(te.ws, "pools", "cpu", "*.log"))
+	logs, _ := filepath.Glob(filepath.Join(te.wsDir, "pools", "cpu", "*.log"))
 	for _, f := range logs {
 		b, _ := os.ReadFile(f)
 		if i := indexOf(string(b), "started (pid "); i >= 0 {

@@ -59,7 +59,7 @@ type RunConfig struct {
 
 // RunConfigID builds "<workspace_id>/runconfigs/<name>".
 func RunConfigID(workspaceID, name string) string {
-	return filepath.Clean(workspaceID) + runConfigSep + name
+	return cleanID(workspaceID) + runConfigSep + name
 }
 
 // ParseRunConfigID splits a run configuration id.
@@ -67,10 +67,11 @@ func ParseRunConfigID(id string) (workspaceID, name string, err error) {
 	return parseChildID(id, runConfigSep, NamePattern, "run configuration id", "{name}")
 }
 
-// parseChildID splits "<absolute workspace dir><sep><name>" ids.
+// parseChildID splits "<workspace id><sep><name>" ids. The workspace id is a
+// UUID, or an absolute directory in ids written before workspace ids.
 func parseChildID(id, sep string, name *regexp.Regexp, kind, form string) (string, string, error) {
 	i := strings.LastIndex(id, sep)
-	if i <= 0 || !filepath.IsAbs(id[:i]) || !name.MatchString(id[i+len(sep):]) {
+	if i <= 0 || !(store.UIDPattern.MatchString(id[:i]) || filepath.IsAbs(id[:i])) || !name.MatchString(id[i+len(sep):]) {
 		return "", "", fmt.Errorf("%s %q is not of the form {workspace_id}%s%s", kind, id, sep, form)
 	}
 	return id[:i], id[i+len(sep):], nil
@@ -158,7 +159,7 @@ func (e *Engine) PutRunConfig(ctx context.Context, workspaceID string, spec RunC
 	if err := s.PutRunConfig(ctx, store.RunConfigRow{Name: spec.Name, Spec: body, EnvironmentHash: spec.EnvironmentHash()}); err != nil {
 		return nil, err
 	}
-	return e.ReadRunConfig(ctx, RunConfigID(s.Dir, spec.Name))
+	return e.ReadRunConfig(ctx, RunConfigID(s.UID, spec.Name))
 }
 
 // ReadRunConfig returns a wrapped ErrNotFound for an unknown configuration.
@@ -175,7 +176,7 @@ func (e *Engine) ReadRunConfig(ctx context.Context, id string) (*RunConfig, erro
 	if err != nil {
 		return nil, err
 	}
-	rc := &RunConfig{ID: RunConfigID(s.Dir, name), WorkspaceID: s.Dir, EnvironmentHash: row.EnvironmentHash}
+	rc := &RunConfig{ID: RunConfigID(s.UID, name), WorkspaceID: s.UID, EnvironmentHash: row.EnvironmentHash}
 	if err := json.Unmarshal(row.Spec, &rc.Spec); err != nil {
 		return nil, fmt.Errorf("run configuration %s is corrupt: %w", id, err)
 	}

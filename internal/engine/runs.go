@@ -259,8 +259,8 @@ func (e *Engine) validateSubmission(ctx context.Context, req RunRequest) (*submi
 	if err != nil {
 		return nil, fieldErr("run_configuration_id", "%v", err)
 	}
-	if cleanID(rcWS) != s.Dir {
-		return nil, fieldErr("run_configuration_id", "%q belongs to workspace %s, not to this run's workspace %s", req.RunConfigID, rcWS, s.Dir)
+	if rcS, err := e.open(ctx, rcWS); err != nil || rcS != s {
+		return nil, fieldErr("run_configuration_id", "%q belongs to workspace %s, not to this run's workspace %s", req.RunConfigID, rcWS, s.UID)
 	}
 	rc, err := e.ReadRunConfig(ctx, req.RunConfigID)
 	if err != nil {
@@ -311,7 +311,7 @@ func (e *Engine) validateSubmission(ctx context.Context, req RunRequest) (*submi
 		// The fault is in the run configuration: say which, and where in it.
 		return nil, fieldErr("run_configuration_id", "run configuration %q cannot run on target %q: %v", rc.Spec.Name, req.ComputeTarget, err)
 	}
-	sub.key = submitKey(s.Dir, sub.sum.Hash, req, rc)
+	sub.key = submitKey(s.UID, sub.sum.Hash, req, rc)
 	return sub, nil
 }
 
@@ -410,7 +410,7 @@ func (e *Engine) start(ctx context.Context, sub *submission, rec *run.Record) (*
 	})
 	if err != nil {
 		if rec.Pool != "" {
-			_ = e.DeleteCompute(context.WithoutCancel(ctx), TargetID(s.Dir, rec.Pool), true)
+			_ = e.DeleteCompute(context.WithoutCancel(ctx), TargetID(s.UID, rec.Pool), true)
 		}
 		failed, uerr := s.UpdateRun(ctx, rec.ID, func(r *run.Record) error {
 			r.Status, r.FailureReason, r.Error = run.Failed, run.ReasonSetupFailed, run.SanitizeText(err.Error())
@@ -735,9 +735,9 @@ func (e *Engine) toRun(s *store.Store, rec *run.Record) *Run {
 		outputs = []string{}
 	}
 	return &Run{
-		ID:                      s.Dir + runSep + rec.ID,
+		ID:                      s.UID + runSep + rec.ID,
 		RunID:                   rec.ID,
-		WorkspaceID:             s.Dir,
+		WorkspaceID:             s.UID,
 		Experiment:              rec.Experiment,
 		ComputeTarget:           rec.Target,
 		RunConfigName:           rec.RunConfig,
@@ -769,7 +769,7 @@ func (e *Engine) toRun(s *store.Store, rec *run.Record) *Run {
 		Arguments:            rec.Arguments,
 		EnvironmentVariables: rec.EnvironmentVariables,
 		Triggers:             rec.Triggers,
-		RunConfigID:          RunConfigID(s.Dir, rec.RunConfig),
+		RunConfigID:          RunConfigID(s.UID, rec.RunConfig),
 	}
 }
 

@@ -181,7 +181,7 @@ func (e *Engine) AttachTarget(ctx context.Context, workspaceID, kind, name strin
 	if err := k.Apply(ctx, w, rec); err != nil {
 		return nil, err
 	}
-	return e.ReadTarget(ctx, TargetID(s.Dir, name))
+	return e.ReadTarget(ctx, TargetID(s.UID, name))
 }
 
 // UpdateTarget changes a target's settings in place, for kinds that allow it.
@@ -238,7 +238,7 @@ func (e *Engine) describe(ctx context.Context, s *store.Store, row drivers.Targe
 		return nil, err
 	}
 	return &Target{
-		ID: TargetID(s.Dir, row.Name), WorkspaceID: s.Dir, Name: row.Name, Kind: row.Kind,
+		ID: TargetID(s.UID, row.Name), WorkspaceID: s.UID, Name: row.Name, Kind: row.Kind,
 		ProvisioningState: d.ProvisioningState, CreatedAt: row.CreatedAt,
 		Facts: d.Facts, Address: d.Address, Nodes: d.Nodes,
 		Spec: row.Spec, State: row.State,

@@ -23,9 +23,10 @@ import (
 )
 
 var (
-	_ resource.ResourceWithConfigure   = &BatchAttachmentResource{}
-	_ resource.ResourceWithImportState = &BatchAttachmentResource{}
-	_ resource.ResourceWithModifyPlan  = &BatchAttachmentResource{}
+	_ resource.ResourceWithConfigure    = &BatchAttachmentResource{}
+	_ resource.ResourceWithImportState  = &BatchAttachmentResource{}
+	_ resource.ResourceWithUpgradeState = &BatchAttachmentResource{}
+	_ resource.ResourceWithModifyPlan   = &BatchAttachmentResource{}
 )
 
 // NewBatchAttachmentResource is the aml_batch_attachment factory.
@@ -73,6 +74,7 @@ func (r *BatchAttachmentResource) Schema(ctx context.Context, req resource.Schem
 		return schema.StringAttribute{Optional: true, PlanModifiers: replace, MarkdownDescription: desc, Validators: []validator.String{stringvalidator.LengthAtLeast(1)}}
 	}
 	resp.Schema = schema.Schema{
+		Version: 1, // 0: ids began with the workspace's directory
 		MarkdownDescription: "Attaches a Slurm cluster (Azure ML's `BatchCompute`, for machines you own): runs are staged once into `shared_root` (a directory every node sees), " +
 			"submitted with `sbatch` (from the machine running Terraform, or from a `login` node over SSH), and run with `srun`, one task per node, every rank in the same run directory. " +
 			"Status, exit codes and results come from that directory, so Slurm accounting is not needed.",
@@ -245,5 +247,10 @@ func (r *BatchAttachmentResource) Delete(ctx context.Context, req resource.Delet
 
 // ImportState takes "{workspace_id}/targets/{name}".
 func (r *BatchAttachmentResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
-	importChildID(ctx, req, resp, engine.ParseTargetID, "{workspace_id}/targets/{name}", "/home/me/project/.aml/workspaces/quickstart/targets/mybatchcompute")
+	importChildID(ctx, req, resp, engine.ParseTargetID, "{workspace_id}/targets/{name}", "0f8fad5b-d9cb-469f-a165-70867728950e/targets/mybatchcompute")
+}
+
+// UpgradeState moves state of version 0 to ids that name the workspace by its id.
+func (r *BatchAttachmentResource) UpgradeState(ctx context.Context) map[int64]resource.StateUpgrader {
+	return map[int64]resource.StateUpgrader{0: {StateUpgrader: upgradeIDs(func() *engine.Engine { return r.eng })}}
 }

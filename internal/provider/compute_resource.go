@@ -27,6 +27,7 @@ import (
 var (
 	_ resource.ResourceWithConfigure      = &ComputeResource{}
 	_ resource.ResourceWithImportState    = &ComputeResource{}
+	_ resource.ResourceWithUpgradeState   = &ComputeResource{}
 	_ resource.ResourceWithValidateConfig = &ComputeResource{}
 )
 
@@ -80,6 +81,7 @@ func (r *ComputeResource) Metadata(ctx context.Context, req resource.MetadataReq
 func (r *ComputeResource) Schema(ctx context.Context, req resource.SchemaRequest, resp *resource.SchemaResponse) {
 	replace := []planmodifier.String{stringplanmodifier.RequiresReplace()}
 	resp.Schema = schema.Schema{
+		Version: 1, // 0: ids began with the workspace's directory
 		MarkdownDescription: "A managed, autoscaling node pool (Azure ML's `AmlCompute`). Nodes are node-agent processes on the machine running the engine, " +
 			"one run (rank) per node, each with the CPUs (affinity, `OMP_NUM_THREADS`) and GPUs (`CUDA_VISIBLE_DEVICES`) of its `vm_size`. " +
 			"The pool grows to `max_nodes` while runs are queued, keeps `min_nodes`, and stops nodes idle for `idle_seconds_before_scaledown`, " +
@@ -279,7 +281,7 @@ func (r *ComputeResource) Delete(ctx context.Context, req resource.DeleteRequest
 
 // ImportState takes "{workspace_id}/targets/{name}".
 func (r *ComputeResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
-	importChildID(ctx, req, resp, engine.ParseTargetID, "{workspace_id}/targets/{name}", "/home/me/project/.aml/workspaces/quickstart/targets/cpu-cluster")
+	importChildID(ctx, req, resp, engine.ParseTargetID, "{workspace_id}/targets/{name}", "0f8fad5b-d9cb-469f-a165-70867728950e/targets/cpu-cluster")
 }
 
 // vmSizeValidator accepts catalog names and CUSTOM_ shapes.
@@ -298,4 +300,9 @@ func (v vmSizeValidator) ValidateString(ctx context.Context, req validator.Strin
 	if err := engine.CheckVMSize(req.ConfigValue.ValueString()); err != nil {
 		resp.Diagnostics.AddAttributeError(req.Path, "Unknown vm_size", fmt.Sprintf("%s: %v", req.Path, err))
 	}
+}
+
+// UpgradeState moves state of version 0 to ids that name the workspace by its id.
+func (r *ComputeResource) UpgradeState(ctx context.Context) map[int64]resource.StateUpgrader {
+	return map[int64]resource.StateUpgrader{0: {StateUpgrader: upgradeIDs(func() *engine.Engine { return r.eng })}}
 }

@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-go/tfprotov6"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine"
 )
@@ -90,4 +92,33 @@ func withTimeout(ctx context.Context, timeout func(context.Context, time.Duratio
 	d, dd := timeout(ctx, def)
 	diags.Append(dd...)
 	return context.WithTimeout(ctx, d)
+}
+
+// upgradeIDs is the state upgrader from version 0, whose ids began with the
+// workspace's absolute directory: every id-valued attribute (id, workspace_id,
+// run_configuration_id) names the workspace by its UUID instead, and a
+// storage_path that was the default directory becomes the default relative
+// path. A workspace that is not on this machine keeps its old id, which still
+// opens it where it was.
+func upgradeIDs(eng func() *engine.Engine) func(context.Context, resource.UpgradeStateRequest, *resource.UpgradeStateResponse) {
+	return func(ctx context.Context, req resource.UpgradeStateRequest, resp *resource.UpgradeStateResponse) {
+		if req.RawState == nil || len(req.RawState.JSON) == 0 {
+			resp.Diagnostics.AddError("Cannot upgrade state", "the prior state is empty or not JSON; remove the resource from state and import it again")
+			return
+		}
+		var attrs map[string]any
+		if err := json.Unmarshal(req.RawState.JSON, &attrs); err != nil {
+			resp.Diagnostics.AddError("Cannot upgrade state", fmt.Sprintf("the prior state is not a JSON object (%v); remove the resource from state and import it again", err))
+			return
+		}
+		if e := eng(); e != nil {
+			e.UpgradeState(ctx, attrs)
+		}
+		b, err := json.Marshal(attrs)
+		if err != nil {
+			resp.Diagnostics.AddError("Cannot upgrade state", err.Error())
+			return
+		}
+		resp.DynamicValue = &tfprotov6.DynamicValue{JSON: b}
+	}
 }

@@ -35,6 +35,7 @@ import (
 var (
 	_ resource.ResourceWithConfigure      = &ExperimentRunResource{}
 	_ resource.ResourceWithImportState    = &ExperimentRunResource{}
+	_ resource.ResourceWithUpgradeState   = &ExperimentRunResource{}
 	_ resource.ResourceWithModifyPlan     = &ExperimentRunResource{}
 	_ resource.ResourceWithValidateConfig = &ExperimentRunResource{}
 )
@@ -106,6 +107,7 @@ func (r *ExperimentRunResource) Schema(ctx context.Context, req resource.SchemaR
 		return schema.StringAttribute{Computed: true, MarkdownDescription: desc, PlanModifiers: keepStr}
 	}
 	resp.Schema = schema.Schema{
+		Version: 1, // 0: ids began with the workspace's directory
 		MarkdownDescription: "A training run (Azure ML's `ScriptRunConfig` + `Experiment.submit` + `Run`): apply snapshots `source_directory`, " +
 			"runs `script` (or `command`) on `compute_target` with a run configuration, waits, and exposes status, exit code, metrics, outputs and the log tail. " +
 			"The snapshot hash is computed at plan time, so editing a file of the snapshot shows the run as replaced; files excluded by " +
@@ -555,5 +557,10 @@ func (r *ExperimentRunResource) Delete(ctx context.Context, req resource.DeleteR
 
 // ImportState takes "{workspace_id}/runs/{run_id}".
 func (r *ExperimentRunResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
-	importChildID(ctx, req, resp, engine.ParseRunID, "{workspace_id}/runs/{run_id}", "/home/me/project/.aml/workspaces/quickstart/runs/iris_1732800000_1a2b3c4d")
+	importChildID(ctx, req, resp, engine.ParseRunID, "{workspace_id}/runs/{run_id}", "0f8fad5b-d9cb-469f-a165-70867728950e/runs/iris_1732800000_1a2b3c4d")
+}
+
+// UpgradeState moves state of version 0 to ids that name the workspace by its id.
+func (r *ExperimentRunResource) UpgradeState(ctx context.Context) map[int64]resource.StateUpgrader {
+	return map[int64]resource.StateUpgrader{0: {StateUpgrader: upgradeIDs(func() *engine.Engine { return r.eng })}}
 }

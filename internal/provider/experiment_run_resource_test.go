@@ -159,7 +159,11 @@ resource "aml_experiment_run" "train" {
 						return err
 					}
 					firstRunID = runID
-					if err := checkAttr(s, res, "id", wsDir+"/runs/"+runID); err != nil {
+					wsID, err := stateAttr(s, "aml_workspace.ws", "id")
+					if err != nil {
+						return err
+					}
+					if err := checkAttr(s, res, "id", wsID+"/runs/"+runID); err != nil {
 						return err
 					}
 					outputs, _ := stateAttr(s, res, "outputs_path")
@@ -677,11 +681,11 @@ resource "aml_run_configuration" "other" {
 			{
 				Config: base + `
 data "aml_workspace" "ws" {
-  storage_path = aml_workspace.ws.id
+  storage_path = aml_workspace.ws.storage_path
 }
 
 data "aml_workspace" "other" {
-  storage_path = aml_workspace.other.id
+  storage_path = aml_workspace.other.storage_path
 }
 `,
 				ConfigStateChecks: []statecheck.StateCheck{

@@ -35,7 +35,7 @@ func NewHDInsightAttachmentResource() resource.Resource {
 	return &sshTargetResource[HDInsightAttachmentResourceModel, *HDInsightAttachmentResourceModel]{
 		typeSuffix:    "_hdinsight_attachment",
 		schema:        hdinsightSchema,
-		importExample: "/home/me/project/.aml/workspaces/quickstart/targets/myhdi",
+		importExample: "0f8fad5b-d9cb-469f-a165-70867728950e/targets/myhdi",
 	}
 }
 

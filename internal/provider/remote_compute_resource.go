@@ -37,7 +37,7 @@ func NewRemoteComputeResource() resource.Resource {
 				"Apply connects (verifying the host key, or pinning the first one seen), stages the provider's own binary under `remote_root` as the run agent, "+
 				"and probes the host. Runs sent there with `compute_target = <name>` execute detached on the host and survive lost connections.", nil)
 		},
-		importExample: "/home/me/project/.aml/workspaces/quickstart/targets/attach-dsvm",
+		importExample: "0f8fad5b-d9cb-469f-a165-70867728950e/targets/attach-dsvm",
 	}
 }
 

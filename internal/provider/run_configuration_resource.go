@@ -30,6 +30,7 @@ import (
 var (
 	_ resource.ResourceWithConfigure      = &RunConfigurationResource{}
 	_ resource.ResourceWithImportState    = &RunConfigurationResource{}
+	_ resource.ResourceWithUpgradeState   = &RunConfigurationResource{}
 	_ resource.ResourceWithValidateConfig = &RunConfigurationResource{}
 )
 
@@ -161,6 +162,7 @@ func (r *RunConfigurationResource) Schema(ctx context.Context, req resource.Sche
 	// that use this configuration show in the plan as replaced too.
 	replace := []planmodifier.String{stringplanmodifier.RequiresReplace()}
 	resp.Schema = schema.Schema{
+		Version: 1, // 0: ids began with the workspace's directory
 		MarkdownDescription: "A run configuration (Azure ML's `RunConfiguration`): framework, communicator, node count, Python environment, " +
 			"environment variables and maximum duration, stored in a workspace and referenced by `aml_experiment_run`. " +
 			"Changing anything that affects what a run executes replaces the configuration and, through `run_configuration_id`, " +
@@ -479,7 +481,7 @@ func (r *RunConfigurationResource) Delete(ctx context.Context, req resource.Dele
 
 // ImportState takes "{workspace_id}/runconfigs/{name}".
 func (r *RunConfigurationResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
-	importChildID(ctx, req, resp, engine.ParseRunConfigID, "{workspace_id}/runconfigs/{name}", "/home/me/project/.aml/workspaces/quickstart/runconfigs/user-python")
+	importChildID(ctx, req, resp, engine.ParseRunConfigID, "{workspace_id}/runconfigs/{name}", "0f8fad5b-d9cb-469f-a165-70867728950e/runconfigs/user-python")
 }
 
 func environmentFromModel(ctx context.Context, obj types.Object, diags *diag.Diagnostics) env.Environment {
@@ -595,4 +597,9 @@ func optInt(v int) types.Int64 {
 		return types.Int64Null()
 	}
 	return types.Int64Value(int64(v))
+}
+
+// UpgradeState moves state of version 0 to ids that name the workspace by its id.
+func (r *RunConfigurationResource) UpgradeState(ctx context.Context) map[int64]resource.StateUpgrader {
+	return map[int64]resource.StateUpgrader{0: {StateUpgrader: upgradeIDs(func() *engine.Engine { return r.eng })}}
 }

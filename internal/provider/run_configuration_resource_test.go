@@ -70,8 +70,8 @@ resource "aml_experiment_run" "dependent" {
 			{
 				Config: config(600, "1"),
 				ConfigStateChecks: []statecheck.StateCheck{
-					statecheck.ExpectKnownValue(res, tfjsonpath.New("id"), knownvalue.StringExact(wsDir+"/runconfigs/user-python")),
-					statecheck.ExpectKnownValue(res, tfjsonpath.New("workspace_id"), knownvalue.StringExact(wsDir)),
+					statecheck.ExpectKnownValue(res, tfjsonpath.New("id"), knownvalue.StringRegexp(regexp.MustCompile(`^[0-9a-f-]{36}/runconfigs/user-python$`))),
+					statecheck.CompareValuePairs(res, tfjsonpath.New("workspace_id"), "aml_workspace.ws", tfjsonpath.New("id"), compare.ValuesSame()),
 					statecheck.ExpectKnownValue(res, tfjsonpath.New("framework"), knownvalue.StringExact("Python")),
 					statecheck.ExpectKnownValue(res, tfjsonpath.New("communicator"), knownvalue.StringExact("None")),
 					statecheck.ExpectKnownValue(res, tfjsonpath.New("node_count"), knownvalue.Int64Exact(1)),

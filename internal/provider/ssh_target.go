@@ -49,6 +49,7 @@ var (
 	_ resource.ResourceWithImportState      = &sshTargetResource[RemoteComputeResourceModel, *RemoteComputeResourceModel]{}
 	_ resource.ResourceWithConfigValidators = &sshTargetResource[RemoteComputeResourceModel, *RemoteComputeResourceModel]{}
 	_ resource.ResourceWithModifyPlan       = &sshTargetResource[RemoteComputeResourceModel, *RemoteComputeResourceModel]{}
+	_ resource.ResourceWithUpgradeState     = &sshTargetResource[RemoteComputeResourceModel, *RemoteComputeResourceModel]{}
 )
 
 func (r *sshTargetResource[M, P]) Metadata(ctx context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
@@ -57,6 +58,12 @@ func (r *sshTargetResource[M, P]) Metadata(ctx context.Context, req resource.Met
 
 func (r *sshTargetResource[M, P]) Schema(ctx context.Context, req resource.SchemaRequest, resp *resource.SchemaResponse) {
 	resp.Schema = r.schema(ctx)
+	resp.Schema.Version = 1 // 0: ids began with the workspace's directory
+}
+
+// UpgradeState moves state of version 0 to ids that name the workspace by its id.
+func (r *sshTargetResource[M, P]) UpgradeState(ctx context.Context) map[int64]resource.StateUpgrader {
+	return map[int64]resource.StateUpgrader{0: {StateUpgrader: upgradeIDs(func() *engine.Engine { return r.eng })}}
 }
 
 func (r *sshTargetResource[M, P]) Configure(ctx context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {

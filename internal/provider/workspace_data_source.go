@@ -42,9 +42,9 @@ func (d *WorkspaceDataSource) Schema(ctx context.Context, req datasource.SchemaR
 	resp.Schema = schema.Schema{
 		MarkdownDescription: "Reads an existing workspace, by `name` (in the default location `" + engine.DefaultWorkspaceRoot + "/<name>`) or by `storage_path`.",
 		Attributes: map[string]schema.Attribute{
-			"id":           schema.StringAttribute{Computed: true, MarkdownDescription: "Absolute path of the workspace directory."},
+			"id":           schema.StringAttribute{Computed: true, MarkdownDescription: "The workspace's id (a UUID)."},
 			"name":         schema.StringAttribute{Optional: true, Computed: true, MarkdownDescription: "Workspace name; looked up under `" + engine.DefaultWorkspaceRoot + "` when `storage_path` is not set."},
-			"storage_path": schema.StringAttribute{Optional: true, Computed: true, MarkdownDescription: "Workspace directory."},
+			"storage_path": schema.StringAttribute{Optional: true, Computed: true, MarkdownDescription: "Workspace directory, as written (relative paths are resolved against Terraform's working directory)."},
 			"description":  schema.StringAttribute{Computed: true, MarkdownDescription: "Description."},
 			"tags":         schema.MapAttribute{ElementType: types.StringType, Computed: true, MarkdownDescription: "Tags."},
 			"created_time": schema.StringAttribute{Computed: true, MarkdownDescription: "Creation time (RFC 3339)."},
@@ -69,20 +69,19 @@ func (d *WorkspaceDataSource) Read(ctx context.Context, req datasource.ReadReque
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	dir := d.eng.WorkspacePath(m.Name.ValueString(), m.StoragePath.ValueString())
-	ws, err := d.eng.ReadWorkspace(ctx, dir)
+	ws, err := d.eng.LocateWorkspace(ctx, "", m.Name.ValueString(), m.StoragePath.ValueString())
 	if err != nil {
 		addEngineError(&resp.Diagnostics, "Cannot read workspace", err)
 		return
 	}
 	if !m.Name.IsNull() && m.Name.ValueString() != ws.Name {
 		resp.Diagnostics.AddAttributeError(path.Root("name"), "Workspace name mismatch",
-			"name: "+dir+" holds workspace "+ws.Name+", not "+m.Name.ValueString())
+			"name: "+ws.Dir+" holds workspace "+ws.Name+", not "+m.Name.ValueString())
 		return
 	}
 	m.ID = types.StringValue(ws.ID)
 	m.Name = types.StringValue(ws.Name)
-	m.StoragePath = types.StringValue(ws.ID)
+	m.StoragePath = types.StringValue(ws.StoragePath)
 	m.Description = types.StringValue(ws.Description)
 	m.Tags = mapValue(ctx, ws.Tags, &resp.Diagnostics)
 	m.CreatedTime = types.StringValue(rfc3339(ws.CreatedAt))

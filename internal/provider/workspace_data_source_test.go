@@ -41,7 +41,7 @@ data "aml_workspace" "test" {
 			{
 				Config: config,
 				ConfigStateChecks: []statecheck.StateCheck{
-					statecheck.ExpectKnownValue(ds, tfjsonpath.New("id"), knownvalue.StringExact(wsDir)),
+					statecheck.CompareValuePairs(ds, tfjsonpath.New("id"), "aml_workspace.ws", tfjsonpath.New("id"), compare.ValuesSame()),
 					statecheck.ExpectKnownValue(ds, tfjsonpath.New("storage_path"), knownvalue.StringExact(wsDir)),
 					statecheck.ExpectKnownValue(ds, tfjsonpath.New("name"), knownvalue.StringExact("acc-ws")),
 					statecheck.ExpectKnownValue(ds, tfjsonpath.New("run_count"), knownvalue.Int64Exact(1)),

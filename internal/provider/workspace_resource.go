@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
 	"github.com/hashicorp/terraform-plugin-framework/path"
@@ -19,9 +20,10 @@ import (
 )
 
 var (
-	_ resource.ResourceWithConfigure   = &WorkspaceResource{}
-	_ resource.ResourceWithImportState = &WorkspaceResource{}
-	_ resource.ResourceWithModifyPlan  = &WorkspaceResource{}
+	_ resource.ResourceWithConfigure    = &WorkspaceResource{}
+	_ resource.ResourceWithImportState  = &WorkspaceResource{}
+	_ resource.ResourceWithModifyPlan   = &WorkspaceResource{}
+	_ resource.ResourceWithUpgradeState = &WorkspaceResource{}
 )
 
 // NewWorkspaceResource is the aml_workspace factory.
@@ -48,12 +50,13 @@ func (r *WorkspaceResource) Metadata(ctx context.Context, req resource.MetadataR
 
 func (r *WorkspaceResource) Schema(ctx context.Context, req resource.SchemaRequest, resp *resource.SchemaResponse) {
 	resp.Schema = schema.Schema{
+		Version: 1,
 		MarkdownDescription: "A workspace: the store that holds run configurations, compute targets, source snapshots and the history of every run " +
 			"(Azure ML's `Workspace`). It is a directory with a SQLite database and a content-addressed blob store.",
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{
 				Computed:            true,
-				MarkdownDescription: "The absolute path of the workspace directory.",
+				MarkdownDescription: "The workspace's stable id, a UUID given when it is created and kept in its store. It names no machine path: a moved or re-cloned checkout, or another machine reaching the same workspace, sees the same id.",
 				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
 			},
 			"name": schema.StringAttribute{
@@ -67,9 +70,9 @@ func (r *WorkspaceResource) Schema(ctx context.Context, req resource.SchemaReque
 			"storage_path": schema.StringAttribute{
 				Optional:            true,
 				Computed:            true,
-				MarkdownDescription: "Directory of the workspace. Default: `" + engine.DefaultWorkspaceRoot + "/<name>` under Terraform's working directory. Relative paths are resolved against the working directory; the computed value is absolute.",
+				MarkdownDescription: "Directory of the workspace, kept as written. A relative path (`\"wsdir\"`, `\"../shared/ws\"`) is resolved against Terraform's working directory each time, so it means the same in every checkout. Default: `" + engine.DefaultWorkspaceRoot + "/<name>` (relative). A change that names another directory replaces the workspace; another spelling of the same directory (`\"wsdir/\"`, `\"./wsdir\"`) does not.",
 				Validators:          []validator.String{stringvalidator.LengthAtLeast(1)},
-				PlanModifiers:       []planmodifier.String{stringplanmodifier.RequiresReplaceIfConfigured(), stringplanmodifier.UseStateForUnknown()},
+				PlanModifiers:       []planmodifier.String{storageReplace{r}, stringplanmodifier.UseStateForUnknown()},
 			},
 			"description": schema.StringAttribute{
 				Optional:            true,
@@ -111,25 +114,39 @@ func (r *WorkspaceResource) Configure(ctx context.Context, req resource.Configur
 	r.eng = engineFromResource(req, resp)
 }
 
-// ModifyPlan resolves where the workspace will live so the plan shows the path.
+// ModifyPlan shows the default storage_path (relative, like a configured one)
+// when none is configured.
 func (r *WorkspaceResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
 	if req.Plan.Raw.IsNull() || r.eng == nil {
 		return
 	}
 	var plan WorkspaceResourceModel
 	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
-	if resp.Diagnostics.HasError() || plan.Name.IsUnknown() || plan.StoragePath.IsUnknown() && !req.State.Raw.IsNull() {
+	if resp.Diagnostics.HasError() || plan.Name.IsUnknown() {
 		return
 	}
 	var cfgPath types.String
 	resp.Diagnostics.Append(req.Config.GetAttribute(ctx, path.Root("storage_path"), &cfgPath)...)
-	if cfgPath.IsUnknown() {
+	if cfgPath.IsNull() {
+		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("storage_path"), engine.DefaultStoragePath(plan.Name.ValueString()))...)
+	}
+}
+
+// storageReplace replaces the workspace when storage_path names another
+// directory; another spelling of the same one is an in-place change of state.
+type storageReplace struct{ r *WorkspaceResource }
+
+func (m storageReplace) Description(context.Context) string {
+	return "replaces the workspace when storage_path names another directory"
+}
+func (m storageReplace) MarkdownDescription(ctx context.Context) string { return m.Description(ctx) }
+
+func (m storageReplace) PlanModifyString(ctx context.Context, req planmodifier.StringRequest, resp *planmodifier.StringResponse) {
+	if req.State.Raw.IsNull() || req.Plan.Raw.IsNull() || req.ConfigValue.IsNull() || req.ConfigValue.IsUnknown() || req.StateValue.IsNull() {
 		return
 	}
-	dir := r.eng.WorkspacePath(plan.Name.ValueString(), cfgPath.ValueString())
-	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("storage_path"), dir)...)
-	if req.State.Raw.IsNull() {
-		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("id"), dir)...)
+	if m.r.eng != nil && !m.r.eng.SameStorage(req.StateValue.ValueString(), req.ConfigValue.ValueString()) {
+		resp.RequiresReplace = true
 	}
 }
 
@@ -163,7 +180,13 @@ func (r *WorkspaceResource) Read(ctx context.Context, req resource.ReadRequest, 
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	ws, err := r.eng.ReadWorkspace(ctx, state.ID.ValueString())
+	var ws *engine.Workspace
+	var err error
+	if state.StoragePath.IsNull() || state.Name.IsNull() { // import: found by id (or name)
+		ws, err = r.eng.ReadWorkspace(ctx, state.ID.ValueString())
+	} else {
+		ws, err = r.eng.LocateWorkspace(ctx, state.ID.ValueString(), state.Name.ValueString(), state.StoragePath.ValueString())
+	}
 	if engine.IsNotFound(err) {
 		resp.State.RemoveResource(ctx)
 		return
@@ -223,15 +246,29 @@ func (r *WorkspaceResource) Delete(ctx context.Context, req resource.DeleteReque
 	}
 }
 
-// ImportState takes the workspace directory's absolute path.
+// ImportState takes the workspace's id (its UUID) or its name (a workspace
+// in the default location).
 func (r *WorkspaceResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
+	if !engine.IsWorkspaceID(req.ID) && !engine.WorkspaceNamePattern.MatchString(req.ID) {
+		resp.Diagnostics.AddError("Invalid import id",
+			fmt.Sprintf("%q is neither a workspace id (a UUID, e.g. 0f8fad5b-d9cb-469f-a165-70867728950e: the id attribute of aml_workspace) nor a workspace name (3 to 33 letters, digits, '-' or '_')", req.ID))
+		return
+	}
 	resource.ImportStatePassthroughID(ctx, path.Root("id"), req, resp)
+}
+
+// UpgradeState moves state of version 0, whose ids were absolute directories,
+// to ids that are the workspace's UUID (see upgradeIDs).
+func (r *WorkspaceResource) UpgradeState(ctx context.Context) map[int64]resource.StateUpgrader {
+	return map[int64]resource.StateUpgrader{0: {StateUpgrader: upgradeIDs(func() *engine.Engine { return r.eng })}}
 }
 
 func (m *WorkspaceResourceModel) fill(ctx context.Context, ws *engine.Workspace, diags diagAppender) {
 	m.ID = types.StringValue(ws.ID)
 	m.Name = types.StringValue(ws.Name)
-	m.StoragePath = types.StringValue(ws.ID)
+	if m.StoragePath.IsNull() || m.StoragePath.IsUnknown() {
+		m.StoragePath = types.StringValue(ws.StoragePath)
+	}
 	m.Description = types.StringValue(ws.Description)
 	m.CreatedTime = types.StringValue(rfc3339(ws.CreatedAt))
 	if len(ws.Tags) > 0 || !m.Tags.IsNull() {

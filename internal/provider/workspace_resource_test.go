@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/hashicorp/terraform-plugin-testing/compare"
 	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
 	"github.com/hashicorp/terraform-plugin-testing/knownvalue"
 	"github.com/hashicorp/terraform-plugin-testing/plancheck"
@@ -16,6 +15,9 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
 )
+
+// uuidRE matches a workspace id.
+var uuidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
 
 func TestAccWorkspaceResource(t *testing.T) {
 	testAccPreCheck(t)
@@ -43,13 +45,15 @@ resource "aml_workspace" "test" {
 				ConfigPlanChecks: resource.ConfigPlanChecks{
 					PreApply: []plancheck.PlanCheck{
 						plancheck.ExpectResourceAction(res, plancheck.ResourceActionCreate),
-						// The plan already shows where the workspace will live.
-						plancheck.ExpectKnownValue(res, tfjsonpath.New("id"), knownvalue.StringExact(wsDir)),
+						// The plan shows where the workspace will live, as written;
+						// its id is given when it is created.
+						plancheck.ExpectKnownValue(res, tfjsonpath.New("storage_path"), knownvalue.StringExact(wsDir)),
+						plancheck.ExpectUnknownValue(res, tfjsonpath.New("id")),
 					},
 				},
 				ConfigStateChecks: []statecheck.StateCheck{
-					statecheck.ExpectKnownValue(res, tfjsonpath.New("id"), knownvalue.StringExact(wsDir)),
-					statecheck.CompareValuePairs(res, tfjsonpath.New("id"), res, tfjsonpath.New("storage_path"), compare.ValuesSame()),
+					statecheck.ExpectKnownValue(res, tfjsonpath.New("id"), knownvalue.StringRegexp(uuidRE)),
+					statecheck.ExpectKnownValue(res, tfjsonpath.New("storage_path"), knownvalue.StringExact(wsDir)),
 					statecheck.ExpectKnownValue(res, tfjsonpath.New("name"), knownvalue.StringExact("acc-ws")),
 					statecheck.ExpectKnownValue(res, tfjsonpath.New("description"), knownvalue.StringExact("first")),
 					statecheck.ExpectKnownValue(res, tfjsonpath.New("tags"), knownvalue.MapExact(map[string]knownvalue.Check{"team": knownvalue.StringExact("a")})),
@@ -73,7 +77,7 @@ resource "aml_workspace" "test" {
 					PreApply: []plancheck.PlanCheck{plancheck.ExpectResourceAction(res, plancheck.ResourceActionUpdate)},
 				},
 				ConfigStateChecks: []statecheck.StateCheck{
-					statecheck.ExpectKnownValue(res, tfjsonpath.New("id"), knownvalue.StringExact(wsDir)),
+					statecheck.ExpectKnownValue(res, tfjsonpath.New("id"), knownvalue.StringRegexp(uuidRE)),
 					statecheck.ExpectKnownValue(res, tfjsonpath.New("description"), knownvalue.StringExact("second")),
 					statecheck.ExpectKnownValue(res, tfjsonpath.New("tags"), knownvalue.MapExact(map[string]knownvalue.Check{"team": knownvalue.StringExact("b")})),
 				},
@@ -92,7 +96,7 @@ resource "aml_workspace" "test" {
 			{
 				ResourceName:            res,
 				ImportState:             true,
-				ImportStateId:           wsDir,
+				ImportStateIdFunc:       importIDFromState(res),
 				ImportStateVerify:       true,
 				ImportStateVerifyIgnore: []string{"force_destroy"},
 			},

@@ -1,3 +1,3 @@
-# A Slurm attachment is imported by {workspace_id}/targets/{name}; the login
+# A Slurm attachment is imported by {workspace_id}/targets/{name} (workspace_id: the workspace UUID); the login
 # node's credentials are read back from the workspace.
-terraform import aml_batch_attachment.hpc /home/me/project/.aml/workspaces/quickstart/targets/mybatchcompute
+terraform import aml_batch_attachment.hpc 0f8fad5b-d9cb-469f-a165-70867728950e/targets/mybatchcompute

@@ -1,3 +1,3 @@
-# A remote compute target is imported by {workspace_id}/targets/{name}; its
+# A remote compute target is imported by {workspace_id}/targets/{name} (workspace_id: the workspace UUID); its
 # credentials are read back from the workspace.
-terraform import aml_remote_compute.dsvm /home/me/project/.aml/workspaces/quickstart/targets/attach-dsvm
+terraform import aml_remote_compute.dsvm 0f8fad5b-d9cb-469f-a165-70867728950e/targets/attach-dsvm

@@ -81,6 +81,13 @@ var migrations = []string{
 		assigned_at TEXT NOT NULL DEFAULT ''
 	);
 	CREATE INDEX pool_queue_compute ON pool_queue (compute, state, enqueued_at);`,
+	// 4: the workspace's stable id (a random UUID): ids in Terraform state name
+	// it, never the directory, so a moved checkout or another machine plans no
+	// change. Existing workspaces get theirs here.
+	`ALTER TABLE meta ADD COLUMN uid TEXT NOT NULL DEFAULT '';
+	UPDATE meta SET uid = lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' ||
+		substr(hex(randomblob(2)), 2) || '-' || substr('89ab', 1 + abs(random()) % 4, 1) ||
+		substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6))) WHERE uid = '';`,
 }
 
 // SchemaVersion is the newest schema this build knows.

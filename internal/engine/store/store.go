@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver (pure Go, no cgo)
@@ -41,6 +42,8 @@ var (
 
 // Meta is the workspace's own record.
 type Meta struct {
+	// UID is the workspace's stable id, a random UUID given at creation.
+	UID         string
 	Name        string
 	Description string
 	Tags        map[string]string
@@ -51,6 +54,8 @@ type Meta struct {
 // through SQLite locking, by several processes.
 type Store struct {
 	Dir string
+	// UID is the workspace's stable id (Meta.UID).
+	UID string
 	db  *sql.DB
 }
 
@@ -197,8 +202,12 @@ func initDir(ctx context.Context, dir string, meta Meta) error {
 	if created.IsZero() {
 		created = time.Now().UTC()
 	}
-	_, err = db.ExecContext(ctx, `INSERT INTO meta(id, name, description, tags, created_at) VALUES (1, ?, ?, ?, ?)`,
-		meta.Name, meta.Description, string(tags), created.Format(time.RFC3339Nano))
+	uid := meta.UID
+	if uid == "" {
+		uid = NewUID()
+	}
+	_, err = db.ExecContext(ctx, `INSERT INTO meta(id, uid, name, description, tags, created_at) VALUES (1, ?, ?, ?, ?, ?)`,
+		uid, meta.Name, meta.Description, string(tags), created.Format(time.RFC3339Nano))
 	if err != nil {
 		return fmt.Errorf("initialising workspace database: %w", err)
 	}
@@ -244,9 +253,11 @@ func Open(ctx context.Context, dir string) (*Store, error) {
 		return fail(fmt.Errorf("workspace store %s: %w", dbPath, err))
 	}
 	s := &Store{Dir: dir, db: db}
-	if _, err := s.Meta(ctx); err != nil {
+	m, err := s.Meta(ctx)
+	if err != nil {
 		return fail(fmt.Errorf("workspace store %s is corrupt: %w", dbPath, err))
 	}
+	s.UID = m.UID
 	return s, nil
 }
 
@@ -263,8 +274,8 @@ func (s *Store) RunDir(runID string) string { return filepath.Join(s.Dir, RunsDi
 func (s *Store) Meta(ctx context.Context) (Meta, error) {
 	var m Meta
 	var tags, created string
-	err := s.db.QueryRowContext(ctx, `SELECT name, description, tags, created_at FROM meta WHERE id = 1`).
-		Scan(&m.Name, &m.Description, &tags, &created)
+	err := s.db.QueryRowContext(ctx, `SELECT uid, name, description, tags, created_at FROM meta WHERE id = 1`).
+		Scan(&m.UID, &m.Name, &m.Description, &tags, &created)
 	if err != nil {
 		return m, err
 	}
@@ -287,6 +298,19 @@ func nonNilMap(m map[string]string) map[string]string {
 		return map[string]string{}
 	}
 	return m
+}
+
+// UIDPattern matches a workspace id (a UUID, lower case).
+var UIDPattern = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+
+// NewUID returns a random (version 4) UUID.
+func NewUID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b)
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
 func randomHex(n int) string {
