@@ -78,6 +78,10 @@ type Run struct {
 	EnvironmentCacheHit     *bool
 	EnvironmentBuildSeconds *float64
 	Tags                    map[string]string
+	// Params and ScriptTags are what the script logged itself (MLflow params
+	// and tags; Run.tag of azureml.core and aml_run).
+	Params     map[string]string
+	ScriptTags map[string]string
 
 	SourceDirectory      string
 	Script               string
@@ -569,6 +573,7 @@ func (e *Engine) record(ctx context.Context, s *store.Store, id string, ex drive
 		}
 		if cerr == nil {
 			r.Metrics = run.LastValues(col.Metrics)
+			r.Params, r.ScriptTags = col.Params, col.Tags
 			r.OutputFiles = col.OutputFiles
 			r.LogTail = run.SanitizeText(col.LogTail)
 			r.Traceback = run.SanitizeText(col.Traceback)
@@ -760,6 +765,8 @@ func (e *Engine) toRun(s *store.Store, rec *run.Record) *Run {
 		EnvironmentCacheHit:     rec.EnvironmentCacheHit,
 		EnvironmentBuildSeconds: rec.EnvironmentBuildSeconds,
 		Tags:                    rec.Tags,
+		Params:                  orEmpty(rec.Params),
+		ScriptTags:              orEmpty(rec.ScriptTags),
 		Details:                 rec.Details,
 		Traceback:               rec.Traceback,
 

@@ -81,6 +81,8 @@ var migrations = []string{
 		assigned_at TEXT NOT NULL DEFAULT ''
 	);
 	CREATE INDEX pool_queue_compute ON pool_queue (compute, state, enqueued_at);`,
+	// 4: when each metric value was logged (Unix seconds; 0 when unknown).
+	`ALTER TABLE run_metrics ADD COLUMN time REAL NOT NULL DEFAULT 0;`,
 }
 
 // SchemaVersion is the newest schema this build knows.
