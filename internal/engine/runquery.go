@@ -55,7 +55,7 @@ var RunOrders = []string{"created", "start_time", "end_time"}
 func CheckRunQuery(q RunQuery) error {
 	for _, st := range q.Statuses {
 		if !slices.Contains(run.AllStatuses, run.Status(st)) {
-			return fieldErr("status", "%q is not a run status; use one of %s", st, strings.Join(statusNames(), ", "))
+			return fieldErr("statuses", "%q is not a run status; use one of %s", st, strings.Join(statusNames(), ", "))
 		}
 	}
 	if q.Experiment != "" && !NamePattern.MatchString(q.Experiment) {

@@ -79,6 +79,8 @@ type ExperimentRunResourceModel struct {
 	Metrics         types.Map     `tfsdk:"metrics"`
 	OutputFiles     types.List    `tfsdk:"output_files"`
 	MetricCount     types.Int64   `tfsdk:"metric_count"`
+	Params          types.Map     `tfsdk:"params"`
+	ScriptTags      types.Map     `tfsdk:"script_tags"`
 	SparkAppID      types.String  `tfsdk:"spark_application_id"`
 	SlurmJobID      types.String  `tfsdk:"slurm_job_id"`
 	OutputFileCount types.Int64   `tfsdk:"output_file_count"`
@@ -188,9 +190,12 @@ func (r *ExperimentRunResource) Schema(ctx context.Context, req resource.SchemaR
 			"duration_seconds": schema.Float64Attribute{Computed: true, MarkdownDescription: "Seconds between start and end."},
 			"metrics": schema.MapAttribute{
 				ElementType: types.Float64Type, Computed: true,
-				MarkdownDescription: fmt.Sprintf("Last value of each metric the run logged (`aml_run.log(name, value)` or JSON lines in `AML_METRICS_FILE`). "+
+				MarkdownDescription: fmt.Sprintf("Last value of each metric the run logged: `aml_run.log(name, value)`, azureml's `Run.get_context().log(...)`, "+
+					"`mlflow.log_metric(...)` (with no tracking URI of the script's own), or JSON lines in `AML_METRICS_FILE`. "+
 					"State keeps the first %d metric names in sorted order (`metric_count` says how many there are); the `aml_run` data source has them all.", engine.MaxStateMetrics),
 			},
+			"params":      schema.MapAttribute{ElementType: types.StringType, Computed: true, MarkdownDescription: paramsDescription},
+			"script_tags": schema.MapAttribute{ElementType: types.StringType, Computed: true, MarkdownDescription: scriptTagsDescription},
 			"spark_application_id": schema.StringAttribute{
 				Computed: true, MarkdownDescription: "The Spark application id of a PySpark run (`application_...` on YARN, `app-...` on a standalone master, `local-...`); null for other runs.",
 			},
@@ -367,6 +372,8 @@ func (m *ExperimentRunResourceModel) fillComputed(ctx context.Context, run *engi
 	// on every plan) must not grow with them.
 	m.Metrics = numberMap(engine.FirstMetrics(run.Metrics, engine.MaxStateMetrics))
 	m.MetricCount = types.Int64Value(int64(len(run.Metrics)))
+	m.Params = mapValue(ctx, run.Params, diags)
+	m.ScriptTags = mapValue(ctx, run.ScriptTags, diags)
 	m.SparkAppID = optString(run.Details[engine.DetailSparkAppID])
 	m.SlurmJobID = optString(run.Details[engine.DetailSlurmJobID])
 	m.OutputFiles = listValue(ctx, run.OutputFiles[:min(len(run.OutputFiles), engine.MaxStateOutputFiles)], diags)
