@@ -251,7 +251,7 @@ func TestAccRunsDataSource_sweep(t *testing.T) {
 				},
 			},
 			{
-				Config:      sweepConfig(wsDir, src, `
+				Config: sweepConfig(wsDir, src, `
 data "aml_runs" "bad" {
   workspace_id = aml_workspace.ws.id
   statuses     = ["Done"]
@@ -259,7 +259,7 @@ data "aml_runs" "bad" {
 				ExpectError: wrappedAll("statuses", `value must be one of`, `"Completed"`, `got: "Done"`),
 			},
 			{
-				Config:      sweepConfig(wsDir, src, `
+				Config: sweepConfig(wsDir, src, `
 data "aml_runs" "bad" {
   workspace_id = aml_workspace.ws.id
   order_by     = "best"
