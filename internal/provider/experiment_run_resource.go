@@ -90,6 +90,7 @@ type ExperimentRunResourceModel struct {
 	SnapshotHash    types.String  `tfsdk:"snapshot_hash"`
 	SnapshotFiles   types.Int64   `tfsdk:"snapshot_files"`
 	SnapshotBytes   types.Int64   `tfsdk:"snapshot_bytes"`
+	SnapshotChanges types.List    `tfsdk:"snapshot_changes"`
 
 	EnvironmentHash         types.String  `tfsdk:"environment_hash"`
 	EnvironmentCacheHit     types.Bool    `tfsdk:"environment_cache_hit"`
@@ -222,7 +223,13 @@ func (r *ExperimentRunResource) Schema(ctx context.Context, req resource.SchemaR
 				Computed:            true,
 				MarkdownDescription: "Hash of the snapshot manifest (path, mode, content of every file), computed at plan time; a change replaces the run.",
 			},
-			"snapshot_files":   schema.Int64Attribute{Computed: true, MarkdownDescription: "Number of files in the snapshot."},
+			"snapshot_files": schema.Int64Attribute{Computed: true, MarkdownDescription: "Number of files in the snapshot."},
+			"snapshot_changes": schema.ListAttribute{
+				ElementType: types.StringType, Computed: true,
+				MarkdownDescription: fmt.Sprintf("Why the run re-executes, known at plan time: the files of `source_directory` that differ from the snapshot of the run in state, "+
+					"as `changed: train.py`, `added: data/new.csv` or `removed: old.py`, in path order, the first %d and then one line counting the rest. "+
+					"Empty for a new run and when the files are the same (another input changed); an unchanged plan leaves it as it is.", engine.MaxPlanChanges),
+			},
 			"environment_hash": computedStr("For a system-managed environment, the key of the environment the run used (definition + target platform: OS, arch, Python ABI); otherwise the run configuration's `environment_hash`."),
 			"environment_cache_hit": schema.BoolAttribute{
 				Computed: true, MarkdownDescription: "Whether the system-managed environment was already built (nothing installed). Null for user-managed environments.",
@@ -283,6 +290,7 @@ func (r *ExperimentRunResource) ModifyPlan(ctx context.Context, req resource.Mod
 		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("snapshot_hash"), types.StringUnknown())...)
 		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("snapshot_files"), types.Int64Unknown())...)
 		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("snapshot_bytes"), types.Int64Unknown())...)
+		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("snapshot_changes"), types.ListUnknown(types.StringType))...)
 		return
 	}
 	if !plan.Script.IsUnknown() && fullyKnown(plan.Command) && fullyKnown(plan.Arguments) && fullyKnown(plan.EnvironmentVariables) {
@@ -312,15 +320,61 @@ func (r *ExperimentRunResource) ModifyPlan(ctx context.Context, req resource.Mod
 	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("snapshot_hash"), sum.Hash)...)
 	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("snapshot_files"), int64(sum.Files))...)
 	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("snapshot_bytes"), sum.Bytes)...)
-	if req.State.Raw.IsNull() {
+	if !req.State.Raw.IsNull() {
+		var state ExperimentRunResourceModel
+		resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+		if resp.Diagnostics.HasError() {
+			return
+		}
+		if !state.SnapshotHash.IsNull() && state.SnapshotHash.ValueString() != sum.Hash {
+			tflog.Info(ctx, "source snapshot changed; the run will be replaced", map[string]any{"old": state.SnapshotHash.ValueString(), "new": sum.Hash})
+			resp.RequiresReplace = append(resp.RequiresReplace, path.Root("snapshot_hash"))
+		} else if !replacedBy(plan, state) {
+			// Not re-executed: the list stays what it was.
+			changes := state.SnapshotChanges
+			if changes.IsNull() || changes.IsUnknown() {
+				changes = listValue(ctx, []string{}, &resp.Diagnostics)
+			}
+			resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("snapshot_changes"), changes)...)
+			return
+		}
+	}
+	// A new run, or a replacement. Terraform plans the create half of a
+	// replacement (and again at apply) with no prior state, so the list is
+	// computed against what the workspace keeps, not against state: the last
+	// run of the same submission (same experiment, source_directory, program,
+	// target, configuration and inputs), which is the run in state when this
+	// resource made it.
+	if !(fullyKnown(plan.Command) && fullyKnown(plan.Arguments) && fullyKnown(plan.EnvironmentVariables) && fullyKnown(plan.Triggers) &&
+		known(plan.WorkspaceID) && known(plan.ExperimentName) && known(plan.ComputeTarget) && known(plan.RunConfigurationID) && !plan.Script.IsUnknown()) {
+		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("snapshot_changes"), types.ListUnknown(types.StringType))...)
 		return
 	}
-	var state ExperimentRunResourceModel
-	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
-	if !state.SnapshotHash.IsNull() && state.SnapshotHash.ValueString() != sum.Hash {
-		tflog.Info(ctx, "source snapshot changed; the run will be replaced", map[string]any{"old": state.SnapshotHash.ValueString(), "new": sum.Hash})
-		resp.RequiresReplace = append(resp.RequiresReplace, path.Root("snapshot_hash"))
+	runReq := plan.request(ctx, &resp.Diagnostics)
+	files, err := r.eng.SnapshotChangesSinceLast(ctx, runReq, manifest)
+	if err != nil {
+		files = []string{"unknown: " + err.Error()}
 	}
+	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("snapshot_changes"), files)...)
+}
+
+// replacedBy reports whether the plan changes an input that replaces the run
+// (an unknown value may: it counts as a change).
+func replacedBy(plan, state ExperimentRunResourceModel) bool {
+	pairs := [][2]attr.Value{
+		{plan.WorkspaceID, state.WorkspaceID}, {plan.ExperimentName, state.ExperimentName},
+		{plan.SourceDirectory, state.SourceDirectory}, {plan.Script, state.Script},
+		{plan.Command, state.Command}, {plan.Arguments, state.Arguments},
+		{plan.ComputeTarget, state.ComputeTarget}, {plan.RunConfigurationID, state.RunConfigurationID},
+		{plan.EnvironmentVariables, state.EnvironmentVariables}, {plan.Triggers, state.Triggers},
+		{plan.RunBasedCompute, state.RunBasedCompute},
+	}
+	for _, p := range pairs {
+		if !p[0].Equal(p[1]) {
+			return true
+		}
+	}
+	return false
 }
 
 func (m *ExperimentRunResourceModel) request(ctx context.Context, diags *diag.Diagnostics) engine.RunRequest {
@@ -482,6 +536,9 @@ func (r *ExperimentRunResource) Create(ctx context.Context, req resource.CreateR
 		}
 	}
 	plan.fillComputed(ctx, run, &resp.Diagnostics)
+	if plan.SnapshotChanges.IsUnknown() {
+		plan.SnapshotChanges = listValue(ctx, []string{}, &resp.Diagnostics) // source_directory was unknown at plan
+	}
 	var failed *engine.RunFailedError
 	switch {
 	case err == nil:
@@ -522,6 +579,9 @@ func (r *ExperimentRunResource) Read(ctx context.Context, req resource.ReadReque
 				"The run is not executed again for this; to run it again, use `terraform apply -replace` or change its triggers.", run.RunID, run.OutputsPath))
 	}
 	state.fillComputed(ctx, run, &resp.Diagnostics)
+	if state.SnapshotChanges.IsNull() {
+		state.SnapshotChanges = listValue(ctx, []string{}, &resp.Diagnostics) // imported, or kept by an earlier version
+	}
 	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
 }
 

@@ -2,6 +2,7 @@ package provider_test
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"regexp"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/compare"
 	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
 	"github.com/hashicorp/terraform-plugin-testing/knownvalue"
+	"github.com/hashicorp/terraform-plugin-testing/plancheck"
 	"github.com/hashicorp/terraform-plugin-testing/statecheck"
 	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
 
@@ -302,6 +304,98 @@ data "aml_runs" "elsewhere" {
 					statecheck.ExpectKnownValue("data.aml_runs.newest", tfjsonpath.New("runs"), knownvalue.ListSizeExact(1)),
 					statecheck.ExpectKnownValue("data.aml_runs.elsewhere", tfjsonpath.New("runs"), knownvalue.ListSizeExact(0)),
 				},
+			},
+		},
+	})
+}
+
+func TestAccExperimentRun_snapshotChanges(t *testing.T) {
+	testAccPreCheck(t)
+	wsDir := filepath.Join(t.TempDir(), "ws")
+	src := newSourceDir(t, map[string]string{"train.py": trainScript, "old.py": "x = 1\n", "data/input.csv": "a,b\n", "notes.tmp": "ignored\n", ".amlignore": "*.tmp\n"})
+	const res = "aml_experiment_run.train"
+	config := func(tag, arg string) string {
+		return workspaceConfig(wsDir) + fmt.Sprintf(`
+resource "aml_experiment_run" "train" {
+  workspace_id         = aml_workspace.ws.id
+  experiment_name      = "changes"
+  source_directory     = %q
+  script               = "train.py"
+  arguments            = [%q]
+  run_configuration_id = aml_run_configuration.py.id
+  tags                 = { note = %q }
+}
+`, src, arg, tag)
+	}
+	changes := func(want ...string) knownvalue.Check {
+		checks := []knownvalue.Check{}
+		for _, w := range want {
+			checks = append(checks, knownvalue.StringExact(w))
+		}
+		return knownvalue.ListExact(checks)
+	}
+	write := func(name, body string) {
+		if err := os.WriteFile(filepath.Join(src, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resource.ParallelTest(t, resource.TestCase{
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		Steps: []resource.TestStep{
+			{
+				// The workspace is created by this plan: known at apply.
+				Config: config("a", "1"),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectUnknownValue(res, tfjsonpath.New("snapshot_changes")),
+				}},
+				ConfigStateChecks: []statecheck.StateCheck{
+					statecheck.ExpectKnownValue(res, tfjsonpath.New("snapshot_changes"), changes()),
+				},
+			},
+			{
+				// Edit one file, add one, remove one, touch an ignored one.
+				PreConfig: func() {
+					write("train.py", trainScript+"# tuned\n")
+					write("new.py", "y = 2\n")
+					write("notes.tmp", "still ignored\n")
+					if err := os.Remove(filepath.Join(src, "old.py")); err != nil {
+						t.Fatal(err)
+					}
+				},
+				Config: config("a", "1"),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectResourceAction(res, plancheck.ResourceActionReplace),
+					plancheck.ExpectKnownValue(res, tfjsonpath.New("snapshot_changes"), changes("added: new.py", "removed: old.py", "changed: train.py")),
+				}},
+				ConfigStateChecks: []statecheck.StateCheck{
+					statecheck.ExpectKnownValue(res, tfjsonpath.New("snapshot_changes"), changes("added: new.py", "removed: old.py", "changed: train.py")),
+				},
+			},
+			{
+				// Nothing changed: an empty plan.
+				Config:           config("a", "1"),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()}},
+			},
+			{
+				// A tag updates in place; the list stays what it was.
+				Config: config("b", "1"),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectResourceAction(res, plancheck.ResourceActionUpdate),
+					plancheck.ExpectKnownValue(res, tfjsonpath.New("snapshot_changes"), changes("added: new.py", "removed: old.py", "changed: train.py")),
+				}},
+			},
+			{
+				// Another input re-runs it with the same files: no file changed.
+				Config: config("b", "2"),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectResourceAction(res, plancheck.ResourceActionReplace),
+					plancheck.ExpectKnownValue(res, tfjsonpath.New("snapshot_changes"), changes()),
+				}},
+			},
+			{
+				Config:             config("b", "2"),
+				ConfigPlanChecks:   resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()}},
+				ExpectNonEmptyPlan: false,
 			},
 		},
 	})

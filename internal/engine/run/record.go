@@ -31,11 +31,14 @@ type Record struct {
 	SnapshotHash  string
 	SnapshotFiles int
 	SnapshotBytes int64
-	Handle        json.RawMessage
-	Metrics       map[string]float64
-	OutputFiles   []string
-	LogTail       string
-	RunDir        string
+	// ManifestBlob is the blob holding the snapshot's manifest (its file
+	// list), so a later plan can say which files changed.
+	ManifestBlob string `json:",omitempty"`
+	Handle       json.RawMessage
+	Metrics      map[string]float64
+	OutputFiles  []string
+	LogTail      string
+	RunDir       string
 	// OutputsPath and LogPath are where the collected outputs and log are on
 	// the engine host (as the driver's Collect said).
 	OutputsPath string `json:",omitempty"`
