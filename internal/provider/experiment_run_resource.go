@@ -217,8 +217,13 @@ func (r *ExperimentRunResource) Schema(ctx context.Context, req resource.SchemaR
 				MarkdownDescription: "How many files the run wrote under `outputs/` (also those not listed in `output_files`).",
 			},
 			"outputs_path": computedStr("Local directory holding the run's outputs."),
-			"log_tail":     computedStr("The last 50 lines of the run's log."),
-			"log_path":     computedStr("Local path of the run's full log."),
+			"log_tail": schema.StringAttribute{
+				Computed: true, Sensitive: true, PlanModifiers: keepStr,
+				MarkdownDescription: "The last 50 lines of the run's log. Marked sensitive only so that a plan that replaces the run does not print the old run's log: " +
+					"a failed apply shows these lines in its error, `terraform output -raw` prints an output of it (declare the output `sensitive = true`), " +
+					"and the `aml_run` data source has it unmarked.",
+			},
+			"log_path": computedStr("Local path of the run's full log."),
 			"snapshot_hash": schema.StringAttribute{
 				Computed:            true,
 				MarkdownDescription: "Hash of the snapshot manifest (path, mode, content of every file), computed at plan time; a change replaces the run.",
@@ -527,13 +532,25 @@ func (r *ExperimentRunResource) Create(ctx context.Context, req resource.CreateR
 	if err == nil && plan.WaitForCompletion.ValueBool() {
 		tflog.Debug(ctx, "waiting for run", map[string]any{"run_id": run.RunID, "timeout": timeout.String()})
 		var waited *engine.Run
-		waited, err = r.eng.WaitRun(ctx, run.ID)
+		// TF_LOG_PROVIDER=INFO shows a run's progress: each status, the last
+		// log line every few seconds, and where the full log is.
+		waited, err = r.eng.WaitRunProgress(ctx, run.ID, func(p engine.Progress) {
+			fields := map[string]any{"run_id": p.RunID, "status": string(p.Status)}
+			if p.LogPath != "" {
+				fields["log_path"] = p.LogPath
+			}
+			tflog.Info(ctx, p.Message(), fields)
+		})
 		if waited != nil {
 			run = waited
 		} else if err != nil {
 			addEngineError(&resp.Diagnostics, "Lost track of run "+run.RunID, err)
 			return
 		}
+	}
+	if !plan.WaitForCompletion.ValueBool() {
+		tflog.Info(ctx, fmt.Sprintf("run %s: %s on %s, not waited for (wait_for_completion = false); log: %s", run.RunID, run.Status, run.ComputeTarget, run.LogPath),
+			map[string]any{"run_id": run.RunID, "status": string(run.Status), "log_path": run.LogPath})
 	}
 	plan.fillComputed(ctx, run, &resp.Diagnostics)
 	if plan.SnapshotChanges.IsUnknown() {

@@ -113,6 +113,9 @@ type State struct {
 	StartTime     *time.Time `json:"start_time,omitempty"`
 	EndTime       *time.Time `json:"end_time,omitempty"`
 	Environment   *EnvInfo   `json:"environment,omitempty"`
+	// Builder, while Preparing, is what builds the environment (uv,
+	// venv+pip, conda...).
+	Builder string `json:"builder,omitempty"`
 	// NodeExitCodes holds every rank's exit code of a multi-node run.
 	NodeExitCodes []int `json:"node_exit_codes,omitempty"`
 	// Details are what a kind knows of the run besides its status (e.g.

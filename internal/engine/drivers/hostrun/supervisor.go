@@ -271,6 +271,7 @@ func (s *supervisor) cancelRequest(grace time.Duration) (time.Duration, string) 
 func (s *supervisor) prepare(logf *os.File, sigs <-chan os.Signal) (python string, release func(), code int, ok bool) {
 	es := s.spec.Environment
 	s.st.Status = run.Preparing
+	s.st.Builder = env.BuilderFor(es.Definition, es.PathEnv)
 	s.save()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
