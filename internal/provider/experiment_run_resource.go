@@ -231,9 +231,10 @@ func (r *ExperimentRunResource) Schema(ctx context.Context, req resource.SchemaR
 			"snapshot_files": schema.Int64Attribute{Computed: true, MarkdownDescription: "Number of files in the snapshot."},
 			"snapshot_changes": schema.ListAttribute{
 				ElementType: types.StringType, Computed: true,
-				MarkdownDescription: fmt.Sprintf("Why the run re-executes, known at plan time: the files of `source_directory` that differ from the snapshot of the run in state, "+
+				MarkdownDescription: fmt.Sprintf("Why the run re-executes, known at plan time: the files of `source_directory` that differ from the snapshot of the last run of the same submission "+
+					"in the workspace (the run in state, when this resource made it; same experiment, program, arguments, target, configuration and inputs), "+
 					"as `changed: train.py`, `added: data/new.csv` or `removed: old.py`, in path order, the first %d and then one line counting the rest. "+
-					"Empty for a new run and when the files are the same (another input changed); an unchanged plan leaves it as it is.", engine.MaxPlanChanges),
+					"Empty when there is no such run or its files are the same (another input changed); a plan that does not replace the run leaves it as it is.", engine.MaxPlanChanges),
 			},
 			"environment_hash": computedStr("For a system-managed environment, the key of the environment the run used (definition + target platform: OS, arch, Python ABI); otherwise the run configuration's `environment_hash`."),
 			"environment_cache_hit": schema.BoolAttribute{
