@@ -80,13 +80,17 @@ data "aml_run" "v1" {
 }
 
 // mlflowScript logs with real MLflow and configures no tracking of its own.
-const mlflowTrainScript = `import mlflow
+const mlflowTrainScript = `import time
+import mlflow
 
 mlflow.log_param("C", 0.5)
 mlflow.log_param("solver", "lbfgs")
 mlflow.set_tag("team", "vision")
 for step, loss in enumerate([0.7, 0.3, 0.1]):
     mlflow.log_metric("loss", loss, step=step)
+# MLflow's file store times values to the millisecond, one file per metric:
+# values of two metrics logged in the same millisecond have no order.
+time.sleep(0.01)
 mlflow.log_metrics({"accuracy": 0.95})
 with open("confusion.txt", "w") as f:
     f.write("[[9, 1], [0, 10]]")

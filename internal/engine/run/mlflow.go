@@ -121,7 +121,9 @@ func ReadMLflowStore(root, store string) (*MLflowData, error) {
 				d.Warnings = append(d.Warnings, fmt.Sprintf("MLflow metric %s: %v", SanitizeText(name), err))
 			}
 		})
-		// One run's history in the order it was logged.
+		// One run's history in the order it was logged (as far as MLflow's
+		// millisecond timestamps tell: values of different metrics in the same
+		// millisecond keep the metrics' name order).
 		sort.SliceStable(ms, func(i, j int) bool { return ms[i].Time < ms[j].Time })
 		d.Metrics = append(d.Metrics, ms...)
 		for _, kind := range []struct {
