@@ -37,6 +37,11 @@ if [ "$purpose" != demo ]; then
   # A real Slurm (slurm-wlm, munge) for the aml_batch_attachment tests.
   bash "$(dirname "$0")/install-slurm.sh" || missing+=("Slurm (scripts/install-slurm.sh)")
 fi
+# Real mlflow-skinny and azureml-core wheels for the script-compatibility tests
+# (demo: not needed).
+if [ "$purpose" != demo ]; then
+  bash "$(dirname "$0")/install-pywheels.sh" || missing+=("python test wheels (scripts/install-pywheels.sh)")
+fi
 tf=$(find_terraform)
 if [ -z "$tf" ]; then
   missing+=("terraform or tofu on PATH (or TF_ACC_TERRAFORM_PATH)")

@@ -97,5 +97,8 @@ output "outputs_path" {
 }
 
 output "log_tail" {
-  value = aml_experiment_run.train.log_tail
+  # Sensitive in the resource so that a plan does not print the old run's log;
+  # `terraform output -raw log_tail` prints it.
+  value     = aml_experiment_run.train.log_tail
+  sensitive = true
 }

@@ -8,8 +8,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -78,6 +80,10 @@ type Run struct {
 	EnvironmentCacheHit     *bool
 	EnvironmentBuildSeconds *float64
 	Tags                    map[string]string
+	// Params and ScriptTags are what the script logged itself (MLflow params
+	// and tags; Run.tag of azureml.core and aml_run).
+	Params     map[string]string
+	ScriptTags map[string]string
 
 	SourceDirectory      string
 	Script               string
@@ -200,6 +206,71 @@ func (e *Engine) PlanSnapshot(ctx context.Context, dir string) (*SnapshotSummary
 		return nil, nil, fieldErr("source_directory", "%v", err)
 	}
 	return &SnapshotSummary{Hash: m.Hash, Files: m.Files, Bytes: m.Bytes}, m, nil
+}
+
+// MaxPlanChanges bounds the files a plan lists as changed (the rest is a count).
+const MaxPlanChanges = 20
+
+// SnapshotChangesSinceLast lists the files of manifest m that differ from the
+// snapshot of the last run of the same submission in the workspace (same
+// experiment, source_directory, script or command, arguments, target, run
+// configuration, variables and triggers; the snapshot aside): "changed:
+// train.py", "added: ...", "removed: ...", the first MaxPlanChanges in path
+// order, then one line with how many more. No such run: none. A run whose
+// file list was not kept (submitted by an earlier provider version) gets one
+// line saying so. It reads the store only, so plan and apply agree.
+func (e *Engine) SnapshotChangesSinceLast(ctx context.Context, req RunRequest, m *snapshot.Manifest) ([]string, error) {
+	s, err := e.open(ctx, req.WorkspaceID)
+	if err != nil {
+		return nil, err
+	}
+	recs, err := s.ListRuns(ctx, store.RunFilter{Experiment: req.Experiment})
+	if err != nil {
+		return nil, err
+	}
+	_, rcName, _ := ParseRunConfigID(req.RunConfigID)
+	var last *run.Record
+	for i := len(recs) - 1; i >= 0; i-- {
+		if r := recs[i]; sameSubmission(r, req, rcName) {
+			last = r
+			break
+		}
+	}
+	if last == nil || last.SnapshotHash == m.Hash {
+		return []string{}, nil
+	}
+	if last.ManifestBlob == "" {
+		return []string{"unknown: the file list of run " + last.ID + " was not kept (it was submitted by an earlier provider version)"}, nil
+	}
+	old, err := e.blobs(s).GetManifest(last.ManifestBlob)
+	if err != nil {
+		return []string{fmt.Sprintf("unknown: the file list of run %s cannot be read: %v", last.ID, err)}, nil
+	}
+	return changeLines(snapshot.Diff(old, m)), nil
+}
+
+// sameSubmission reports whether a run record was submitted with req's
+// inputs, its snapshot aside.
+func sameSubmission(r *run.Record, req RunRequest, rcName string) bool {
+	return r.Experiment == req.Experiment && r.SourceDirectory == req.SourceDirectory && r.Script == req.Script &&
+		slices.Equal(r.Command, req.Command) && slices.Equal(r.Arguments, req.Arguments) && r.Target == req.ComputeTarget &&
+		r.RunConfig == rcName && maps.Equal(r.EnvironmentVariables, req.EnvironmentVariables) && maps.Equal(r.Triggers, req.Triggers)
+}
+
+func changeLines(changes []snapshot.Change) []string {
+	out := make([]string, 0, min(len(changes), MaxPlanChanges)+1)
+	for i, c := range changes {
+		if i == MaxPlanChanges {
+			counts := map[string]int{}
+			for _, c := range changes[i:] {
+				counts[c.Kind]++
+			}
+			out = append(out, fmt.Sprintf("... and %d more (%d added, %d changed, %d removed)", len(changes)-i, counts["added"], counts["changed"], counts["removed"]))
+			break
+		}
+		out = append(out, c.Kind+": "+run.EncodeName(c.Path))
+	}
+	return out
 }
 
 // CheckScript verifies the script is part of a manifest.
@@ -348,6 +419,10 @@ func (e *Engine) stage(ctx context.Context, sub *submission) (*run.Record, error
 		}
 		return nil, fmt.Errorf("storing snapshot: %w", err)
 	}
+	manifestBlob, err := e.blobs(s).PutManifest(sub.manifest)
+	if err != nil {
+		return nil, fmt.Errorf("storing snapshot manifest: %w", err)
+	}
 	now := time.Now().UTC()
 	rec := &run.Record{
 		ID:              newRunID(req.Experiment, now),
@@ -360,6 +435,7 @@ func (e *Engine) stage(ctx context.Context, sub *submission) (*run.Record, error
 		SnapshotHash:    sub.sum.Hash,
 		SnapshotFiles:   sub.sum.Files,
 		SnapshotBytes:   sub.sum.Bytes,
+		ManifestBlob:    manifestBlob,
 		Tags:            req.Tags,
 		EnvironmentHash: rc.EnvironmentHash,
 
@@ -569,6 +645,7 @@ func (e *Engine) record(ctx context.Context, s *store.Store, id string, ex drive
 		}
 		if cerr == nil {
 			r.Metrics = run.LastValues(col.Metrics)
+			r.Params, r.ScriptTags = col.Params, col.Tags
 			r.OutputFiles = col.OutputFiles
 			r.LogTail = run.SanitizeText(col.LogTail)
 			r.Traceback = run.SanitizeText(col.Traceback)
@@ -760,6 +837,8 @@ func (e *Engine) toRun(s *store.Store, rec *run.Record) *Run {
 		EnvironmentCacheHit:     rec.EnvironmentCacheHit,
 		EnvironmentBuildSeconds: rec.EnvironmentBuildSeconds,
 		Tags:                    rec.Tags,
+		Params:                  orEmpty(rec.Params),
+		ScriptTags:              orEmpty(rec.ScriptTags),
 		Details:                 rec.Details,
 		Traceback:               rec.Traceback,
 

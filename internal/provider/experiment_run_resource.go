@@ -80,6 +80,8 @@ type ExperimentRunResourceModel struct {
 	Metrics         types.Map     `tfsdk:"metrics"`
 	OutputFiles     types.List    `tfsdk:"output_files"`
 	MetricCount     types.Int64   `tfsdk:"metric_count"`
+	Params          types.Map     `tfsdk:"params"`
+	ScriptTags      types.Map     `tfsdk:"script_tags"`
 	SparkAppID      types.String  `tfsdk:"spark_application_id"`
 	SlurmJobID      types.String  `tfsdk:"slurm_job_id"`
 	OutputFileCount types.Int64   `tfsdk:"output_file_count"`
@@ -89,6 +91,7 @@ type ExperimentRunResourceModel struct {
 	SnapshotHash    types.String  `tfsdk:"snapshot_hash"`
 	SnapshotFiles   types.Int64   `tfsdk:"snapshot_files"`
 	SnapshotBytes   types.Int64   `tfsdk:"snapshot_bytes"`
+	SnapshotChanges types.List    `tfsdk:"snapshot_changes"`
 
 	EnvironmentHash         types.String  `tfsdk:"environment_hash"`
 	EnvironmentCacheHit     types.Bool    `tfsdk:"environment_cache_hit"`
@@ -190,9 +193,12 @@ func (r *ExperimentRunResource) Schema(ctx context.Context, req resource.SchemaR
 			"duration_seconds": schema.Float64Attribute{Computed: true, MarkdownDescription: "Seconds between start and end."},
 			"metrics": schema.MapAttribute{
 				ElementType: types.Float64Type, Computed: true,
-				MarkdownDescription: fmt.Sprintf("Last value of each metric the run logged (`aml_run.log(name, value)` or JSON lines in `AML_METRICS_FILE`). "+
+				MarkdownDescription: fmt.Sprintf("Last value of each metric the run logged: `aml_run.log(name, value)`, azureml's `Run.get_context().log(...)`, "+
+					"`mlflow.log_metric(...)` (with no tracking URI of the script's own), or JSON lines in `AML_METRICS_FILE`. "+
 					"State keeps the first %d metric names in sorted order (`metric_count` says how many there are); the `aml_run` data source has them all.", engine.MaxStateMetrics),
 			},
+			"params":      schema.MapAttribute{ElementType: types.StringType, Computed: true, MarkdownDescription: paramsDescription},
+			"script_tags": schema.MapAttribute{ElementType: types.StringType, Computed: true, MarkdownDescription: scriptTagsDescription},
 			"spark_application_id": schema.StringAttribute{
 				Computed: true, MarkdownDescription: "The Spark application id of a PySpark run (`application_...` on YARN, `app-...` on a standalone master, `local-...`); null for other runs.",
 			},
@@ -213,13 +219,25 @@ func (r *ExperimentRunResource) Schema(ctx context.Context, req resource.SchemaR
 				MarkdownDescription: "How many files the run wrote under `outputs/` (also those not listed in `output_files`).",
 			},
 			"outputs_path": computedStr("Local directory holding the run's outputs."),
-			"log_tail":     computedStr("The last 50 lines of the run's log."),
-			"log_path":     computedStr("Local path of the run's full log."),
+			"log_tail": schema.StringAttribute{
+				Computed: true, Sensitive: true, PlanModifiers: keepStr,
+				MarkdownDescription: "The last 50 lines of the run's log. Marked sensitive only so that a plan that replaces the run does not print the old run's log: " +
+					"a failed apply shows these lines in its error, `terraform output -raw` prints an output of it (declare the output `sensitive = true`), " +
+					"and the `aml_run` data source has it unmarked.",
+			},
+			"log_path": computedStr("Local path of the run's full log."),
 			"snapshot_hash": schema.StringAttribute{
 				Computed:            true,
 				MarkdownDescription: "Hash of the snapshot manifest (path, mode, content of every file), computed at plan time; a change replaces the run.",
 			},
-			"snapshot_files":   schema.Int64Attribute{Computed: true, MarkdownDescription: "Number of files in the snapshot."},
+			"snapshot_files": schema.Int64Attribute{Computed: true, MarkdownDescription: "Number of files in the snapshot."},
+			"snapshot_changes": schema.ListAttribute{
+				ElementType: types.StringType, Computed: true,
+				MarkdownDescription: fmt.Sprintf("Why the run re-executes, known at plan time: the files of `source_directory` that differ from the snapshot of the last run of the same submission "+
+					"in the workspace (the run in state, when this resource made it; same experiment, program, arguments, target, configuration and inputs), "+
+					"as `changed: train.py`, `added: data/new.csv` or `removed: old.py`, in path order, the first %d and then one line counting the rest. "+
+					"Empty when there is no such run or its files are the same (another input changed); a plan that does not replace the run leaves it as it is.", engine.MaxPlanChanges),
+			},
 			"environment_hash": computedStr("For a system-managed environment, the key of the environment the run used (definition + target platform: OS, arch, Python ABI); otherwise the run configuration's `environment_hash`."),
 			"environment_cache_hit": schema.BoolAttribute{
 				Computed: true, MarkdownDescription: "Whether the system-managed environment was already built (nothing installed). Null for user-managed environments.",
@@ -280,6 +298,7 @@ func (r *ExperimentRunResource) ModifyPlan(ctx context.Context, req resource.Mod
 		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("snapshot_hash"), types.StringUnknown())...)
 		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("snapshot_files"), types.Int64Unknown())...)
 		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("snapshot_bytes"), types.Int64Unknown())...)
+		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("snapshot_changes"), types.ListUnknown(types.StringType))...)
 		return
 	}
 	if !plan.Script.IsUnknown() && fullyKnown(plan.Command) && fullyKnown(plan.Arguments) && fullyKnown(plan.EnvironmentVariables) {
@@ -309,15 +328,61 @@ func (r *ExperimentRunResource) ModifyPlan(ctx context.Context, req resource.Mod
 	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("snapshot_hash"), sum.Hash)...)
 	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("snapshot_files"), int64(sum.Files))...)
 	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("snapshot_bytes"), sum.Bytes)...)
-	if req.State.Raw.IsNull() {
+	if !req.State.Raw.IsNull() {
+		var state ExperimentRunResourceModel
+		resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+		if resp.Diagnostics.HasError() {
+			return
+		}
+		if !state.SnapshotHash.IsNull() && state.SnapshotHash.ValueString() != sum.Hash {
+			tflog.Info(ctx, "source snapshot changed; the run will be replaced", map[string]any{"old": state.SnapshotHash.ValueString(), "new": sum.Hash})
+			resp.RequiresReplace = append(resp.RequiresReplace, path.Root("snapshot_hash"))
+		} else if !replacedBy(plan, state) {
+			// Not re-executed: the list stays what it was.
+			changes := state.SnapshotChanges
+			if changes.IsNull() || changes.IsUnknown() {
+				changes = listValue(ctx, []string{}, &resp.Diagnostics)
+			}
+			resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("snapshot_changes"), changes)...)
+			return
+		}
+	}
+	// A new run, or a replacement. Terraform plans the create half of a
+	// replacement (and again at apply) with no prior state, so the list is
+	// computed against what the workspace keeps, not against state: the last
+	// run of the same submission (same experiment, source_directory, program,
+	// target, configuration and inputs), which is the run in state when this
+	// resource made it.
+	if !(fullyKnown(plan.Command) && fullyKnown(plan.Arguments) && fullyKnown(plan.EnvironmentVariables) && fullyKnown(plan.Triggers) &&
+		known(plan.WorkspaceID) && known(plan.ExperimentName) && known(plan.ComputeTarget) && known(plan.RunConfigurationID) && !plan.Script.IsUnknown()) {
+		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("snapshot_changes"), types.ListUnknown(types.StringType))...)
 		return
 	}
-	var state ExperimentRunResourceModel
-	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
-	if !state.SnapshotHash.IsNull() && state.SnapshotHash.ValueString() != sum.Hash {
-		tflog.Info(ctx, "source snapshot changed; the run will be replaced", map[string]any{"old": state.SnapshotHash.ValueString(), "new": sum.Hash})
-		resp.RequiresReplace = append(resp.RequiresReplace, path.Root("snapshot_hash"))
+	runReq := plan.request(ctx, &resp.Diagnostics)
+	files, err := r.eng.SnapshotChangesSinceLast(ctx, runReq, manifest)
+	if err != nil {
+		files = []string{"unknown: " + err.Error()}
 	}
+	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("snapshot_changes"), files)...)
+}
+
+// replacedBy reports whether the plan changes an input that replaces the run
+// (an unknown value may: it counts as a change).
+func replacedBy(plan, state ExperimentRunResourceModel) bool {
+	pairs := [][2]attr.Value{
+		{plan.WorkspaceID, state.WorkspaceID}, {plan.ExperimentName, state.ExperimentName},
+		{plan.SourceDirectory, state.SourceDirectory}, {plan.Script, state.Script},
+		{plan.Command, state.Command}, {plan.Arguments, state.Arguments},
+		{plan.ComputeTarget, state.ComputeTarget}, {plan.RunConfigurationID, state.RunConfigurationID},
+		{plan.EnvironmentVariables, state.EnvironmentVariables}, {plan.Triggers, state.Triggers},
+		{plan.RunBasedCompute, state.RunBasedCompute},
+	}
+	for _, p := range pairs {
+		if !p[0].Equal(p[1]) {
+			return true
+		}
+	}
+	return false
 }
 
 func (m *ExperimentRunResourceModel) request(ctx context.Context, diags *diag.Diagnostics) engine.RunRequest {
@@ -369,6 +434,8 @@ func (m *ExperimentRunResourceModel) fillComputed(ctx context.Context, run *engi
 	// on every plan) must not grow with them.
 	m.Metrics = numberMap(engine.FirstMetrics(run.Metrics, engine.MaxStateMetrics))
 	m.MetricCount = types.Int64Value(int64(len(run.Metrics)))
+	m.Params = mapValue(ctx, run.Params, diags)
+	m.ScriptTags = mapValue(ctx, run.ScriptTags, diags)
 	m.SparkAppID = optString(run.Details[engine.DetailSparkAppID])
 	m.SlurmJobID = optString(run.Details[engine.DetailSlurmJobID])
 	m.OutputFiles = listValue(ctx, run.OutputFiles[:min(len(run.OutputFiles), engine.MaxStateOutputFiles)], diags)
@@ -468,7 +535,15 @@ func (r *ExperimentRunResource) Create(ctx context.Context, req resource.CreateR
 	if err == nil && plan.WaitForCompletion.ValueBool() {
 		tflog.Debug(ctx, "waiting for run", map[string]any{"run_id": run.RunID, "timeout": timeout.String()})
 		var waited *engine.Run
-		waited, err = r.eng.WaitRun(ctx, run.ID)
+		// TF_LOG_PROVIDER=INFO shows a run's progress: each status, the last
+		// log line every few seconds, and where the full log is.
+		waited, err = r.eng.WaitRunProgress(ctx, run.ID, func(p engine.Progress) {
+			fields := map[string]any{"run_id": p.RunID, "status": string(p.Status)}
+			if p.LogPath != "" {
+				fields["log_path"] = p.LogPath
+			}
+			tflog.Info(ctx, p.Message(), fields)
+		})
 		if waited != nil {
 			run = waited
 		} else if err != nil {
@@ -476,7 +551,14 @@ func (r *ExperimentRunResource) Create(ctx context.Context, req resource.CreateR
 			return
 		}
 	}
+	if !plan.WaitForCompletion.ValueBool() {
+		tflog.Info(ctx, fmt.Sprintf("run %s: %s on %s, not waited for (wait_for_completion = false); log: %s", run.RunID, run.Status, run.ComputeTarget, run.LogPath),
+			map[string]any{"run_id": run.RunID, "status": string(run.Status), "log_path": run.LogPath})
+	}
 	plan.fillComputed(ctx, run, &resp.Diagnostics)
+	if plan.SnapshotChanges.IsUnknown() {
+		plan.SnapshotChanges = listValue(ctx, []string{}, &resp.Diagnostics) // source_directory was unknown at plan
+	}
 	var failed *engine.RunFailedError
 	switch {
 	case err == nil:
@@ -517,6 +599,9 @@ func (r *ExperimentRunResource) Read(ctx context.Context, req resource.ReadReque
 				"The run is not executed again for this; to run it again, use `terraform apply -replace` or change its triggers.", run.RunID, run.OutputsPath))
 	}
 	state.fillComputed(ctx, run, &resp.Diagnostics)
+	if state.SnapshotChanges.IsNull() {
+		state.SnapshotChanges = listValue(ctx, []string{}, &resp.Diagnostics) // imported, or kept by an earlier version
+	}
 	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
 }
 

@@ -118,6 +118,7 @@ func (p *AmlProvider) DataSources(ctx context.Context) []func() datasource.DataS
 	return []func() datasource.DataSource{
 		NewWorkspaceDataSource,
 		NewRunDataSource,
+		NewRunsDataSource,
 		NewComputeTargetDataSource,
 	}
 }

@@ -2,12 +2,24 @@ package provider
 
 import (
 	"context"
+	"fmt"
+	"math"
+	"time"
 
+	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/datasource"
 	"github.com/hashicorp/terraform-plugin-framework/datasource/schema"
+	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine"
+	"github.com/openaml/terraform-provider-aml/internal/engine/run"
+)
+
+const (
+	scriptTagsDescription = "Tags the script set itself: `mlflow.set_tag`/`set_tags` (MLflow's own `mlflow.*` tags left out), azureml's `Run.tag`/`set_tags`, `aml_run.tag`. At most 1000, values cut at 8 KiB."
+	paramsDescription     = "Params the script logged with `mlflow.log_param`/`log_params`. At most 1000, values cut at 8 KiB."
 )
 
 var _ datasource.DataSourceWithConfigure = &RunDataSource{}
@@ -40,6 +52,37 @@ type RunDataSourceModel struct {
 	SlurmJobID      types.String  `tfsdk:"slurm_job_id"`
 	SnapshotHash    types.String  `tfsdk:"snapshot_hash"`
 	Tags            types.Map     `tfsdk:"tags"`
+	ScriptTags      types.Map     `tfsdk:"script_tags"`
+	Params          types.Map     `tfsdk:"params"`
+	MetricHistory   types.List    `tfsdk:"metric_history"`
+}
+
+// metricValueModel is one element of metric_history.
+type metricValueModel struct {
+	Name  types.String  `tfsdk:"name"`
+	Step  types.Float64 `tfsdk:"step"`
+	Value types.Float64 `tfsdk:"value"`
+	Time  types.String  `tfsdk:"time"`
+}
+
+var metricValueType = types.ObjectType{AttrTypes: map[string]attr.Type{
+	"name": types.StringType, "step": types.Float64Type, "value": types.Float64Type, "time": types.StringType,
+}}
+
+// metricHistoryValue converts a run's metric history for metric_history.
+func metricHistoryValue(ctx context.Context, ms []run.Metric, diags *diag.Diagnostics) types.List {
+	out := make([]metricValueModel, 0, len(ms))
+	for _, m := range ms {
+		v := metricValueModel{Name: types.StringValue(m.Name), Value: types.Float64Value(m.Value), Step: types.Float64PointerValue(m.Step), Time: types.StringNull()}
+		if m.Time > 0 {
+			sec, frac := math.Modf(m.Time)
+			v.Time = types.StringValue(time.Unix(int64(sec), int64(frac*1e9)).UTC().Format(time.RFC3339Nano))
+		}
+		out = append(out, v)
+	}
+	l, d := types.ListValueFrom(ctx, metricValueType, out)
+	diags.Append(d...)
+	return l
 }
 
 func (d *RunDataSource) Metadata(ctx context.Context, req datasource.MetadataRequest, resp *datasource.MetadataResponse) {
@@ -72,7 +115,20 @@ func (d *RunDataSource) Schema(ctx context.Context, req datasource.SchemaRequest
 			"snapshot_hash":        computed("Hash of the run's source snapshot."),
 			"spark_application_id": computed("The Spark application id of a PySpark run; null for other runs."),
 			"slurm_job_id":         computed("The Slurm job id of a run on an aml_batch_attachment; null for other runs."),
-			"tags":                 schema.MapAttribute{ElementType: types.StringType, Computed: true, MarkdownDescription: "Tags."},
+			"tags":                 schema.MapAttribute{ElementType: types.StringType, Computed: true, MarkdownDescription: "Tags (the `tags` of its `aml_experiment_run`)."},
+			"script_tags":          schema.MapAttribute{ElementType: types.StringType, Computed: true, MarkdownDescription: scriptTagsDescription},
+			"params":               schema.MapAttribute{ElementType: types.StringType, Computed: true, MarkdownDescription: paramsDescription},
+			"metric_history": schema.ListNestedAttribute{
+				Computed: true,
+				MarkdownDescription: fmt.Sprintf("Every value of every metric in the order the run logged them (the first %d): `name`, `step` (null when none was given), `value` and `time` (RFC 3339, null when unknown). "+
+					"Pick one metric's curve with `[for v in data.aml_run.x.metric_history : v.value if v.name == \"loss\"]`.", engine.MaxMetricHistory),
+				NestedObject: schema.NestedAttributeObject{Attributes: map[string]schema.Attribute{
+					"name":  schema.StringAttribute{Computed: true, MarkdownDescription: "Metric name."},
+					"step":  schema.Float64Attribute{Computed: true, MarkdownDescription: "Step the script gave, or null."},
+					"value": schema.Float64Attribute{Computed: true, MarkdownDescription: "Value."},
+					"time":  schema.StringAttribute{Computed: true, MarkdownDescription: "When it was logged (RFC 3339), or null."},
+				}},
+			},
 		},
 	}
 }
@@ -102,5 +158,16 @@ func (d *RunDataSource) Read(ctx context.Context, req datasource.ReadRequest, re
 	m.LogTail, m.LogPath, m.SnapshotHash = rm.LogTail, rm.LogPath, rm.SnapshotHash
 	m.SparkAppID, m.SlurmJobID = rm.SparkAppID, rm.SlurmJobID
 	m.Tags = mapValue(ctx, run.Tags, &resp.Diagnostics)
+	m.ScriptTags, m.Params = mapValue(ctx, run.ScriptTags, &resp.Diagnostics), mapValue(ctx, run.Params, &resp.Diagnostics)
+	history, truncated, err := d.eng.MetricHistory(ctx, run.ID)
+	if err != nil {
+		addEngineError(&resp.Diagnostics, "Cannot read the metric history of run "+run.RunID, err)
+		return
+	}
+	if truncated {
+		resp.Diagnostics.AddAttributeWarning(path.Root("metric_history"), "Metric history cut",
+			fmt.Sprintf("Run %s logged more than %d metric values; metric_history has the first %d.", run.RunID, engine.MaxMetricHistory, engine.MaxMetricHistory))
+	}
+	m.MetricHistory = metricHistoryValue(ctx, history, &resp.Diagnostics)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &m)...)
 }

@@ -26,3 +26,8 @@ output "baseline" {
     outputs_path = data.aml_run.baseline.outputs_path
   }
 }
+
+# The loss curve of the baseline: every value it logged, in order.
+output "baseline_loss_curve" {
+  value = [for v in data.aml_run.baseline.metric_history : { step = v.step, loss = v.value } if v.name == "loss"]
+}

@@ -113,6 +113,9 @@ type State struct {
 	StartTime     *time.Time `json:"start_time,omitempty"`
 	EndTime       *time.Time `json:"end_time,omitempty"`
 	Environment   *EnvInfo   `json:"environment,omitempty"`
+	// Builder, while Preparing, is what builds the environment (uv,
+	// venv+pip, conda...).
+	Builder string `json:"builder,omitempty"`
 	// NodeExitCodes holds every rank's exit code of a multi-node run.
 	NodeExitCodes []int `json:"node_exit_codes,omitempty"`
 	// Details are what a kind knows of the run besides its status (e.g.
@@ -133,11 +136,15 @@ type EnvInfo struct {
 // outputs and the log are on the engine host (a remote driver brings them back
 // first).
 type Collected struct {
-	Metrics     []run.Metric `json:"metrics,omitempty"`
-	OutputFiles []string     `json:"output_files,omitempty"` // slash paths relative to OutputsPath
-	OutputsPath string       `json:"outputs_path,omitempty"`
-	LogPath     string       `json:"log_path,omitempty"`
-	LogTail     string       `json:"log_tail,omitempty"`
+	Metrics []run.Metric `json:"metrics,omitempty"`
+	// Params and Tags are what the script logged itself (MLflow params and
+	// tags, Run.tag of azureml and aml_run), bounded (run.MaxKeyValues).
+	Params      map[string]string `json:"params,omitempty"`
+	Tags        map[string]string `json:"tags,omitempty"`
+	OutputFiles []string          `json:"output_files,omitempty"` // slash paths relative to OutputsPath
+	OutputsPath string            `json:"outputs_path,omitempty"`
+	LogPath     string            `json:"log_path,omitempty"`
+	LogTail     string            `json:"log_tail,omitempty"`
 	// Traceback is the last Python traceback in the log, if the run failed
 	// with one (it may have scrolled out of LogTail).
 	Traceback string `json:"traceback,omitempty"`

@@ -89,6 +89,29 @@ func (e *BuildError) Unwrap() error { return e.Err }
 // in place under the lock and is committed by the .complete marker written last;
 // a failed build is removed, never cached. (A virtualenv cannot be renamed after it
 // is built: its scripts carry absolute paths.) log receives the build's output.
+// BuilderFor names the builder Ensure uses for e on pathEnv when the
+// environment is not in the cache: conda, mamba or micromamba for conda
+// packages, else uv when the host has it, else venv+pip.
+func BuilderFor(e Environment, pathEnv string) string {
+	conda := CondaDependencies{}
+	if py := e.Py(); py.Conda != nil {
+		conda = *py.Conda
+	}
+	return builderName(conda, DiscoverTools(pathEnv))
+}
+
+func builderName(conda CondaDependencies, tools Tools) string {
+	switch {
+	case len(conda.CondaPackages) > 0 && tools.Conda == "":
+		return "conda"
+	case len(conda.CondaPackages) > 0:
+		return filepath.Base(tools.Conda)
+	case tools.UV != "":
+		return "uv"
+	}
+	return "venv+pip"
+}
+
 func (c Cache) Ensure(ctx context.Context, e Environment, pathEnv string, log io.Writer) (*Result, error) {
 	py := e.Py()
 	conda := CondaDependencies{}
@@ -140,15 +163,14 @@ func (c Cache) Ensure(ctx context.Context, e Environment, pathEnv string, log io
 	var out bytes.Buffer
 	w := io.MultiWriter(&out, log)
 	b := builder{tools: tools, dir: dir, log: w, env: buildEnv(pathEnv)}
-	if len(conda.CondaPackages) > 0 {
-		res.Builder = filepath.Base(tools.Conda)
-		err = b.conda(ctx, conda)
-	} else if tools.UV != "" {
-		res.Builder = "uv"
+	res.Builder = builderName(conda, tools)
+	switch res.Builder {
+	case "uv":
 		err = b.uv(ctx, base, conda)
-	} else {
-		res.Builder = "venv+pip"
+	case "venv+pip":
 		err = b.venvPip(ctx, base, conda)
+	default:
+		err = b.conda(ctx, conda)
 	}
 	if err == nil {
 		err = b.freeze(ctx, res.Builder == "uv")

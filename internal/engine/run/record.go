@@ -31,11 +31,14 @@ type Record struct {
 	SnapshotHash  string
 	SnapshotFiles int
 	SnapshotBytes int64
-	Handle        json.RawMessage
-	Metrics       map[string]float64
-	OutputFiles   []string
-	LogTail       string
-	RunDir        string
+	// ManifestBlob is the blob holding the snapshot's manifest (its file
+	// list), so a later plan can say which files changed.
+	ManifestBlob string `json:",omitempty"`
+	Handle       json.RawMessage
+	Metrics      map[string]float64
+	OutputFiles  []string
+	LogTail      string
+	RunDir       string
 	// OutputsPath and LogPath are where the collected outputs and log are on
 	// the engine host (as the driver's Collect said).
 	OutputsPath string `json:",omitempty"`
@@ -44,8 +47,12 @@ type Record struct {
 	Traceback string `json:",omitempty"`
 	// Details are what the target's kind knows of the run (e.g.
 	// spark_application_id, slurm_job_id).
-	Details         map[string]string `json:",omitempty"`
-	Tags            map[string]string
+	Details map[string]string `json:",omitempty"`
+	Tags    map[string]string
+	// Params and ScriptTags are what the script logged itself (MLflow
+	// params and tags, azureml's Run.tag), bounded (see MaxKeyValues).
+	Params          map[string]string `json:",omitempty"`
+	ScriptTags      map[string]string `json:",omitempty"`
 	EnvironmentHash string
 	// Set once a system-managed environment is ready: EnvironmentHash then is the
 	// environment's cache key (definition + platform).
@@ -76,11 +83,13 @@ func (r *Record) DurationSeconds(now time.Time) float64 {
 	return math.Round(end.Sub(*r.StartTime).Seconds()*1000) / 1000
 }
 
-// Metric is one line of AML_METRICS_FILE.
+// Metric is one line of AML_METRICS_FILE. Time is when it was logged (Unix
+// seconds), 0 when the line did not say.
 type Metric struct {
 	Name  string   `json:"name"`
 	Value float64  `json:"value"`
 	Step  *float64 `json:"step,omitempty"`
+	Time  float64  `json:"time,omitempty"`
 }
 
 // Bounds on what a metrics file may hold: a longer line is dropped, and reading
@@ -135,6 +144,7 @@ func parseMetric(line []byte) (Metric, bool) {
 		Name  string   `json:"name"`
 		Value *float64 `json:"value"`
 		Step  *float64 `json:"step"`
+		Time  *float64 `json:"time"`
 	}
 	if err := json.Unmarshal(line, &raw); err != nil || raw.Name == "" || raw.Value == nil || math.IsNaN(*raw.Value) || math.IsInf(*raw.Value, 0) {
 		return Metric{}, false
@@ -142,7 +152,11 @@ func parseMetric(line []byte) (Metric, bool) {
 	if raw.Step != nil && (math.IsNaN(*raw.Step) || math.IsInf(*raw.Step, 0)) {
 		raw.Step = nil
 	}
-	return Metric{Name: SanitizeText(raw.Name), Value: *raw.Value, Step: raw.Step}, true
+	m := Metric{Name: SanitizeText(raw.Name), Value: *raw.Value, Step: raw.Step}
+	if raw.Time != nil && !math.IsNaN(*raw.Time) && !math.IsInf(*raw.Time, 0) && *raw.Time > 0 {
+		m.Time = *raw.Time
+	}
+	return m, true
 }
 
 // LastValues maps each metric name to its last logged value.

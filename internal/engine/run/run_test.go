@@ -118,10 +118,10 @@ func TestParseMetrics(t *testing.T) {
 {"name":"accuracy","value":0.9}
   {"name":"loss","value":0.25,"step":2}  
 `,
-			[]Metric{{"loss", 0.5, step(1)}, {"accuracy", 0.9, nil}, {"loss", 0.25, step(2)}},
+			[]Metric{{"loss", 0.5, step(1), 0}, {"accuracy", 0.9, nil, 0}, {"loss", 0.25, step(2), 0}},
 			0,
 		},
-		{"last line without newline", `{"name":"a","value":1}`, []Metric{{"a", 1, nil}}, 0},
+		{"last line without newline", `{"name":"a","value":1}`, []Metric{{"a", 1, nil, 0}}, 0},
 		{
 			"malformed lines counted and skipped",
 			`not json
@@ -132,7 +132,7 @@ func TestParseMetrics(t *testing.T) {
 {"name":"c","value":1
 {"name":"d","value":4}
 `,
-			[]Metric{{"a", 1, nil}, {"d", 4, nil}},
+			[]Metric{{"a", 1, nil, 0}, {"d", 4, nil, 0}},
 			5,
 		},
 		{
@@ -144,7 +144,7 @@ func TestParseMetrics(t *testing.T) {
 {"name":"d","value":1e999}
 {"name":"e","value":2}
 `,
-			[]Metric{{"e", 2, nil}},
+			[]Metric{{"e", 2, nil, 0}},
 			4,
 		},
 	}
@@ -180,7 +180,7 @@ func TestParseMetricsLongLine(t *testing.T) {
 }
 
 func TestLastValues(t *testing.T) {
-	got := LastValues([]Metric{{"loss", 3, nil}, {"acc", 0.5, nil}, {"loss", 1, nil}, {"acc", 0.75, nil}, {"lr", 0.1, nil}})
+	got := LastValues([]Metric{{"loss", 3, nil, 0}, {"acc", 0.5, nil, 0}, {"loss", 1, nil, 0}, {"acc", 0.75, nil, 0}, {"lr", 0.1, nil, 0}})
 	want := map[string]float64{"loss": 1, "acc": 0.75, "lr": 0.1}
 	if len(got) != len(want) {
 		t.Fatalf("got %v, want %v", got, want)

@@ -734,3 +734,26 @@ func TestBlobStorePath(t *testing.T) {
 		}
 	}
 }
+
+func TestDiffAndManifestBlob(t *testing.T) {
+	e := func(p, sha string, mode uint32) Entry { return Entry{Path: p, SHA256: sha, Mode: mode} }
+	old := newManifest([]Entry{e("a.py", "1", 0o644), e("b.py", "2", 0o644), e("c.py", "3", 0o644), e("run.sh", "4", 0o644)})
+	cur := newManifest([]Entry{e("a.py", "1", 0o644), e("b.py", "9", 0o644), e("d.py", "5", 0o644), e("run.sh", "4", 0o755)})
+	got := Diff(old, cur)
+	want := []Change{{"b.py", "changed"}, {"c.py", "removed"}, {"d.py", "added"}, {"run.sh", "changed"}}
+	if !slices.Equal(got, want) {
+		t.Errorf("Diff = %v, want %v", got, want)
+	}
+	if d := Diff(old, old); len(d) != 0 {
+		t.Errorf("Diff of the same = %v", d)
+	}
+	b := BlobStore{Root: t.TempDir()}
+	sha, err := b.PutManifest(cur)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := b.GetManifest(sha)
+	if err != nil || back.Hash != cur.Hash || len(back.Entries) != 4 {
+		t.Fatalf("GetManifest = %+v, %v", back, err)
+	}
+}

@@ -88,6 +88,8 @@ var migrations = []string{
 	UPDATE meta SET uid = lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' ||
 		substr(hex(randomblob(2)), 2) || '-' || substr('89ab', 1 + abs(random()) % 4, 1) ||
 		substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6))) WHERE uid = '';`,
+	// 5: when each metric value was logged (Unix seconds; 0 when unknown).
+	`ALTER TABLE run_metrics ADD COLUMN time REAL NOT NULL DEFAULT 0;`,
 }
 
 // SchemaVersion is the newest schema this build knows.

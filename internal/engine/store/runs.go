@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
@@ -93,11 +94,84 @@ func (s *Store) ReplaceMetrics(ctx context.Context, id string, ms []run.Metric) 
 		return err
 	}
 	for i, m := range ms {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO run_metrics(run_id, seq, name, value, step) VALUES (?, ?, ?, ?, ?)`, id, i, m.Name, m.Value, m.Step); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO run_metrics(run_id, seq, name, value, step, time) VALUES (?, ?, ?, ?, ?, ?)`, id, i, m.Name, m.Value, m.Step, m.Time); err != nil {
 			return err
 		}
 	}
 	return tx.Commit()
+}
+
+// RunMetrics returns a run's metric history in the order it was logged, at
+// most limit values (limit <= 0: all).
+func (s *Store) RunMetrics(ctx context.Context, id string, limit int) ([]run.Metric, error) {
+	q := `SELECT name, value, step, time FROM run_metrics WHERE run_id = ? ORDER BY seq`
+	args := []any{id}
+	if limit > 0 {
+		q += ` LIMIT ?`
+		args = append(args, limit)
+	}
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []run.Metric
+	for rows.Next() {
+		var m run.Metric
+		var step sql.NullFloat64
+		if err := rows.Scan(&m.Name, &m.Value, &step, &m.Time); err != nil {
+			return nil, err
+		}
+		if step.Valid {
+			v := step.Float64
+			m.Step = &v
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// RunFilter selects runs for ListRuns; empty fields match every run.
+type RunFilter struct {
+	Experiment string
+	Statuses   []run.Status
+}
+
+// ListRuns returns the records of the runs that match f, oldest first. The
+// store filters on what it indexes (experiment, status); the caller filters
+// the rest.
+func (s *Store) ListRuns(ctx context.Context, f RunFilter) ([]*run.Record, error) {
+	q := `SELECT record FROM runs WHERE 1 = 1`
+	var args []any
+	if f.Experiment != "" {
+		q += ` AND experiment = ?`
+		args = append(args, f.Experiment)
+	}
+	if len(f.Statuses) > 0 {
+		q += ` AND status IN (?` + strings.Repeat(`, ?`, len(f.Statuses)-1) + `)`
+		for _, st := range f.Statuses {
+			args = append(args, string(st))
+		}
+	}
+	q += ` ORDER BY created_at, id`
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*run.Record
+	for rows.Next() {
+		var body string
+		if err := rows.Scan(&body); err != nil {
+			return nil, err
+		}
+		var rec run.Record
+		if err := json.Unmarshal([]byte(body), &rec); err != nil {
+			return nil, fmt.Errorf("a run record is corrupt: %w", err)
+		}
+		out = append(out, &rec)
+	}
+	return out, rows.Err()
 }
 
 // ClaimOrphan finds a run with this submit key that an earlier, now dead, provider

@@ -71,3 +71,23 @@ func Dir(t testing.TB) string {
 	}
 	return dir
 }
+
+// Real wheels that scripts/install-pywheels.sh downloads for this machine's
+// python3 (AML_TEST_WHEELS, default /opt/aml-wheels).
+const (
+	MLflowSkinny = "mlflow-skinny==3.17.2"
+	AzuremlCore  = "azureml-core==1.61.0.post4"
+)
+
+// Real returns the directory of real wheels, or skips the test with the reason.
+func Real(t testing.TB) string {
+	t.Helper()
+	dir := os.Getenv("AML_TEST_WHEELS")
+	if dir == "" {
+		dir = "/opt/aml-wheels"
+	}
+	if m, _ := filepath.Glob(filepath.Join(dir, "mlflow_skinny-*.whl")); len(m) == 0 {
+		t.Skipf("no mlflow-skinny wheel in %s (run scripts/install-pywheels.sh)", dir)
+	}
+	return dir
+}

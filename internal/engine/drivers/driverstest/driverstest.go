@@ -58,6 +58,7 @@ func Run(t *testing.T, tgt Target) {
 	}
 	h := &harness{tgt: tgt, marks: markDir(t)}
 	t.Run("Completes", h.completes)
+	t.Run("ScriptLoggers", h.scriptLoggers)
 	t.Run("FailsWithExitCode", h.fails)
 	t.Run("Cancel", h.cancel)
 	t.Run("RecoverInNewDriver", h.recoverInNewDriver)
@@ -204,6 +205,60 @@ echo model > "$AML_OUTPUTS_DIR/model.txt"`, 1)
 	}
 	if b, err := os.ReadFile(col.LogPath); err != nil || !strings.Contains(string(b), "hello-from-run") {
 		t.Errorf("log_path %s: %q, %v", col.LogPath, b, err)
+	}
+}
+
+// scriptLoggers: what a script logs through azureml.core (Azure ML SDK v1,
+// the stand-in when no azureml-core is installed) and through the MLflow file
+// store the run is given (written here as MLflow writes it, so the case needs
+// no MLflow on the target) comes back: metrics, tags, params, uploaded files
+// and artifacts.
+func (h *harness) scriptLoggers(t *testing.T) {
+	drv := h.tgt.Open(t)
+	_, _, ex := h.start(t, drv, `python3 - <<'EOF'
+import os, time
+from urllib.parse import urlparse
+from azureml.core import Run
+run = Run.get_context()
+print("experiment", run.experiment.name)
+run.log("accuracy", 0.9)
+run.log_list("loss", [0.5, 0.25])
+run.tag("framework", "v1")
+open("model.bin", "w").write("m")
+run.upload_file("outputs/model.bin", "model.bin")
+store = urlparse(os.environ["MLFLOW_TRACKING_URI"]).path
+r = os.path.join(store, "0", "abc")
+for d in ("metrics", "params", "tags", "artifacts/eval"):
+    os.makedirs(os.path.join(r, d), exist_ok=True)
+open(os.path.join(store, "0", "meta.yaml"), "w").write("experiment_id: '0'\nname: Default\n")
+open(os.path.join(r, "meta.yaml"), "w").write("run_id: abc\nstart_time: %d\nlifecycle_stage: active\n" % (time.time() * 1000))
+open(os.path.join(r, "metrics", "f1"), "w").write("%d 0.8 0\n" % (time.time() * 1000))
+open(os.path.join(r, "params", "lr"), "w").write("0.01")
+open(os.path.join(r, "tags", "team"), "w").write("ml")
+open(os.path.join(r, "artifacts", "eval", "report.txt"), "w").write("ok")
+EOF`, 1)
+	st := h.wait(t, ex)
+	col, err := ex.Collect(context.Background())
+	if err != nil {
+		t.Fatalf("Collect: %v", err)
+	}
+	if st.Status != run.Completed {
+		t.Fatalf("state %+v, want Completed\n%s", st, col.LogTail)
+	}
+	if got := run.LastValues(col.Metrics); got["accuracy"] != 0.9 || got["loss"] != 0.25 || got["f1"] != 0.8 || len(got) != 3 {
+		t.Errorf("metrics %+v", col.Metrics)
+	}
+	if col.Tags["framework"] != "v1" || col.Tags["team"] != "ml" || len(col.Tags) != 2 || col.Params["lr"] != "0.01" || len(col.Params) != 1 {
+		t.Errorf("tags %v, params %v", col.Tags, col.Params)
+	}
+	if !slices.Equal(col.OutputFiles, []string{"eval/report.txt", "model.bin"}) {
+		t.Errorf("output files %v (warnings %v)", col.OutputFiles, col.Warnings)
+	}
+	if b, err := os.ReadFile(filepath.Join(col.OutputsPath, "eval", "report.txt")); err != nil || string(b) != "ok" {
+		t.Errorf("the MLflow artifact on the engine host: %q, %v", b, err)
+	}
+	if !strings.Contains(col.LogTail, "experiment conformance") {
+		t.Errorf("log tail %q lacks the experiment's name", col.LogTail)
 	}
 }
 

@@ -147,6 +147,7 @@ func (e *execution) Collect(ctx context.Context) (drivers.Collected, error) {
 	if dropped > 0 {
 		c.Warnings = append(c.Warnings, fmt.Sprintf("%d metrics line(s) dropped (malformed, over %d bytes, no name, or a value that is null, NaN or infinite)", dropped, run.MaxMetricLineBytes))
 	}
+	e.collectLogged(&c)
 	if c.OutputFiles, err = ListFiles(e.l.Outputs()); err != nil {
 		c.Warnings = append(c.Warnings, fmt.Sprintf("outputs not listed: %v", err))
 	}
@@ -204,4 +205,78 @@ func ListFiles(dir string) ([]string, error) {
 	})
 	sort.Strings(out)
 	return out, err
+}
+
+// collectLogged adds what the script logged through its tags file and MLflow
+// (with no tracking of its own: the store MLflowVars pointed it at): MLflow's
+// metrics after the aml_run ones, its params and tags, and its artifacts moved
+// into outputs/.
+func (e *execution) collectLogged(c *drivers.Collected) {
+	var tags run.KeyValues
+	if err := run.ReadTagsFile(e.l.Dir, e.l.Tags(), &tags); err != nil {
+		c.Warnings = append(c.Warnings, fmt.Sprintf("tags not read: %v", err))
+	}
+	ml, err := run.ReadMLflowStore(e.l.Dir, e.l.MLflowStore())
+	if err != nil {
+		c.Warnings = append(c.Warnings, fmt.Sprintf("MLflow store not read: %v", err))
+	}
+	if ml != nil {
+		c.Metrics = append(c.Metrics, ml.Metrics...)
+		c.Warnings = append(c.Warnings, ml.Warnings...)
+		if ml.Dropped > 0 {
+			c.Warnings = append(c.Warnings, fmt.Sprintf("%d MLflow metric value(s) dropped (malformed, NaN or infinite, or past the bounds)", ml.Dropped))
+		}
+		for _, k := range run.SortedKeys(ml.Tags.Values) {
+			tags.Set(k, ml.Tags.Values[k])
+		}
+		tags.Dropped += ml.Tags.Dropped
+		c.Params = ml.Params.Values
+		if ml.Params.Dropped > 0 {
+			c.Warnings = append(c.Warnings, fmt.Sprintf("%d MLflow param(s) not kept (over %d, or a key over %d bytes)", ml.Params.Dropped, run.MaxKeyValues, run.MaxKeyBytes))
+		}
+		for _, dir := range ml.ArtifactDirs {
+			c.Warnings = append(c.Warnings, moveArtifacts(dir, e.l.Outputs())...)
+		}
+	}
+	c.Tags = tags.Values
+	if tags.Dropped > 0 {
+		c.Warnings = append(c.Warnings, fmt.Sprintf("%d tag(s) not kept (malformed, over %d, or a key over %d bytes)", tags.Dropped, run.MaxKeyValues, run.MaxKeyBytes))
+	}
+}
+
+// moveArtifacts moves the entries of an MLflow run's artifacts directory into
+// outputs (same file system: a rename, nothing copied). An entry whose name is
+// already taken in outputs stays where it is, with a warning. Both
+// directories must be real directories, not links (checked by the caller for
+// dir, here for outputs), so nothing outside the run directory is moved.
+func moveArtifacts(dir, outputs string) []string {
+	var warnings []string
+	st, err := os.Lstat(outputs)
+	if err != nil || !st.IsDir() {
+		return []string{fmt.Sprintf("MLflow artifacts in %s not moved: %s is not a directory", dir, outputs)}
+	}
+	var move func(src, dst string, depth int)
+	move = func(src, dst string, depth int) {
+		entries, err := os.ReadDir(src)
+		if err != nil {
+			warnings = append(warnings, fmt.Sprintf("MLflow artifacts in %s not moved: %v", src, err))
+			return
+		}
+		for _, de := range entries {
+			s, d := filepath.Join(src, de.Name()), filepath.Join(dst, de.Name())
+			dst, err := os.Lstat(d)
+			switch {
+			case errors.Is(err, os.ErrNotExist):
+				if err := os.Rename(s, d); err != nil {
+					warnings = append(warnings, fmt.Sprintf("MLflow artifact %s not moved: %v", s, err))
+				}
+			case err == nil && dst.IsDir() && de.IsDir() && depth < 32:
+				move(s, d, depth+1) // merge into a directory the script made
+			default:
+				warnings = append(warnings, fmt.Sprintf("MLflow artifact %s left in place: %s already exists", s, d))
+			}
+		}
+	}
+	move(dir, outputs, 0)
+	return warnings
 }

@@ -27,6 +27,8 @@ const (
 	ControlDir  = snapshot.ReservedDir // engine files; never part of a snapshot
 	StdLogFile  = "std_log.txt"
 	metricsFile = "metrics.jsonl"
+	tagsFile    = "tags.jsonl"
+	mlflowDir   = "mlruns"
 	specFile    = "spec.json"
 	statusFile  = "status.json"
 	cancelFile  = "cancel.json"
@@ -50,11 +52,16 @@ func (l Layout) StdLog() string {
 	}
 	return filepath.Join(l.Dir, LogsDir, StdLogFile)
 }
-func (l Layout) Control() string   { return filepath.Join(l.Dir, ControlDir) }
-func (l Layout) Metrics() string   { return filepath.Join(l.rankDir(), metricsFile) }
-func (l Layout) Spec() string      { return filepath.Join(l.Dir, ControlDir, specFile) }
-func (l Layout) Status() string    { return filepath.Join(l.rankDir(), statusFile) }
-func (l Layout) CancelReq() string { return filepath.Join(l.rankDir(), cancelFile) }
+func (l Layout) Control() string { return filepath.Join(l.Dir, ControlDir) }
+func (l Layout) Metrics() string { return filepath.Join(l.rankDir(), metricsFile) }
+func (l Layout) Tags() string    { return filepath.Join(l.rankDir(), tagsFile) }
+
+// MLflowStore is the MLflow file store a run is given (MLFLOW_TRACKING_URI)
+// when its environment names none.
+func (l Layout) MLflowStore() string { return filepath.Join(l.rankDir(), mlflowDir) }
+func (l Layout) Spec() string        { return filepath.Join(l.Dir, ControlDir, specFile) }
+func (l Layout) Status() string      { return filepath.Join(l.rankDir(), statusFile) }
+func (l Layout) CancelReq() string   { return filepath.Join(l.rankDir(), cancelFile) }
 
 // rankDir holds a rank's control files: the control directory for rank 0.
 func (l Layout) rankDir() string {
@@ -77,8 +84,9 @@ func (l Layout) SupervisorLog() string {
 // carry secrets never named in the configuration) is the supervisor's own,
 // passed at start and never written down.
 type SupervisorSpec struct {
-	RunID string   `json:"run_id"`
-	Argv  []string `json:"argv"`
+	RunID      string   `json:"run_id"`
+	Experiment string   `json:"experiment,omitempty"`
+	Argv       []string `json:"argv"`
 	// Vars are the run's declared variables; RunVars the host runtime's
 	// (AML_*); HelperLib goes first on PYTHONPATH.
 	Vars           map[string]string `json:"vars,omitempty"`
@@ -153,64 +161,3 @@ func readStatus(l Layout) (*SupervisorStatus, error) {
 	}
 	return &st, nil
 }
-
-// helperPy is the `aml_run` module put on the run's PYTHONPATH. It never raises
-// for a value: a training job that logs a NaN loss goes on. A value that is not
-// a finite number is written as a null record, which the engine drops and
-// counts in the run's message.
-const helperPy = `"""aml_run: log metrics from a training script run by terraform-provider-aml."""
-import json
-import math
-import os
-import sys
-
-__all__ = ["log", "log_row", "outputs_dir", "run_id"]
-
-_warned = set()
-
-
-def run_id():
-    return os.environ.get("AML_RUN_ID", "")
-
-
-def outputs_dir():
-    return os.environ.get("AML_OUTPUTS_DIR", "outputs")
-
-
-def _number(x):
-    try:
-        x = float(x)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    if math.isnan(x) or math.isinf(x):
-        return None
-    return x
-
-
-def log(name, value, step=None):
-    """Record one value of a metric; the run's metrics attribute keeps the last.
-
-    A value that is not a finite number is not recorded (the run's message
-    counts it); this never raises for a value."""
-    v = _number(value)
-    rec = {"name": str(name), "value": v}
-    if v is None:
-        rec["dropped"] = repr(value)[:100]
-        if name not in _warned:
-            _warned.add(name)
-            print("aml_run: metric %r: %r is not a finite number; not recorded" % (name, value), file=sys.stderr)
-    if step is not None:
-        s = _number(step)
-        if s is not None:
-            rec["step"] = s
-    path = os.environ.get("AML_METRICS_FILE")
-    if not path:
-        return
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(rec) + "\n")
-
-
-def log_row(step=None, **values):
-    for name, value in values.items():
-        log(name, value, step)
-`

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +22,7 @@ import (
 // JSON so that a remote agent can take it on stdin.
 type StageRequest struct {
 	RunID          string             `json:"run_id"`
+	Experiment     string             `json:"experiment,omitempty"`
 	RunDir         string             `json:"run_dir"`
 	Manifest       *snapshot.Manifest `json:"manifest"`
 	BlobsRoot      string             `json:"blobs_root"`
@@ -38,6 +40,7 @@ type StageRequest struct {
 func NewStageRequest(spec drivers.RunSpec, runDir string) StageRequest {
 	return StageRequest{
 		RunID:          spec.RunID,
+		Experiment:     spec.Experiment,
 		RunDir:         runDir,
 		Manifest:       spec.Manifest,
 		BlobsRoot:      spec.Blobs.Root,
@@ -57,7 +60,47 @@ func RunVars(runID string, l Layout) map[string]string {
 		"AML_OUTPUTS_DIR":  l.Outputs(),
 		"AML_LOGS_DIR":     l.Logs(),
 		"AML_METRICS_FILE": l.Metrics(),
+		"AML_TAGS_FILE":    l.Tags(),
 		"PYTHONUNBUFFERED": "1",
+	}
+}
+
+// runVars are RunVars with the experiment's name, for scripts (azureml's
+// Run.experiment.name).
+func runVars(runID, experiment string, l Layout) map[string]string {
+	vars := RunVars(runID, l)
+	if experiment != "" {
+		vars["AML_EXPERIMENT_NAME"] = experiment
+	}
+	return vars
+}
+
+// MLflowVars point MLflow at a file store inside the run directory, read when
+// the run is collected. They are defaults: a run whose environment sets
+// MLFLOW_TRACKING_URI keeps its own tracking (and none of these). MLflow 3
+// refuses a file store without MLFLOW_ALLOW_FILE_STORE, and its own default
+// (sqlite:///mlflow.db) fails without SQLAlchemy, as with mlflow-skinny.
+func MLflowVars(l Layout, experiment string) map[string]string {
+	vars := map[string]string{
+		"MLFLOW_TRACKING_URI":     (&url.URL{Scheme: "file", Path: filepath.ToSlash(l.MLflowStore())}).String(),
+		"MLFLOW_ALLOW_FILE_STORE": "true",
+	}
+	if experiment != "" {
+		vars["MLFLOW_EXPERIMENT_NAME"] = experiment
+	}
+	return vars
+}
+
+// withDefaults adds defaults to a run's variables unless the run already sets
+// MLFLOW_TRACKING_URI (then its MLflow configuration is left as it is).
+func withDefaults(m, defaults map[string]string) {
+	if _, own := m["MLFLOW_TRACKING_URI"]; own {
+		return
+	}
+	for k, v := range defaults {
+		if _, set := m[k]; !set {
+			m[k] = v
+		}
 	}
 }
 
@@ -65,7 +108,7 @@ func RunVars(runID string, l Layout) map[string]string {
 // system-managed environment the interpreter is left empty: the supervisor
 // fills it in once the environment is ready. Docker runs wrap the program in
 // `docker run`, with the run's variables passed into the container.
-func Command(runID string, l Layout, p drivers.Program, launch env.Launch, vars map[string]string) []string {
+func Command(runID, experiment string, l Layout, p drivers.Program, launch env.Launch, vars map[string]string) []string {
 	var prog []string
 	if p.Script != "" {
 		prog = append([]string{filepath.FromSlash(p.Script)}, p.Arguments...)
@@ -74,11 +117,12 @@ func Command(runID string, l Layout, p drivers.Program, launch env.Launch, vars 
 	}
 	switch {
 	case launch.Docker != nil:
-		all := RunVars(runID, l)
+		all := runVars(runID, experiment, l)
 		all["PYTHONPATH"] = l.HelperLib()
 		for k, v := range vars {
 			all[k] = v
 		}
+		withDefaults(all, MLflowVars(l, experiment))
 		dr := env.DockerRun{Name: "aml-" + runID, RunDir: l.Dir, Env: all, Python: launch.Interpreter}
 		if p.Script != "" {
 			dr.Script = prog
@@ -116,8 +160,8 @@ func Stage(ctx context.Context, req StageRequest) (err error) {
 			return fmt.Errorf("staging run directory: %w", err)
 		}
 	}
-	if err := os.WriteFile(filepath.Join(l.HelperLib(), "aml_run.py"), []byte(helperPy), 0o644); err != nil {
-		return err
+	if err := writeHelpers(l.HelperLib()); err != nil {
+		return fmt.Errorf("staging run directory: %w", err)
 	}
 	// The control directory holds the run's spec: the owner's alone.
 	if err := os.Chmod(l.Control(), 0o700); err != nil {
@@ -125,9 +169,10 @@ func Stage(ctx context.Context, req StageRequest) (err error) {
 	}
 	sspec := SupervisorSpec{
 		RunID:          req.RunID,
-		Argv:           Command(req.RunID, l, req.Program, req.Launch, req.Env),
+		Experiment:     req.Experiment,
+		Argv:           Command(req.RunID, req.Experiment, l, req.Program, req.Launch, req.Env),
 		Vars:           req.Env,
-		RunVars:        RunVars(req.RunID, l),
+		RunVars:        runVars(req.RunID, req.Experiment, l),
 		HelperLib:      l.HelperLib(),
 		MaxDurationSec: req.MaxDurationSec,
 		GraceSec:       req.GraceSec,
@@ -177,8 +222,9 @@ func AgentArgs(agentCommand []string, sub ...string) []string {
 
 // RunEnvironment builds a run's environment: the base (minus the plugin protocol's
 // variables), then the user's variables, then the engine's, with helperLib first on
-// PYTHONPATH.
-func RunEnvironment(base []string, user, engine map[string]string, helperLib string) []string {
+// PYTHONPATH. defaults (MLflowVars) fill in what neither the base nor the user
+// set (see withDefaults).
+func RunEnvironment(base []string, user, engine, defaults map[string]string, helperLib string) []string {
 	m := map[string]string{}
 	for _, kv := range base {
 		k, v, ok := strings.Cut(kv, "=")
@@ -190,6 +236,7 @@ func RunEnvironment(base []string, user, engine map[string]string, helperLib str
 	for k, v := range user {
 		m[k] = v
 	}
+	withDefaults(m, defaults)
 	for k, v := range engine {
 		m[k] = v
 	}

@@ -39,7 +39,7 @@ func SuperviseRank(runDir string) int {
 		fmt.Fprintf(os.Stderr, "aml-supervisor: %v\n", err)
 		return 2
 	}
-	vars := map[string]string{"RANK": strconv.Itoa(rank), "LOCAL_RANK": "0", "AML_METRICS_FILE": l.Metrics()}
+	vars := map[string]string{"RANK": strconv.Itoa(rank), "LOCAL_RANK": "0", "AML_METRICS_FILE": l.Metrics(), "AML_TAGS_FILE": l.Tags()}
 	if n := os.Getenv("SLURM_NODEID"); n != "" {
 		vars["NODE_RANK"] = n
 	}
@@ -68,7 +68,7 @@ func superviseLayout(l Layout, rankVars map[string]string) int {
 		spec.RunVars = merged(spec.RunVars, a.Env)
 	}
 	spec.RunVars = merged(spec.RunVars, rankVars)
-	sv := &supervisor{l: l, spec: spec, log: logger, env: RunEnvironment(os.Environ(), spec.Vars, spec.RunVars, spec.HelperLib)}
+	sv := &supervisor{l: l, spec: spec, log: logger, env: RunEnvironment(os.Environ(), spec.Vars, spec.RunVars, MLflowVars(l, spec.Experiment), spec.HelperLib)}
 	return sv.run()
 }
 
@@ -271,6 +271,7 @@ func (s *supervisor) cancelRequest(grace time.Duration) (time.Duration, string) 
 func (s *supervisor) prepare(logf *os.File, sigs <-chan os.Signal) (python string, release func(), code int, ok bool) {
 	es := s.spec.Environment
 	s.st.Status = run.Preparing
+	s.st.Builder = env.BuilderFor(es.Definition, es.PathEnv)
 	s.save()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -39,9 +39,10 @@ func agentCommand(t *testing.T) []string {
 }
 
 type fixture struct {
-	drv   *local.Driver
-	src   string
-	blobs snapshot.BlobStore
+	drv        *local.Driver
+	src        string
+	blobs      snapshot.BlobStore
+	experiment string
 }
 
 func newFixture(t *testing.T, files map[string]string) *fixture {
@@ -79,7 +80,7 @@ func (f *fixture) start(t *testing.T, argv []string, env map[string]string, maxD
 		t.Fatal(err)
 	}
 	id := fmt.Sprintf("run_%d_%d", time.Now().UnixNano(), runSeq.Add(1))
-	h, err := f.drv.Start(ctx, drivers.RunSpec{RunID: id, Manifest: m, Blobs: f.blobs, Program: drivers.Program{Command: argv}, Env: env, MaxDuration: maxDur, Grace: grace})
+	h, err := f.drv.Start(ctx, drivers.RunSpec{RunID: id, Experiment: f.experiment, Manifest: m, Blobs: f.blobs, Program: drivers.Program{Command: argv}, Env: env, MaxDuration: maxDur, Grace: grace})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -431,11 +432,14 @@ func TestRunEnvironment(t *testing.T) {
 	got := hostrun.RunEnvironment(base,
 		map[string]string{"SHARED": "user", "MINE": "1", "AML_RUN_ID": "user"},
 		map[string]string{"AML_RUN_ID": "r1"},
+		map[string]string{"MLFLOW_TRACKING_URI": "file:///run/.aml/mlruns", "MLFLOW_ALLOW_FILE_STORE": "true"},
 		"/run/.aml/lib")
 	want := []string{
 		"AML_RUN_ID=r1",
 		"HOME=/root",
 		"MINE=1",
+		"MLFLOW_ALLOW_FILE_STORE=true",
+		"MLFLOW_TRACKING_URI=file:///run/.aml/mlruns",
 		"PATH=/usr/bin",
 		"PYTHONPATH=/run/.aml/lib" + string(os.PathListSeparator) + "/existing",
 		"SHARED=user",
@@ -444,11 +448,23 @@ func TestRunEnvironment(t *testing.T) {
 		t.Errorf("RunEnvironment =\n%q\nwant\n%q", got, want)
 	}
 
-	got = hostrun.RunEnvironment([]string{"A=1"}, nil, nil, "/lib")
+	// A run (or Terraform's environment) that names its own MLflow tracking
+	// keeps it, and gets none of the defaults.
+	got = hostrun.RunEnvironment([]string{"MLFLOW_TRACKING_URI=http://mlflow:5000"}, nil, nil,
+		map[string]string{"MLFLOW_TRACKING_URI": "file:///x", "MLFLOW_ALLOW_FILE_STORE": "true"}, "")
+	if !slices.Equal(got, []string{"MLFLOW_TRACKING_URI=http://mlflow:5000"}) {
+		t.Errorf("own MLflow tracking: %q", got)
+	}
+	got = hostrun.RunEnvironment([]string{"A=1"}, map[string]string{"MLFLOW_TRACKING_URI": "databricks"}, nil,
+		map[string]string{"MLFLOW_TRACKING_URI": "file:///x", "MLFLOW_ALLOW_FILE_STORE": "true"}, "")
+	if !slices.Equal(got, []string{"A=1", "MLFLOW_TRACKING_URI=databricks"}) {
+		t.Errorf("run's own MLflow tracking: %q", got)
+	}
+	got = hostrun.RunEnvironment([]string{"A=1"}, nil, nil, nil, "/lib")
 	if !slices.Equal(got, []string{"A=1", "PYTHONPATH=/lib"}) {
 		t.Errorf("no PYTHONPATH in base: %q", got)
 	}
-	got = hostrun.RunEnvironment([]string{"A=1"}, nil, nil, "")
+	got = hostrun.RunEnvironment([]string{"A=1"}, nil, nil, nil, "")
 	if !slices.Equal(got, []string{"A=1"}) {
 		t.Errorf("no helper lib: %q", got)
 	}

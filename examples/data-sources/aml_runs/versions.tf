@@ -1,0 +1,8 @@
+# Makes this example a complete configuration of its own (terraform validate).
+terraform {
+  required_providers {
+    aml = {
+      source = "openaml/aml"
+    }
+  }
+}
