@@ -226,9 +226,27 @@ func (e *Engine) stop() {
 		_ = e.cmd.Process.Kill()
 		<-done
 	}
-	// Mounts under the data root go with the daemon; what is left is files.
-	_ = exec.Command("umount", "-R", filepath.Join(e.Dir, "exec")).Run()
+	// The daemon leaves its default network namespace mounted under the exec
+	// root; unmount whatever is left below our directory, deepest first.
+	unmountBelow(e.Dir)
 	_ = os.RemoveAll(e.Dir)
+}
+
+func unmountBelow(dir string) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	var points []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			points = append(points, f[4])
+		}
+	}
+	for i := len(points) - 1; i >= 0; i-- {
+		_ = syscall.Unmount(points[i], syscall.MNT_DETACH)
+	}
 }
 
 // baseRootfs returns the cached root filesystem tarball, making it first if
