@@ -331,6 +331,10 @@ func TestAccDocker_sshHost(t *testing.T) {
 	testAccPreCheck(t)
 	eng := dockertest.Shared(t)
 	srv := sshd.Start(t, sshd.Options{SessionEnv: map[string]string{"DOCKER_HOST": eng.Host}})
+	version, err := eng.Docker(context.Background(), "version", "--format", "{{.Server.Version}}")
+	if err != nil {
+		t.Fatal(err)
+	}
 	wsDir := filepath.Join(t.TempDir(), "ws")
 	src := newSourceDir(t, map[string]string{"train.py": containerScript})
 	host := fmt.Sprintf(`
@@ -349,7 +353,9 @@ resource "aml_remote_compute" "host" {
 		Steps: []resource.TestStep{{
 			Config: dockerConfig(wsDir, eng.BaseImage, "", host, dockerRun("remote", src, "aml_remote_compute.host.name", "")),
 			ConfigStateChecks: append(inContainer("aml_experiment_run.remote"),
-				statecheck.ExpectKnownValue("aml_remote_compute.host", tfjsonpath.New("docker_available"), knownvalue.Bool(true))),
+				statecheck.ExpectKnownValue("aml_remote_compute.host", tfjsonpath.New("docker_available"), knownvalue.Bool(true)),
+				statecheck.ExpectKnownValue("aml_remote_compute.host", tfjsonpath.New("docker_version"), knownvalue.StringExact(version)),
+				statecheck.ExpectKnownValue("aml_remote_compute.host", tfjsonpath.New("docker_problem"), knownvalue.StringExact(""))),
 			Check: resource.ComposeAggregateTestCheckFunc(
 				noContainers(eng, t, "aml_experiment_run.remote"),
 				resource.TestCheckResourceAttrWith("aml_experiment_run.remote", "metrics.uid", func(v string) error {

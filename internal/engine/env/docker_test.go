@@ -329,6 +329,17 @@ func TestCheckDocker(t *testing.T) {
 		t.Errorf("client without engine: %v", err)
 	}
 
+	// An engine that refuses this user says so, and what to do.
+	deniedDir := t.TempDir()
+	denied := "#!/bin/sh\necho 'permission denied while trying to connect to the Docker daemon socket at unix:///var/run/docker.sock' >&2\nexit 1\n"
+	if err := os.WriteFile(filepath.Join(deniedDir, "docker"), []byte(denied), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	err = env.CheckDocker(ctx, deniedDir)
+	if err == nil || !strings.Contains(err.Error(), "refuses user") || !strings.Contains(err.Error(), "docker") {
+		t.Errorf("engine refusing the user: %v", err)
+	}
+
 	// This machine, whatever it has.
 	pathEnv := os.Getenv("PATH")
 	err = env.CheckDocker(ctx, pathEnv)
@@ -339,7 +350,7 @@ func TestCheckDocker(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "not installed") {
 			t.Errorf("no docker client, CheckDocker = %v", err)
 		}
-	case exec.CommandContext(ctx, docker, "info", "--format", "{{.ServerVersion}}").Run() != nil:
+	case exec.CommandContext(ctx, docker, "version", "--format", "{{.Server.Version}}").Run() != nil:
 		t.Logf("this host has a docker client and no engine: %v", err)
 		if err == nil || !strings.Contains(err.Error(), "no Docker engine answers") {
 			t.Errorf("docker client without an engine, CheckDocker = %v", err)
@@ -356,5 +367,38 @@ func TestCheckDocker(t *testing.T) {
 	var fe *field.Error
 	if !errors.As(err, &fe) || fe.Attr != "environment.docker.enabled" || !strings.Contains(fe.Msg, "not installed") {
 		t.Errorf("PrepareLocal with docker and no client: %v", err)
+	}
+}
+
+// A private image is pulled through a Docker configuration of its own, with
+// the credentials in it and in no argument; it is removed after the pull.
+func TestPullWithCredentials(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	seen := filepath.Join(dir, "seen")
+	fake := filepath.Join(dir, "docker")
+	script := "#!/bin/sh\n{ echo \"args: $*\"; echo \"config: $DOCKER_CONFIG\"; cat \"$DOCKER_CONFIG/config.json\"; echo; } > " + seen + "\n"
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	reg := &env.Registry{Address: "registry.example:5000", Username: "bot", Password: "s3cret-pw"}
+	if err := (env.DockerCLI{Path: fake}).Pull(context.Background(), "registry.example:5000/team/img:1", reg); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(seen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(b), "\n")
+	if strings.Contains(lines[0], "s3cret") || !strings.Contains(lines[0], "pull") {
+		t.Errorf("docker pull arguments: %s", lines[0])
+	}
+	// base64("bot:s3cret-pw")
+	if !strings.Contains(string(b), `"registry.example:5000":{"auth":"Ym90OnMzY3JldC1wdw=="}`) {
+		t.Errorf("docker config: %s", b)
+	}
+	cfgDir := strings.TrimPrefix(lines[1], "config: ")
+	if _, err := os.Stat(cfgDir); !os.IsNotExist(err) {
+		t.Errorf("the pull's docker config %s is left behind (%v)", cfgDir, err)
 	}
 }

@@ -1,14 +1,21 @@
 package local_test
 
 import (
+	"bytes"
+	"context"
+	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/driverstest"
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun"
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/local"
 	"github.com/openaml/terraform-provider-aml/internal/engine/env"
+	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
 	dockertest "github.com/openaml/terraform-provider-aml/internal/testutil/docker"
 )
@@ -28,4 +35,61 @@ func TestConformanceDocker(t *testing.T) {
 			return eng.Containers(t, hostrun.LabelRunID+"="+runID, true)
 		},
 	})
+}
+
+// A run in Docker with registry credentials writes the password nowhere in
+// the run directory (spec, status, logs), and the max duration stops the
+// container: Failed/timed_out with the container's exit code, no container left.
+func TestDockerSecretsAndTimeLimit(t *testing.T) {
+	eng := dockertest.Shared(t)
+	const password = "pw-never-written-4711"
+	ws := t.TempDir()
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "sleep.py"), []byte("import time\nprint('sleeping', flush=True)\ntime.sleep(120)\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	blobs := snapshot.BlobStore{Root: filepath.Join(ws, "blobs")}
+	m, err := snapshot.Build(ctx, src, snapshot.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := blobs.Ingest(ctx, src, m); err != nil {
+		t.Fatal(err)
+	}
+	drv := &local.Driver{RunsRoot: filepath.Join(ws, "runs"), EnvRoot: filepath.Join(ws, "envs"), AgentCommand: agentCommand(t)}
+	d := &env.Docker{Enabled: true, BaseImage: eng.BaseImage, Registry: &env.Registry{Address: "registry.example", Username: "bot", Password: password}}
+	id := fmt.Sprintf("secret_%d", time.Now().UnixNano())
+	h, err := drv.Start(ctx, drivers.RunSpec{
+		RunID: id, Manifest: m, Blobs: blobs, Program: drivers.Program{Script: "sleep.py"},
+		Launch: env.Launch{Docker: d, Interpreter: "python3"}, MaxDuration: 3 * time.Second, Grace: time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex, err := drv.Recover(ctx, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := wait(t, ex, 2*time.Minute)
+	if st.Status != run.Failed || st.FailureReason != run.ReasonTimedOut || st.ExitCode == nil || *st.ExitCode != 143 {
+		t.Fatalf("state %+v, want Failed/timed_out with the container's exit code 143 (SIGTERM)", st)
+	}
+	if left := eng.Containers(t, hostrun.LabelRunID+"="+id, true); len(left) > 0 {
+		t.Errorf("containers left: %v", left)
+	}
+	runDir := filepath.Join(drv.RunsRoot, id)
+	err = filepath.WalkDir(runDir, func(p string, de fs.DirEntry, err error) error {
+		if err != nil || !de.Type().IsRegular() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err == nil && bytes.Contains(b, []byte(password)) {
+			t.Errorf("%s holds the registry password", p)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
