@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -394,4 +395,52 @@ resource "aml_compute" "cpu" {
 			Check:             noContainers(eng, t, "aml_experiment_run.pooled"),
 		}},
 	})
+}
+
+// Bad Docker options fail the plan, naming the attribute, the value and what
+// is valid; nothing needs an engine.
+func TestAccDocker_badInput(t *testing.T) {
+	testAccPreCheck(t)
+	wsDir := filepath.Join(t.TempDir(), "ws")
+	cfg := func(docker string) string {
+		return fmt.Sprintf(`
+resource "aml_workspace" "ws" {
+  name            = "acc-docker-bad"
+  storage_path    = %q
+  deletion_policy = "DELETE"
+}
+
+resource "aml_run_configuration" "bad" {
+  workspace_id = aml_workspace.ws.id
+  name         = "bad"
+  environment {
+    docker {
+      enabled    = true
+      base_image = "python:3.11"
+      %s
+    }
+  }
+}
+`, wsDir, docker)
+	}
+	steps := []resource.TestStep{}
+	for _, tc := range []struct {
+		docker string
+		want   []string // phrases, in order
+	}{
+		{`arguments = ["--privileged"]`, []string{"environment.docker.arguments[0]", `"--privileged" is not an allowed docker run flag; allowed: --add-host`}},
+		{`arguments = ["--volume", "/:/host"]`, []string{`"--volume" is not an allowed docker run flag`, "raw_arguments"}},
+		{`arguments = ["--name=x"]`, []string{`"--name=x" cannot be given`}},
+		{`shm_size = "2 GB"`, []string{"environment.docker.shm_size", `"2 GB" is not a size`}},
+		{`network = "container:db"`, []string{"environment.docker.network", `"container:db" is not a network name`}},
+		{`gpus = "many"`, []string{"environment.docker.gpus", `"many" is not valid: use all, none or a number`}},
+		{"registry {\n address = \"r.example\"\n username = \"u\"\n }", []string{"environment.docker.registry.password", "together"}},
+	} {
+		parts := make([]string, len(tc.want))
+		for i, p := range tc.want {
+			parts[i] = wrapped(p).String()
+		}
+		steps = append(steps, resource.TestStep{Config: cfg(tc.docker), PlanOnly: true, ExpectError: regexp.MustCompile(strings.Join(parts, `[\s\S]*`))})
+	}
+	resource.UnitTest(t, resource.TestCase{ProtoV6ProviderFactories: testAccProtoV6ProviderFactories, Steps: steps})
 }
