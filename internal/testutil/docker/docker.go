@@ -14,6 +14,7 @@ package docker
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -109,6 +110,18 @@ func Stop() {
 		shared = nil
 	}
 }
+
+// StartEngine starts a private engine for a program (the bench), without a
+// testing.TB; the caller stops it with Stop.
+func StartEngine() (*Engine, error) {
+	if why := Check(); why != "" {
+		return nil, errors.New(why)
+	}
+	return start()
+}
+
+// Stop stops an engine started with StartEngine and removes its directory.
+func (e *Engine) Stop() { e.stop() }
 
 func start() (*Engine, error) {
 	dir, err := os.MkdirTemp("", "aml-docker-")
