@@ -444,3 +444,43 @@ resource "aml_run_configuration" "bad" {
 	}
 	resource.UnitTest(t, resource.TestCase{ProtoV6ProviderFactories: testAccProtoV6ProviderFactories, Steps: steps})
 }
+
+// A provider killed while its Docker run is running: the run's container goes
+// on (the script's hostname is the labelled container's id), the next apply
+// adopts the run, sees it complete and submits nothing again (one run, one run
+// directory), and no container is left.
+func TestAccDocker_adoptAfterProviderKilled(t *testing.T) {
+	testAccPreCheck(t)
+	eng := dockertest.Shared(t)
+	t.Parallel()
+	var container string
+	prelude := func(wsDir string) string { return dockerConfig(wsDir, eng.BaseImage, "", "", "") }
+	head := `import os, socket
+with open(os.path.join(os.environ["AML_OUTPUTS_DIR"], "host.txt"), "w") as f:
+    f.write(socket.gethostname())
+SLOW = 8
+`
+	testAdoptionWithHook(t, prelude, "run_configuration_id = aml_run_configuration.docker.id", head, true, func(wsDir, runID string) {
+		if err := waitRunningContainer(eng, t, runID); err != nil {
+			t.Fatal(err)
+		}
+		container = eng.Containers(t, hostrun.LabelRunID+"="+runID, false)[0]
+		hostFile := filepath.Join(wsDir, "runs", runID, "outputs", "host.txt")
+		var b []byte
+		if err := testutil.Poll(30*time.Second, "the script to write its hostname", func() (bool, error) {
+			var err error
+			b, err = os.ReadFile(hostFile)
+			return err == nil && len(b) >= 12, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(container, string(b)) {
+			t.Fatalf("the run's script runs in container %q, not in its labelled container %s", b, container)
+		}
+		t.Cleanup(func() {
+			if left := eng.Containers(t, hostrun.LabelRunID+"="+runID, true); len(left) > 0 {
+				t.Errorf("containers left: %v", left)
+			}
+		})
+	})
+}
