@@ -329,9 +329,10 @@ func KeepContainer(runDir string) int {
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	stopped := false
+	var werr error
 	for waiting := true; waiting; {
 		select {
-		case <-done:
+		case werr = <-done:
 			waiting = false
 		case <-sigs:
 			if stopped {
@@ -364,16 +365,23 @@ func KeepContainer(runDir string) int {
 		OOMKilled bool
 		Error     string
 	}
-	if err == nil && json.Unmarshal([]byte(out), &state) == nil {
-		// A container that never ran (its image could not start) was created.
-		res.Started = state.Status != "created"
-		res.ExitCode, res.OOMKilled, res.Error = state.ExitCode, state.OOMKilled, state.Error
-	} else {
+	switch {
+	case err != nil || json.Unmarshal([]byte(out), &state) != nil:
 		res.ExitCode = 125
-		if ee := (*exec.ExitError)(nil); errors.As(<-doneValue(cmd), &ee) {
+		var ee *exec.ExitError
+		if errors.As(werr, &ee) && ee.ExitCode() > 0 {
 			res.ExitCode = ee.ExitCode()
 		}
 		res.Error = "docker run did not create the container (see the log)"
+	case state.Status == "running" || state.Status == "paused" || state.Status == "restarting":
+		// The client ended, the container did not: it is removed below, and
+		// the run did not finish.
+		res.Started, res.ExitCode = true, 125
+		res.Error = fmt.Sprintf("the docker client ended (%v) while the container was %s", werr, state.Status)
+	default:
+		// A container that never ran (its program could not start) stays "created".
+		res.Started = state.Status != "created"
+		res.ExitCode, res.OOMKilled, res.Error = state.ExitCode, state.OOMKilled, state.Error
 	}
 	if out, err := cli.Run(ctx, "rm", "-f", ks.Name); err != nil {
 		fmt.Fprintf(os.Stderr, "aml: docker rm %s: %v: %s\n", ks.Name, err, out)
@@ -383,16 +391,6 @@ func KeepContainer(runDir string) int {
 		return 125
 	}
 	return res.ExitCode
-}
-
-func doneValue(cmd *exec.Cmd) <-chan error {
-	c := make(chan error, 1)
-	if cmd.ProcessState != nil && !cmd.ProcessState.Success() {
-		c <- &exec.ExitError{ProcessState: cmd.ProcessState}
-	} else {
-		c <- nil
-	}
-	return c
 }
 
 func readContainerResult(l Layout) (*ContainerResult, error) {
@@ -448,6 +446,8 @@ func (s *supervisor) containerExited(logf *os.File, werr error, stopping run.Sta
 	case res.OOMKilled:
 		fmt.Fprintf(logf, "\naml: the container ran out of memory and was killed\n")
 		return s.finish(run.Failed, run.ReasonKilled, &code, "SIGKILL", "killed: the container ran out of memory")
+	case res.Error != "" && code != 0:
+		return s.finish(run.Failed, run.ReasonLost, &code, "", res.Error)
 	case code != 0:
 		return s.finish(run.Failed, run.ReasonNonzeroExit, &code, "", fmt.Sprintf("exit code %d", code))
 	default:

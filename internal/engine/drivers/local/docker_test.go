@@ -93,3 +93,43 @@ func TestDockerSecretsAndTimeLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// An image without the interpreter the run names fails the run with the
+// container's exit code 127 (the container's init could not exec it), the log
+// saying so, and leaves no container.
+func TestDockerMissingInterpreter(t *testing.T) {
+	eng := dockertest.Shared(t)
+	f := newFixture(t, map[string]string{"train.py": "print('never')\n"})
+	f.drv.EnvRoot = filepath.Join(t.TempDir(), "envs")
+	ctx := context.Background()
+	m, err := snapshot.Build(ctx, f.src, snapshot.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.blobs.Ingest(ctx, f.src, m); err != nil {
+		t.Fatal(err)
+	}
+	id := fmt.Sprintf("nointerp_%d", time.Now().UnixNano())
+	h, err := f.drv.Start(ctx, drivers.RunSpec{
+		RunID: id, Manifest: m, Blobs: f.blobs, Program: drivers.Program{Script: "train.py"},
+		Launch: env.Launch{Docker: &env.Docker{Enabled: true, BaseImage: eng.BaseImage}, Interpreter: "no-such-python"}, Grace: time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex, err := f.drv.Recover(ctx, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := wait(t, ex, time.Minute)
+	if st.Status != run.Failed || st.ExitCode == nil || *st.ExitCode != 127 {
+		t.Fatalf("state %+v, want Failed with exit code 127", st)
+	}
+	col, err := ex.Collect(ctx)
+	if err != nil || !bytes.Contains([]byte(col.LogTail), []byte("no-such-python")) {
+		t.Errorf("log tail %q (%v) does not name the missing interpreter", col.LogTail, err)
+	}
+	if left := eng.Containers(t, hostrun.LabelRunID+"="+id, true); len(left) > 0 {
+		t.Errorf("containers left: %v", left)
+	}
+}
