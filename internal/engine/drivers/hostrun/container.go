@@ -406,8 +406,8 @@ func readContainerResult(l Layout) (*ContainerResult, error) {
 // container itself.
 const keeperBackstop = 60 * time.Second
 
-// reapSignal sends sig to a container (best effort).
-func reapSignal(name, sig string) {
+// signalContainer sends sig to a container's main process (best effort).
+func signalContainer(name, sig string) {
 	cli, err := dockerCLI()
 	if err != nil {
 		return

@@ -78,6 +78,7 @@ type supervisor struct {
 	log  *log.Logger
 	st   SupervisorStatus
 	env  []string // the script's environment
+	warn chan os.Signal
 }
 
 func merged(a, b map[string]string) map[string]string {
@@ -118,6 +119,11 @@ func (s *supervisor) run() int {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
+	// A batch system's warning that the time limit is near (sbatch --signal)
+	// goes on to the script, which may checkpoint.
+	s.warn = make(chan os.Signal, 1)
+	signal.Notify(s.warn, syscall.SIGUSR1)
+	defer signal.Stop(s.warn)
 
 	logf, err := os.OpenFile(s.l.StdLog(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -158,11 +164,6 @@ func (s *supervisor) run() int {
 // watch starts cmd (the script, or a container's keeper) and supervises it to
 // the end: the time limit, cancels, SIGUSR1, what it leaves behind.
 func (s *supervisor) watch(cmd *exec.Cmd, logf *os.File, sigs <-chan os.Signal, container bool) int {
-	// A batch system's warning that the time limit is near (sbatch --signal)
-	// goes on to the script, which may checkpoint.
-	warn := make(chan os.Signal, 1)
-	signal.Notify(warn, syscall.SIGUSR1)
-	defer signal.Stop(warn)
 	if err := cmd.Start(); err != nil {
 		fmt.Fprintf(logf, "aml: cannot start %q: %v\n", cmd.Path, err)
 		return s.finish(run.Failed, run.ReasonSetupFailed, nil, "", fmt.Sprintf("cannot start %s: %v", cmd.Path, err))
@@ -231,10 +232,10 @@ func (s *supervisor) watch(cmd *exec.Cmd, logf *os.File, sigs <-chan os.Signal, 
 			g, reason := s.cancelRequest(grace)
 			fmt.Fprintf(logf, "\naml: cancel requested (%s); stopping the run\n", reason)
 			stop(run.Canceled, reason, g)
-		case <-warn:
+		case <-s.warn:
 			if container {
 				s.log.Printf("SIGUSR1 (time limit near): passed on to container %s", s.spec.Container.Name)
-				reapSignal(s.spec.Container.Name, "USR1")
+				signalContainer(s.spec.Container.Name, "USR1")
 				continue
 			}
 			s.log.Printf("SIGUSR1 (time limit near): passed on to group %d", pgid)
