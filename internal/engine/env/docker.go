@@ -150,11 +150,24 @@ func ValidateDocker(d Docker) error {
 		if !ok {
 			return &field.Error{Attr: attr, Msg: fmt.Sprintf("%q is not an allowed docker run flag; allowed: %s (flags that can undo isolation, such as --privileged, --volume or --ipc=host, go in raw_arguments)", a, strings.Join(AllowedDockerFlagNames(), ", "))}
 		}
+		value := ""
+		if hasValue {
+			_, value, _ = strings.Cut(a, "=")
+		}
 		if f.value && !hasValue {
 			if i+1 >= len(d.Arguments) {
 				return &field.Error{Attr: attr, Msg: fmt.Sprintf("%q needs a value (%s=VALUE or the value as the next element)", a, name)}
 			}
 			i++
+			value = d.Arguments[i]
+		}
+		// The engine's own labels find the run's containers; its mount is the
+		// run directory.
+		if (name == "--label" || name == "-l") && strings.HasPrefix(value, "aml.") {
+			return &field.Error{Attr: attr, Msg: fmt.Sprintf("label %q cannot be given: labels aml.* are the engine's (they find the run's containers)", value)}
+		}
+		if name == "--tmpfs" && (value == ContainerRunDir || strings.HasPrefix(value, ContainerRunDir+"/") || strings.HasPrefix(value, ContainerRunDir+":") || value == "/aml" || strings.HasPrefix(value, "/aml:")) {
+			return &field.Error{Attr: attr, Msg: fmt.Sprintf("--tmpfs %q would hide the run directory mounted at %s", value, ContainerRunDir)}
 		}
 		if !f.value && hasValue {
 			return &field.Error{Attr: attr, Msg: fmt.Sprintf("%q takes no value", a)}

@@ -204,7 +204,7 @@ func TestValidateDocker(t *testing.T) {
 		contains string
 	}{
 		{"fine", func(d *env.Docker) {
-			d.Arguments = []string{"--memory", "2g", "--cpus=2", "--read-only", "-e", "A=B"}
+			d.Arguments = []string{"--memory", "2g", "--cpus=2", "--read-only", "-e", "A=B", "--label", "team=ml", "--tmpfs", "/scratch"}
 			d.ShmSize, d.Network, d.GPUs = "512m", "host", "all"
 			d.RawArguments = []string{"--ipc=host"}
 		}, "", ""},
@@ -219,6 +219,9 @@ func TestValidateDocker(t *testing.T) {
 		{"owned flag", func(d *env.Docker) { d.Arguments = []string{"--name=x"} }, "environment.docker.arguments[0]", "names the container"},
 		{"network flag", func(d *env.Docker) { d.Arguments = []string{"--network", "host"} }, "environment.docker.arguments[0]", "network attribute"},
 		{"value missing", func(d *env.Docker) { d.Arguments = []string{"--memory"} }, "environment.docker.arguments[0]", "needs a value"},
+		{"engine label", func(d *env.Docker) { d.Arguments = []string{"--cpus", "1", "--label", "aml.run_id=x"} }, "environment.docker.arguments[2]", "labels aml.* are the engine's"},
+		{"engine label, one element", func(d *env.Docker) { d.Arguments = []string{"-l=aml.run_dir=/"} }, "environment.docker.arguments[0]", "labels aml.* are the engine's"},
+		{"tmpfs over the run", func(d *env.Docker) { d.Arguments = []string{"--tmpfs", "/aml/run:size=1g"} }, "environment.docker.arguments[0]", "would hide the run directory"},
 		{"value on a switch", func(d *env.Docker) { d.Arguments = []string{"--read-only=yes"} }, "environment.docker.arguments[0]", "takes no value"},
 		{"raw --rm", func(d *env.Docker) { d.RawArguments = []string{"--rm"} }, "environment.docker.raw_arguments[0]", "removes the container"},
 		{"registry", func(d *env.Docker) { d.Registry = &env.Registry{Address: "https://r.example/v2"} }, "environment.docker.registry.address", "not a registry host"},
