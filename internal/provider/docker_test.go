@@ -484,3 +484,84 @@ SLOW = 8
 		})
 	})
 }
+
+// Registry credentials: Sensitive in state, never in a run's files, and a new
+// password updates the configuration in place (no run is replaced).
+func TestAccDocker_registryPasswordRotation(t *testing.T) {
+	testAccPreCheck(t)
+	eng := dockertest.Shared(t)
+	wsDir := filepath.Join(t.TempDir(), "ws")
+	src := newSourceDir(t, map[string]string{"train.py": containerScript})
+	cfg := func(password string) string {
+		return fmt.Sprintf(`
+resource "aml_workspace" "ws" {
+  name            = "acc-docker-registry"
+  storage_path    = %q
+  deletion_policy = "DELETE"
+}
+
+resource "aml_run_configuration" "docker" {
+  workspace_id = aml_workspace.ws.id
+  name         = "private"
+  environment {
+    python {
+      user_managed_dependencies = true
+    }
+    docker {
+      enabled    = true
+      base_image = %q
+      registry {
+        address  = "registry.example:5000"
+        username = "ci-bot"
+        password = %q
+      }
+    }
+  }
+}
+`, wsDir, eng.BaseImage, password) + dockerRun("private", src, "", "")
+	}
+	noPassword := func(pw string) resource.TestCheckFunc {
+		return func(s *terraform.State) error {
+			id, err := stateAttr(s, "aml_experiment_run.private", "run_id")
+			if err != nil {
+				return err
+			}
+			return filepath.WalkDir(filepath.Join(wsDir, "runs", id), func(p string, de os.DirEntry, err error) error {
+				if err != nil || !de.Type().IsRegular() {
+					return err
+				}
+				if b, _ := os.ReadFile(p); bytes.Contains(b, []byte(pw)) {
+					return fmt.Errorf("%s holds the registry password", p)
+				}
+				return nil
+			})
+		}
+	}
+	resource.ParallelTest(t, resource.TestCase{
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		Steps: []resource.TestStep{
+			{
+				Config:            cfg("first-secret-0815"),
+				ConfigStateChecks: inContainer("aml_experiment_run.private"),
+				Check: resource.ComposeAggregateTestCheckFunc(
+					resource.TestCheckResourceAttr("aml_run_configuration.docker", "environment.docker.registry.password", "first-secret-0815"),
+					noPassword("first-secret-0815"),
+				),
+			},
+			{
+				Config: cfg("second-secret-4711"),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectResourceAction("aml_run_configuration.docker", plancheck.ResourceActionUpdate),
+					plancheck.ExpectResourceAction("aml_experiment_run.private", plancheck.ResourceActionNoop),
+				}},
+				Check: resource.TestCheckResourceAttr("aml_run_configuration.docker", "environment.docker.registry.password", "second-secret-4711"),
+			},
+			{
+				ResourceName:      "aml_run_configuration.docker",
+				ImportState:       true,
+				ImportStateIdFunc: importIDFromState("aml_run_configuration.docker"),
+				ImportStateVerify: true,
+			},
+		},
+	})
+}

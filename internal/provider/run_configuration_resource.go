@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 
 	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
@@ -22,6 +23,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"github.com/hashicorp/terraform-plugin-framework/types/basetypes"
+	"github.com/hashicorp/terraform-plugin-log/tflog"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine"
 	"github.com/openaml/terraform-provider-aml/internal/engine/env"
@@ -342,9 +344,43 @@ func environmentBlock() schema.SingleNestedBlock {
 	}
 	return schema.SingleNestedBlock{
 		MarkdownDescription: "The Python environment. Omitted means system-managed: a virtual environment of the target's default `python3`, with nothing installed.",
-		PlanModifiers:       []planmodifier.Object{objectplanmodifier.RequiresReplace()},
-		Blocks:              map[string]schema.Block{"python": python, "docker": docker},
+		PlanModifiers: []planmodifier.Object{objectplanmodifier.RequiresReplaceIf(environmentChanged,
+			"Changing the environment replaces the configuration (and the runs that use it); a new registry password alone updates it in place.",
+			"Changing the environment replaces the configuration (and the runs that use it); a new registry password alone updates it in place.")},
+		Blocks: map[string]schema.Block{"python": python, "docker": docker},
 	}
+}
+
+// environmentChanged: anything but the registry password (a rotated secret
+// runs nothing again) replaces the configuration.
+func environmentChanged(ctx context.Context, req planmodifier.ObjectRequest, resp *objectplanmodifier.RequiresReplaceIfFuncResponse) {
+	resp.RequiresReplace = true
+	if req.StateValue.IsNull() || req.PlanValue.IsNull() || req.PlanValue.IsUnknown() {
+		return
+	}
+	if tv, err := req.PlanValue.ToTerraformValue(ctx); err != nil || !tv.IsFullyKnown() {
+		return
+	}
+	var diags diag.Diagnostics
+	before := environmentFromModel(ctx, req.StateValue, &diags)
+	after := environmentFromModel(ctx, req.PlanValue, &diags)
+	if diags.HasError() {
+		return
+	}
+	same := func(a, b env.Environment) bool {
+		ja, _ := json.Marshal(withoutPassword(a))
+		jb, _ := json.Marshal(withoutPassword(b))
+		return string(ja) == string(jb)
+	}
+	resp.RequiresReplace = !same(before, after)
+}
+
+func withoutPassword(e env.Environment) env.Environment {
+	if e.Docker != nil {
+		d := e.Docker.WithoutSecrets()
+		e.Docker = &d
+	}
+	return e
 }
 
 func (r *RunConfigurationResource) Configure(ctx context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
@@ -441,7 +477,13 @@ func (m *RunConfigurationResourceModel) fill(ctx context.Context, rc *engine.Run
 	}
 }
 
+// maskRegistrySecrets keeps a registry password out of provider logs.
+func maskRegistrySecrets(ctx context.Context) context.Context {
+	return tflog.MaskFieldValuesWithFieldKeys(ctx, "password")
+}
+
 func (r *RunConfigurationResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
+	ctx = maskRegistrySecrets(ctx)
 	var plan RunConfigurationResourceModel
 	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
 	if resp.Diagnostics.HasError() {
@@ -468,6 +510,7 @@ func (r *RunConfigurationResource) put(ctx context.Context, m *RunConfigurationR
 }
 
 func (r *RunConfigurationResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
+	ctx = maskRegistrySecrets(ctx)
 	var state RunConfigurationResourceModel
 	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
 	if resp.Diagnostics.HasError() {
@@ -486,8 +529,10 @@ func (r *RunConfigurationResource) Read(ctx context.Context, req resource.ReadRe
 	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
 }
 
-// Update only ever changes max_run_duration_seconds: every other input forces replacement.
+// Update changes max_run_duration_seconds and a registry password in place:
+// every other input forces replacement.
 func (r *RunConfigurationResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
+	ctx = maskRegistrySecrets(ctx)
 	var plan RunConfigurationResourceModel
 	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
 	if resp.Diagnostics.HasError() {
