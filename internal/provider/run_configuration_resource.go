@@ -338,7 +338,7 @@ func environmentBlock() schema.SingleNestedBlock {
 			Attributes: map[string]schema.Attribute{
 				"address":  schema.StringAttribute{Optional: true, MarkdownDescription: "Registry host, e.g. `registry.example.com:5000`."},
 				"username": schema.StringAttribute{Optional: true, MarkdownDescription: "User name."},
-				"password": schema.StringAttribute{Optional: true, Sensitive: true, MarkdownDescription: "Password or token. Kept in the workspace store (mode 0600) like SSH credentials; never in the environment hash, a run's files, a log or a diagnostic."},
+				"password": schema.StringAttribute{Optional: true, Sensitive: true, MarkdownDescription: "Password or token. Kept in the workspace store (mode 0600) like SSH credentials; never in the environment hash, a run's files, a log or a diagnostic. A new password updates the configuration in place: no run re-executes."},
 			},
 		}},
 	}
