@@ -361,3 +361,8 @@ bash "$(dirname "$0")/pool.sh"
 #    a real controller and two nodes on localhost; needs root).
 echo
 bash "$(dirname "$0")/slurm.sh"
+
+# 7. Docker: a cache-hit run in a container beside the same run on the host (its own script:
+#    a private dockerd; needs root and docker.io).
+echo
+bash "$(dirname "$0")/docker.sh"

@@ -36,6 +36,9 @@ if [ "$purpose" != demo ]; then
   bash "$(dirname "$0")/install-spark.sh" || missing+=("Spark (scripts/install-spark.sh)")
   # A real Slurm (slurm-wlm, munge) for the aml_batch_attachment tests.
   bash "$(dirname "$0")/install-slurm.sh" || missing+=("Slurm (scripts/install-slurm.sh)")
+  # A real Docker engine (docker.io, containerd, runc) and debootstrap for the
+  # environment.docker tests; the tests start a private dockerd of their own.
+  bash "$(dirname "$0")/install-docker.sh" || missing+=("Docker (scripts/install-docker.sh)")
 fi
 # Real mlflow-skinny and azureml-core wheels for the script-compatibility tests
 # (demo: not needed).

@@ -33,6 +33,12 @@ func Main(args []string) int {
 			return 2
 		}
 		return hostrun.Supervise(args[1])
+	case "container":
+		if len(args) != 2 {
+			fmt.Fprintln(os.Stderr, "usage: terraform-provider-aml agent container <run-dir> (started by the supervisor)")
+			return 2
+		}
+		return hostrun.KeepContainer(args[1])
 	case "supervise-rank":
 		if len(args) != 2 {
 			fmt.Fprintln(os.Stderr, "usage: terraform-provider-aml agent supervise-rank <run-dir> (under srun)")

@@ -722,6 +722,12 @@ func TestAccExperimentRunResource_adoptAfterProviderKilled(t *testing.T) {
 // aml_workspace.ws at wsDir and what the run needs) and runAttrs, then checks
 // that the next apply adopts that run.
 func testAdoptionAfterProviderKilled(t *testing.T, prelude func(wsDir string) string, runAttrs, scriptHead string, local bool) {
+	testAdoptionWithHook(t, prelude, runAttrs, scriptHead, local, nil)
+}
+
+// testAdoptionWithHook is testAdoptionAfterProviderKilled with afterKill
+// called (when set) once the provider is dead and the run still going.
+func testAdoptionWithHook(t *testing.T, prelude func(wsDir string) string, runAttrs, scriptHead string, local bool, afterKill func(wsDir, runID string)) {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		t.Skip("go toolchain not found on PATH; it is needed to build the provider binary")
@@ -890,6 +896,10 @@ output "status" {
 		if r, err := testEngine(t).ReadRun(t.Context(), wsDir+"/runs/"+runID); err != nil || r.Status.Terminal() {
 			t.Fatalf("the run should still be going after the provider died: %+v, %v", r, err)
 		}
+	}
+
+	if afterKill != nil {
+		afterKill(wsDir, runID)
 	}
 
 	// Second apply: adopts the run.

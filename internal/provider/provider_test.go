@@ -19,6 +19,7 @@ import (
 	"github.com/openaml/terraform-provider-aml/internal/engine/remote"
 	"github.com/openaml/terraform-provider-aml/internal/provider"
 	"github.com/openaml/terraform-provider-aml/internal/testutil"
+	dockertest "github.com/openaml/terraform-provider-aml/internal/testutil/docker"
 )
 
 // testAccProtoV6ProviderFactories serves the provider in-process to the
@@ -60,6 +61,7 @@ func setupAcceptance() (cleanup func()) {
 		os.Setenv("XDG_CACHE_HOME", cacheDir)
 	}
 	return func() {
+		dockertest.Stop()
 		if cacheDir != "" {
 			os.RemoveAll(cacheDir)
 		}

@@ -75,6 +75,8 @@ type RemoteComputeResourceModel struct {
 	GPUCount           types.Int64  `tfsdk:"gpu_count"`
 	PythonVersions     types.List   `tfsdk:"python_versions"`
 	DockerAvailable    types.Bool   `tfsdk:"docker_available"`
+	DockerVersion      types.String `tfsdk:"docker_version"`
+	DockerProblem      types.String `tfsdk:"docker_problem"`
 	HostKeyFingerprint types.String `tfsdk:"host_key_fingerprint"`
 	ProvisioningState  types.String `tfsdk:"provisioning_state"`
 }
@@ -185,7 +187,9 @@ func sshTargetSchema(ctx context.Context, description string, extra map[string]s
 			"memory_mb":            computedInt("Memory in MiB."),
 			"gpu_count":            computedInt("GPUs reported by `nvidia-smi -L` (0 without it)."),
 			"python_versions":      schema.ListAttribute{ElementType: types.StringType, Computed: true, PlanModifiers: []planmodifier.List{listplanmodifier.UseStateForUnknown()}, MarkdownDescription: "Python versions found on the host's `PATH`."},
-			"docker_available":     schema.BoolAttribute{Computed: true, PlanModifiers: []planmodifier.Bool{boolplanmodifier.UseStateForUnknown()}, MarkdownDescription: "Whether a Docker engine answers on the host."},
+			"docker_available":     schema.BoolAttribute{Computed: true, PlanModifiers: []planmodifier.Bool{boolplanmodifier.UseStateForUnknown()}, MarkdownDescription: "Whether a Docker engine answers on the host for the attaching user (`DOCKER_HOST` of the login environment, else the default socket)."},
+			"docker_version":       schema.StringAttribute{Computed: true, PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()}, MarkdownDescription: "The host's Docker engine version; empty without one (`docker_problem` says why)."},
+			"docker_problem":       schema.StringAttribute{Computed: true, PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()}, MarkdownDescription: "Why Docker cannot be used on the host (no client, no engine answering, or the user may not use it); empty when it can."},
 			"host_key_fingerprint": computedStr("The host key's fingerprint, `SHA256:...` as `ssh-keygen -lf` prints it."),
 			"provisioning_state":   computedStr("`Succeeded` once attached."),
 		},
@@ -275,6 +279,8 @@ func (m *RemoteComputeResourceModel) fill(ctx context.Context, t *engine.Target,
 	m.GPUCount = types.Int64Value(int64(t.Facts.GPUs))
 	m.PythonVersions = listValue(ctx, t.Facts.PythonVersions, diags)
 	m.DockerAvailable = types.BoolValue(t.Facts.Docker)
+	m.DockerVersion = types.StringValue(t.Facts.DockerVersion)
+	m.DockerProblem = types.StringValue(t.Facts.DockerProblem)
 	m.HostKeyFingerprint = types.StringValue(st.Fingerprint)
 	m.ProvisioningState = types.StringValue(t.ProvisioningState)
 }

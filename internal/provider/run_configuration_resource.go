@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 
 	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
@@ -22,6 +23,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"github.com/hashicorp/terraform-plugin-framework/types/basetypes"
+	"github.com/hashicorp/terraform-plugin-log/tflog"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine"
 	"github.com/openaml/terraform-provider-aml/internal/engine/env"
@@ -121,10 +123,20 @@ type pipOptionsModel struct {
 }
 
 type dockerModel struct {
-	Enabled   types.Bool   `tfsdk:"enabled"`
-	BaseImage types.String `tfsdk:"base_image"`
-	ShmSize   types.String `tfsdk:"shm_size"`
-	Arguments types.List   `tfsdk:"arguments"`
+	Enabled      types.Bool   `tfsdk:"enabled"`
+	BaseImage    types.String `tfsdk:"base_image"`
+	ShmSize      types.String `tfsdk:"shm_size"`
+	Network      types.String `tfsdk:"network"`
+	GPUs         types.String `tfsdk:"gpus"`
+	Arguments    types.List   `tfsdk:"arguments"`
+	RawArguments types.List   `tfsdk:"raw_arguments"`
+	Registry     types.Object `tfsdk:"registry"`
+}
+
+type registryModel struct {
+	Address  types.String `tfsdk:"address"`
+	Username types.String `tfsdk:"username"`
+	Password types.String `tfsdk:"password"`
 }
 
 var (
@@ -138,7 +150,11 @@ var (
 		"user_managed_dependencies": types.BoolType, "interpreter_path": types.StringType,
 		"conda_dependencies": types.ObjectType{AttrTypes: condaTypes},
 	}
-	dockerTypes      = map[string]attr.Type{"enabled": types.BoolType, "base_image": types.StringType, "shm_size": types.StringType, "arguments": strList}
+	registryTypes = map[string]attr.Type{"address": types.StringType, "username": types.StringType, "password": types.StringType}
+	dockerTypes   = map[string]attr.Type{
+		"enabled": types.BoolType, "base_image": types.StringType, "shm_size": types.StringType, "network": types.StringType,
+		"gpus": types.StringType, "arguments": strList, "raw_arguments": strList, "registry": types.ObjectType{AttrTypes: registryTypes},
+	}
 	environmentTypes = map[string]attr.Type{
 		"python": types.ObjectType{AttrTypes: pythonTypes},
 		"docker": types.ObjectType{AttrTypes: dockerTypes},
@@ -300,19 +316,71 @@ func environmentBlock() schema.SingleNestedBlock {
 		Blocks: map[string]schema.Block{"conda_dependencies": conda},
 	}
 	docker := schema.SingleNestedBlock{
-		MarkdownDescription: "Run inside a container image; the target needs a working Docker engine (checked before the run is submitted).",
+		MarkdownDescription: "Run inside a container of an image, as Azure ML does. The target needs a Docker engine that the target's user may use (checked before the run is submitted; " +
+			"the engine is the one `DOCKER_HOST` names in the target's environment, else the default socket). The snapshot is mounted at `" + env.ContainerRunDir + "` as the working directory, " +
+			"with `outputs/`, `logs/`, the `AML_*` variables and the `aml_run` helper as on the host; the container runs as the host user (uid:gid) that owns the run directory. " +
+			"System-managed (`python.user_managed_dependencies = false`): the packages are built into an image `" + env.ImageRepository + ":<key>` once per environment hash and base image, " +
+			"`FROM base_image` (`docker build --network host`), and reused by every later run; user-managed: the image's own interpreter (`interpreter_path`, default `" + env.DefaultInterpreter + "`).",
 		Attributes: map[string]schema.Attribute{
 			"enabled":    schema.BoolAttribute{Optional: true, Computed: true, Default: booldefault.StaticBool(false), MarkdownDescription: "Run in Docker. Default `false`."},
-			"base_image": schema.StringAttribute{Optional: true, MarkdownDescription: "Image to run in; required when `enabled`."},
-			"shm_size":   schema.StringAttribute{Optional: true, MarkdownDescription: "Shared memory size, e.g. `2g`."},
-			"arguments":  schema.ListAttribute{ElementType: types.StringType, Optional: true, MarkdownDescription: "Extra `docker run` arguments."},
+			"base_image": schema.StringAttribute{Optional: true, MarkdownDescription: "Image to run in (or to build the environment's image from); required when `enabled`. It needs `python3` with the `venv` module for system-managed environments."},
+			"shm_size":   schema.StringAttribute{Optional: true, MarkdownDescription: "Shared memory size (`--shm-size`): a number with an optional unit `b`, `k`, `m` or `g`. Default `2g`."},
+			"network":    schema.StringAttribute{Optional: true, MarkdownDescription: "`--network`: `host`, `none`, `bridge` or the name of a network the engine has. Default: the engine's default."},
+			"gpus": schema.StringAttribute{Optional: true, MarkdownDescription: "`--gpus`: `all`, `none` or a number. Default: all of the host's GPUs when it has any (`nvidia-smi`), none otherwise; " +
+				"asking for GPUs on a host without them fails the run with a message."},
+			"arguments": schema.ListAttribute{ElementType: types.StringType, Optional: true, MarkdownDescription: "Extra `docker run` flags, each checked against a list that cannot undo the container's isolation: " +
+				oneOfDescription(env.AllowedDockerFlagNames()) + " (`--flag=value` or `--flag`, `value`)."},
+			"raw_arguments": schema.ListAttribute{ElementType: types.StringType, Optional: true, MarkdownDescription: "Extra `docker run` flags passed **as they are**, after `arguments` " +
+				"(for `--volume`, `--device`, `--ipc=host`, `--privileged` and the like). They can give the script the host: use them only for code you trust."},
 		},
+		Blocks: map[string]schema.Block{"registry": schema.SingleNestedBlock{
+			MarkdownDescription: "Credentials for a private `base_image`, used to pull it when the target does not have it (through a Docker configuration of the run's own, removed after the pull; the target's `~/.docker` is not touched).",
+			Attributes: map[string]schema.Attribute{
+				"address":  schema.StringAttribute{Optional: true, MarkdownDescription: "Registry host, e.g. `registry.example.com:5000`."},
+				"username": schema.StringAttribute{Optional: true, MarkdownDescription: "User name."},
+				"password": schema.StringAttribute{Optional: true, Sensitive: true, MarkdownDescription: "Password or token. Kept in the workspace store (mode 0600) like SSH credentials; never in the environment hash, a run's files, a log or a diagnostic. A new password updates the configuration in place: no run re-executes."},
+			},
+		}},
 	}
 	return schema.SingleNestedBlock{
 		MarkdownDescription: "The Python environment. Omitted means system-managed: a virtual environment of the target's default `python3`, with nothing installed.",
-		PlanModifiers:       []planmodifier.Object{objectplanmodifier.RequiresReplace()},
-		Blocks:              map[string]schema.Block{"python": python, "docker": docker},
+		PlanModifiers: []planmodifier.Object{objectplanmodifier.RequiresReplaceIf(environmentChanged,
+			"Changing the environment replaces the configuration (and the runs that use it); a new registry password alone updates it in place.",
+			"Changing the environment replaces the configuration (and the runs that use it); a new registry password alone updates it in place.")},
+		Blocks: map[string]schema.Block{"python": python, "docker": docker},
 	}
+}
+
+// environmentChanged: anything but the registry password (a rotated secret
+// runs nothing again) replaces the configuration.
+func environmentChanged(ctx context.Context, req planmodifier.ObjectRequest, resp *objectplanmodifier.RequiresReplaceIfFuncResponse) {
+	resp.RequiresReplace = true
+	if req.StateValue.IsNull() || req.PlanValue.IsNull() || req.PlanValue.IsUnknown() {
+		return
+	}
+	if tv, err := req.PlanValue.ToTerraformValue(ctx); err != nil || !tv.IsFullyKnown() {
+		return
+	}
+	var diags diag.Diagnostics
+	before := environmentFromModel(ctx, req.StateValue, &diags)
+	after := environmentFromModel(ctx, req.PlanValue, &diags)
+	if diags.HasError() {
+		return
+	}
+	same := func(a, b env.Environment) bool {
+		ja, _ := json.Marshal(withoutPassword(a))
+		jb, _ := json.Marshal(withoutPassword(b))
+		return string(ja) == string(jb)
+	}
+	resp.RequiresReplace = !same(before, after)
+}
+
+func withoutPassword(e env.Environment) env.Environment {
+	if e.Docker != nil {
+		d := e.Docker.WithoutSecrets()
+		e.Docker = &d
+	}
+	return e
 }
 
 func (r *RunConfigurationResource) Configure(ctx context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
@@ -409,7 +477,13 @@ func (m *RunConfigurationResourceModel) fill(ctx context.Context, rc *engine.Run
 	}
 }
 
+// maskRegistrySecrets keeps a registry password out of provider logs.
+func maskRegistrySecrets(ctx context.Context) context.Context {
+	return tflog.MaskFieldValuesWithFieldKeys(ctx, "password")
+}
+
 func (r *RunConfigurationResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
+	ctx = maskRegistrySecrets(ctx)
 	var plan RunConfigurationResourceModel
 	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
 	if resp.Diagnostics.HasError() {
@@ -436,6 +510,7 @@ func (r *RunConfigurationResource) put(ctx context.Context, m *RunConfigurationR
 }
 
 func (r *RunConfigurationResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
+	ctx = maskRegistrySecrets(ctx)
 	var state RunConfigurationResourceModel
 	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
 	if resp.Diagnostics.HasError() {
@@ -454,8 +529,10 @@ func (r *RunConfigurationResource) Read(ctx context.Context, req resource.ReadRe
 	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
 }
 
-// Update only ever changes max_run_duration_seconds: every other input forces replacement.
+// Update changes max_run_duration_seconds and a registry password in place:
+// every other input forces replacement.
 func (r *RunConfigurationResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
+	ctx = maskRegistrySecrets(ctx)
 	var plan RunConfigurationResourceModel
 	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
 	if resp.Diagnostics.HasError() {
@@ -522,10 +599,20 @@ func environmentFromModel(ctx context.Context, obj types.Object, diags *diag.Dia
 		var dm dockerModel
 		diags.Append(em.Docker.As(ctx, &dm, basetypes.ObjectAsOptions{})...)
 		out.Docker = &env.Docker{
-			Enabled:   dm.Enabled.ValueBool(),
-			BaseImage: dm.BaseImage.ValueString(),
-			ShmSize:   dm.ShmSize.ValueString(),
-			Arguments: stringList(ctx, dm.Arguments, diags),
+			Enabled:      dm.Enabled.ValueBool(),
+			BaseImage:    dm.BaseImage.ValueString(),
+			ShmSize:      dm.ShmSize.ValueString(),
+			Network:      dm.Network.ValueString(),
+			GPUs:         dm.GPUs.ValueString(),
+			Arguments:    stringList(ctx, dm.Arguments, diags),
+			RawArguments: stringList(ctx, dm.RawArguments, diags),
+		}
+		if !dm.Registry.IsNull() && !dm.Registry.IsUnknown() {
+			var rm registryModel
+			diags.Append(dm.Registry.As(ctx, &rm, basetypes.ObjectAsOptions{})...)
+			if !rm.Address.IsNull() || !rm.Username.IsNull() || !rm.Password.IsNull() {
+				out.Docker.Registry = &env.Registry{Address: rm.Address.ValueString(), Username: rm.Username.ValueString(), Password: rm.Password.ValueString()}
+			}
 		}
 	}
 	return out
@@ -582,7 +669,17 @@ func environmentToModel(ctx context.Context, e env.Environment, diags *diag.Diag
 		em.Python = v
 	}
 	if dk := e.Docker; dk != nil {
-		dm := dockerModel{Enabled: types.BoolValue(dk.Enabled), BaseImage: optString(dk.BaseImage), ShmSize: optString(dk.ShmSize), Arguments: optList(ctx, dk.Arguments, diags)}
+		dm := dockerModel{
+			Enabled: types.BoolValue(dk.Enabled), BaseImage: optString(dk.BaseImage), ShmSize: optString(dk.ShmSize),
+			Network: optString(dk.Network), GPUs: optString(dk.GPUs),
+			Arguments: optList(ctx, dk.Arguments, diags), RawArguments: optList(ctx, dk.RawArguments, diags),
+			Registry: types.ObjectNull(registryTypes),
+		}
+		if r := dk.Registry; r != nil {
+			v, d := types.ObjectValueFrom(ctx, registryTypes, registryModel{Address: optString(r.Address), Username: optString(r.Username), Password: optString(r.Password)})
+			diags.Append(d...)
+			dm.Registry = v
+		}
 		v, d := types.ObjectValueFrom(ctx, dockerTypes, dm)
 		diags.Append(d...)
 		em.Docker = v

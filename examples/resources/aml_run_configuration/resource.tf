@@ -49,7 +49,10 @@ resource "aml_run_configuration" "sklearn" {
 }
 
 # Distributed training on two nodes of a managed pool, inside a container.
-# conda_packages need conda, mamba or micromamba on the target (here: in the image).
+# System-managed with Docker: the pip packages are built into an image
+# FROM base_image once per environment_hash (tagged aml-env:<key>) and every
+# later run starts from it. The ranks find each other on 127.0.0.1, so they
+# share the host's network.
 resource "aml_run_configuration" "ddp" {
   workspace_id = aml_workspace.ws.id
   name         = "torch-ddp"
@@ -61,17 +64,15 @@ resource "aml_run_configuration" "ddp" {
     python {
       user_managed_dependencies = false
       conda_dependencies {
-        python_version = "3.11"
-        channels       = ["conda-forge"]
-        conda_packages = ["numpy=1.26"]
-        pip_packages   = ["torch==2.5.1"]
+        pip_packages = ["torch==2.5.1", "numpy==1.26.4"]
       }
     }
     docker {
       enabled    = true
-      base_image = "mambaorg/micromamba:1.5-jammy"
+      base_image = "python:3.11-slim"
       shm_size   = "2g"
-      arguments  = ["--cpus", "2"]
+      network    = "host"
+      arguments  = ["--cpus", "2", "--memory=8g"]
     }
   }
 
@@ -80,6 +81,37 @@ resource "aml_run_configuration" "ddp" {
   }
 
   max_run_duration_seconds = 14400
+}
+
+# A private image, pulled with credentials when the target lacks it; the
+# script runs with the image's own interpreter (user-managed).
+variable "registry_password" {
+  type      = string
+  sensitive = true
+  default   = ""
+}
+
+resource "aml_run_configuration" "private_image" {
+  workspace_id = aml_workspace.ws.id
+  name         = "private-image"
+
+  environment {
+    python {
+      user_managed_dependencies = true
+      interpreter_path          = "/opt/conda/bin/python"
+    }
+    docker {
+      enabled       = true
+      base_image    = "registry.example.com:5000/ml/train:2024.10"
+      gpus          = "all"
+      raw_arguments = ["--ipc=host"] # passed as is: trusted code only
+      registry {
+        address  = "registry.example.com:5000"
+        username = "ci-bot"
+        password = var.registry_password
+      }
+    }
+  }
 }
 
 # PySpark: for runs on a Spark cluster attached with aml_hdinsight_attachment.

@@ -30,6 +30,10 @@ type Facts struct {
 	GPUs        int    `json:"gpus"`
 	Python      string `json:"python"`
 	Docker      bool   `json:"docker"`
+	// DockerVersion is the engine's version when Docker is usable;
+	// DockerProblem says why it is not (no client, no engine, no permission).
+	DockerVersion string `json:"docker_version,omitempty"`
+	DockerProblem string `json:"docker_problem,omitempty"`
 	// Filled by host probes of attached machines.
 	PythonVersions []string `json:"python_versions,omitempty"`
 	Home           string   `json:"home,omitempty"`

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/env"
+	dockertest "github.com/openaml/terraform-provider-aml/internal/testutil/docker"
 	testwheel "github.com/openaml/terraform-provider-aml/internal/testutil/wheel"
 )
 
@@ -40,7 +41,9 @@ func TestMain(m *testing.M) {
 	if root := os.Getenv(ensureChildEnv); root != "" {
 		os.Exit(ensureChild(root))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	dockertest.Stop()
+	os.Exit(code)
 }
 
 func ensureChild(root string) int {

@@ -66,21 +66,13 @@ type PipOptions struct {
 	NoIndex bool `json:"no_index,omitempty"`
 }
 
-// Docker runs the script inside a container image.
-type Docker struct {
-	Enabled   bool     `json:"enabled"`
-	BaseImage string   `json:"base_image,omitempty"`
-	ShmSize   string   `json:"shm_size,omitempty"`
-	Arguments []string `json:"arguments,omitempty"`
-}
-
 // DefaultInterpreter is used when a user-managed environment names none.
 const DefaultInterpreter = "python3"
 
 // Validate checks rules that span fields.
 func (e Environment) Validate() error {
-	if d := e.Dock(); d.Enabled && strings.TrimSpace(d.BaseImage) == "" {
-		return &field.Error{Attr: "environment.docker.base_image", Msg: "is required when environment.docker.enabled is true"}
+	if err := ValidateDocker(e.Dock()); err != nil {
+		return err
 	}
 	if py := e.Py(); py.UserManagedDependencies && py.Conda != nil {
 		// Silently ignoring the packages would run without them.
@@ -140,7 +132,7 @@ func (e Environment) Hash() string {
 		Extra:       norm(c.PipOptions.ExtraIndexURLs),
 		FindLinks:   norm(c.PipOptions.FindLinks),
 		NoIndex:     c.PipOptions.NoIndex,
-		Docker:      e.Dock(),
+		Docker:      e.Dock().withoutSecrets(),
 	}
 	if py.UserManagedDependencies {
 		canonical.Interpreter = py.InterpreterPath
@@ -168,10 +160,7 @@ type Launch struct {
 // the environment, and says how. Errors are *field.Error naming the attribute.
 func PrepareLocal(ctx context.Context, e Environment, pathEnv string) (Launch, error) {
 	if d := e.Dock(); d.Enabled {
-		if err := CheckDocker(ctx, pathEnv); err != nil {
-			return Launch{}, &field.Error{Attr: "environment.docker.enabled", Msg: fmt.Sprintf("Docker runs need a Docker engine on the target: %v", err)}
-		}
-		return Launch{Docker: &d, Interpreter: e.Py().InterpreterPath}, nil
+		return PrepareDocker(ctx, e, pathEnv)
 	}
 	if e.Py().UserManagedDependencies {
 		interp, err := ResolveLocal(e, pathEnv)
@@ -181,6 +170,29 @@ func PrepareLocal(ctx context.Context, e Environment, pathEnv string) (Launch, e
 		return Launch{}, err
 	}
 	return Launch{System: &e}, nil
+}
+
+// PrepareDocker checks that this host's Docker engine answers (DOCKER_HOST is
+// honoured) and says how the run gets its Python: user-managed, the image's own
+// interpreter (interpreter_path, default python3); system-managed, an image
+// built once per environment key FROM base_image.
+func PrepareDocker(ctx context.Context, e Environment, pathEnv string) (Launch, error) {
+	d := e.Dock()
+	if err := CheckDocker(ctx, pathEnv); err != nil {
+		return Launch{}, &field.Error{Attr: "environment.docker.enabled", Msg: fmt.Sprintf("Docker runs need a Docker engine on the target: %v", err)}
+	}
+	py := e.Py()
+	if py.UserManagedDependencies {
+		interp := py.InterpreterPath
+		if interp == "" {
+			interp = DefaultInterpreter
+		}
+		return Launch{Docker: &d, Interpreter: interp}, nil
+	}
+	if py.Conda != nil && len(py.Conda.CondaPackages) > 0 {
+		return Launch{}, &field.Error{Attr: "environment.python.conda_dependencies.conda_packages", Msg: "conda packages are not built into Docker images yet; use pip_packages, or a base_image that has them with user_managed_dependencies = true"}
+	}
+	return Launch{Docker: &d, System: &e}, nil
 }
 
 // Precheck finds the tools a system-managed build needs, without building.

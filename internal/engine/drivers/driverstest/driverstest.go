@@ -39,6 +39,12 @@ type Target struct {
 	Launch env.Launch
 	// Env are variables every run of the target needs (e.g. SPARK_LOCAL_IP).
 	Env map[string]string
+	// Containers, for runs in Docker (Launch.Docker), lists the containers
+	// (running or not) of a run. A script's process ids are then the
+	// container's, so "the script ended" is checked as "no container of the
+	// run is left"; the suite also mounts its marks directory into the
+	// containers.
+	Containers func(t *testing.T, runID string) []string
 }
 
 // caseScript is the program of every case: a Python script (what every kind
@@ -57,6 +63,11 @@ func Run(t *testing.T, tgt Target) {
 		tgt.Launch = env.Launch{Interpreter: "python3"}
 	}
 	h := &harness{tgt: tgt, marks: markDir(t)}
+	if d := tgt.Launch.Docker; d != nil {
+		dd := *d
+		dd.RawArguments = append(append([]string{}, dd.RawArguments...), "--volume", h.marks+":"+h.marks)
+		h.tgt.Launch.Docker = &dd
+	}
 	t.Run("Completes", h.completes)
 	t.Run("ScriptLoggers", h.scriptLoggers)
 	t.Run("FailsWithExitCode", h.fails)
@@ -163,6 +174,14 @@ func (h *harness) waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// scriptGone says whether the script process pid of run id has ended.
+func (h *harness) scriptGone(t *testing.T, id string, pid int) bool {
+	if h.tgt.Containers != nil {
+		return len(h.tgt.Containers(t, id)) == 0
+	}
+	return testutil.ProcessGone(pid)
+}
+
 func (h *harness) mark(id, name string) string { return filepath.Join(h.marks, id+"."+name) }
 
 func (h *harness) readMark(t *testing.T, id, name string) string {
@@ -180,7 +199,7 @@ func (h *harness) readMark(t *testing.T, id, name string) string {
 // come back through Collect.
 func (h *harness) completes(t *testing.T) {
 	drv := h.tgt.Open(t)
-	_, _, ex := h.start(t, drv, `echo hello-from-run; cat data.txt
+	id, _, ex := h.start(t, drv, `echo hello-from-run; cat data.txt
 python3 -c 'import aml_run; aml_run.log("accuracy", 0.93, step=1); aml_run.log("accuracy", 0.95, step=2)'
 echo model > "$AML_OUTPUTS_DIR/model.txt"`, 1)
 	st := h.wait(t, ex)
@@ -205,6 +224,11 @@ echo model > "$AML_OUTPUTS_DIR/model.txt"`, 1)
 	}
 	if b, err := os.ReadFile(col.LogPath); err != nil || !strings.Contains(string(b), "hello-from-run") {
 		t.Errorf("log_path %s: %q, %v", col.LogPath, b, err)
+	}
+	if h.tgt.Containers != nil {
+		if left := h.tgt.Containers(t, id); len(left) > 0 {
+			t.Errorf("containers of the completed run left behind: %v", left)
+		}
 	}
 }
 
@@ -302,7 +326,7 @@ func (h *harness) cancel(t *testing.T) {
 		t.Errorf("cancel took %s with a 2 s grace", took)
 	}
 	pid, _ := strconv.Atoi(h.readMark(t, id, "running"))
-	h.waitFor(t, "the script's process to end", func() bool { return testutil.ProcessGone(pid) })
+	h.waitFor(t, "the script's process to end", func() bool { return h.scriptGone(t, id, pid) })
 }
 
 // recoverInNewDriver: a run started by one driver value is waited for and
@@ -336,6 +360,10 @@ func (h *harness) lostSupervisor(t *testing.T) {
 	// Only ever our own supervisor: the script's ancestor whose command line
 	// says "supervise" and names this run.
 	sup := supervisorOf(script, id)
+	if sup == 0 && h.tgt.Containers != nil {
+		// In a container the script's ancestors are the engine's, not ours.
+		sup = findSupervisor(id)
+	}
 	if sup == 0 {
 		t.Fatalf("no supervisor of run %s among the ancestors of its script (pid %d)", id, script)
 	}
@@ -347,7 +375,7 @@ func (h *harness) lostSupervisor(t *testing.T) {
 		t.Fatalf("state %+v, want Failed/lost", st)
 	}
 	pid, _ := strconv.Atoi(h.readMark(t, id, "running"))
-	h.waitFor(t, "the script to end with its supervisor", func() bool { return testutil.ProcessGone(pid) })
+	h.waitFor(t, "the script to end with its supervisor", func() bool { return h.scriptGone(t, id, pid) })
 }
 
 // resumableLogs: a reader that stopped at an offset gets exactly the rest.
@@ -411,6 +439,22 @@ func supervisorOf(pid int, id string) int {
 	return 0
 }
 
+// findSupervisor finds the process running `agent supervise` for run id.
+func findSupervisor(id string) int {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if bytes.Contains(cmdline, []byte("\x00supervise\x00")) && bytes.Contains(cmdline, []byte(id)) {
+			return pid
+		}
+	}
+	return 0
+}
+
 // backgroundProcessesStop: a child that leaves the script's process group
 // (setsid) does not outlive the run.
 func (h *harness) backgroundProcessesStop(t *testing.T) {
@@ -425,12 +469,14 @@ echo started-background`, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if !testutil.ProcessGone(pid) {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-	})
-	h.waitFor(t, fmt.Sprintf("the detached background process %d to be stopped", pid), func() bool { return testutil.ProcessGone(pid) })
+	if h.tgt.Containers == nil {
+		t.Cleanup(func() {
+			if !testutil.ProcessGone(pid) {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		})
+	}
+	h.waitFor(t, fmt.Sprintf("the detached background process %d to be stopped", pid), func() bool { return h.scriptGone(t, id, pid) })
 }
 
 // outputsListedAsTheyAre: output_files names exactly the files that are under

@@ -75,6 +75,9 @@ func (e *execution) Status(ctx context.Context) (drivers.State, error) {
 	if st.ChildPID > 0 {
 		_ = killGroup(st.ChildPID, syscall.SIGKILL)
 	}
+	if st.Container != "" {
+		reapContainer(e.l.Dir)
+	}
 	now := time.Now().UTC()
 	st.Status, st.FailureReason, st.EndTime = run.Failed, run.ReasonLost, &now
 	st.Message = fmt.Sprintf("the run's supervisor (pid %d) is gone without recording a result", pid)
@@ -127,6 +130,9 @@ func (e *execution) Cancel(ctx context.Context, grace time.Duration, reason stri
 			time.Sleep(50 * time.Millisecond)
 		}
 		_ = killGroup(st.ChildPID, syscall.SIGKILL)
+	}
+	if st.Container != "" {
+		reapContainer(e.l.Dir)
 	}
 	now := time.Now().UTC()
 	st.Status, st.FailureReason, st.EndTime = run.Canceled, reason, &now

@@ -97,6 +97,8 @@ type SupervisorSpec struct {
 	// Environment is built (or found in the cache) before the script starts.
 	Environment *EnvironmentSpec  `json:"environment,omitempty"`
 	Extra       map[string]string `json:"extra,omitempty"`
+	// Container, when set, runs the program in Docker (Argv is then unused).
+	Container *ContainerSpec `json:"container,omitempty"`
 }
 
 // EnvironmentSpec tells the supervisor which system-managed environment to prepare.
@@ -114,6 +116,8 @@ type SupervisorStatus struct {
 	SupervisorPID   int    `json:"supervisor_pid"`
 	SupervisorTicks uint64 `json:"supervisor_ticks"`
 	ChildPID        int    `json:"child_pid,omitempty"`
+	// Container is the run's container, for Docker runs.
+	Container string `json:"container,omitempty"`
 }
 
 // CancelRequest is written before the supervisor is signalled.

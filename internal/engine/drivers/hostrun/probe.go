@@ -37,7 +37,11 @@ func ProbeAttached(ctx context.Context) drivers.Facts {
 	for _, in := range env.DiscoverInterpreters(ctx, os.Getenv("PATH")) {
 		f.PythonVersions = append(f.PythonVersions, in.Version)
 	}
-	f.Docker = env.CheckDocker(ctx, os.Getenv("PATH")) == nil
+	if info, err := env.ProbeDocker(ctx, os.Getenv("PATH")); err == nil {
+		f.Docker, f.DockerVersion = true, info.ServerVersion
+	} else {
+		f.DockerProblem = err.Error()
+	}
 	f.Home, _ = os.UserHomeDir()
 	f.PathEnv = os.Getenv("PATH")
 	return f

@@ -62,8 +62,13 @@ func SupervisorStarted(runDir string) bool {
 // directory and makes it startable again; logs are kept (appended to).
 func ResetForRequeue(runDir string, note string) error {
 	l := Layout{Dir: runDir}
-	if st, err := readStatus(l); err == nil && st != nil && st.ChildPID > 0 {
-		_ = killGroup(st.ChildPID, syscall.SIGKILL)
+	if st, err := readStatus(l); err == nil && st != nil {
+		if st.ChildPID > 0 {
+			_ = killGroup(st.ChildPID, syscall.SIGKILL)
+		}
+		if st.Container != "" {
+			reapContainer(runDir)
+		}
 	}
 	_ = os.Remove(l.CancelReq())
 	if f, err := os.OpenFile(l.StdLog(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err == nil {
@@ -89,6 +94,9 @@ func MarkEnded(runDir string, status run.Status, reason, message string) error {
 	}
 	if st.ChildPID > 0 {
 		_ = killGroup(st.ChildPID, syscall.SIGKILL)
+	}
+	if st != nil && st.Container != "" {
+		reapContainer(runDir)
 	}
 	now := time.Now().UTC()
 	st.Status, st.FailureReason, st.Message, st.EndTime = status, reason, message, &now
@@ -127,6 +135,9 @@ func EndRank(runDir string, rank int) error {
 	}
 	if st.ChildPID > 0 {
 		_ = killGroup(st.ChildPID, syscall.SIGKILL)
+	}
+	if st != nil && st.Container != "" {
+		reapContainer(runDir)
 	}
 	now := time.Now().UTC()
 	st.Status, st.FailureReason, st.EndTime = run.Failed, run.ReasonLost, &now

@@ -106,8 +106,8 @@ func withDefaults(m, defaults map[string]string) {
 
 // Command is the program a run executes in run directory l. For a
 // system-managed environment the interpreter is left empty: the supervisor
-// fills it in once the environment is ready. Docker runs wrap the program in
-// `docker run`, with the run's variables passed into the container.
+// fills it in once the environment is ready. For Docker runs it is the program
+// inside the container (the supervisor's spec says which container).
 func Command(runID, experiment string, l Layout, p drivers.Program, launch env.Launch, vars map[string]string) []string {
 	var prog []string
 	if p.Script != "" {
@@ -116,20 +116,11 @@ func Command(runID, experiment string, l Layout, p drivers.Program, launch env.L
 		prog = append(append([]string{}, p.Command...), p.Arguments...)
 	}
 	switch {
-	case launch.Docker != nil:
-		all := runVars(runID, experiment, l)
-		all["PYTHONPATH"] = l.HelperLib()
-		for k, v := range vars {
-			all[k] = v
+	case launch.Docker != nil && p.Script != "":
+		if launch.System != nil {
+			return append([]string{""}, prog...) // the built image's python
 		}
-		withDefaults(all, MLflowVars(l, experiment))
-		dr := env.DockerRun{Name: "aml-" + runID, RunDir: l.Dir, Env: all, Python: launch.Interpreter}
-		if p.Script != "" {
-			dr.Script = prog
-		} else {
-			dr.Python, dr.Script = prog[0], prog[1:]
-		}
-		return env.DockerArgs(*launch.Docker, dr)
+		return append([]string{launch.Interpreter}, prog...)
 	case p.Script == "":
 		return prog
 	default:
@@ -177,7 +168,12 @@ func Stage(ctx context.Context, req StageRequest) (err error) {
 		MaxDurationSec: req.MaxDurationSec,
 		GraceSec:       req.GraceSec,
 	}
-	if sys := req.Launch.System; sys != nil {
+	if d := req.Launch.Docker; d != nil {
+		if err := pullIfPrivate(ctx, d); err != nil {
+			return err
+		}
+		sspec.Container = containerSpec(req.RunID, req.Experiment, l, sspec.Argv, req.Launch, req.Env, req.EnvRoot)
+	} else if sys := req.Launch.System; sys != nil {
 		sspec.Environment = &EnvironmentSpec{Definition: *sys, CacheRoot: req.EnvRoot, CacheMaxBytes: req.EnvCacheBytes, PathEnv: os.Getenv("PATH")}
 	}
 	if err := writeJSONAtomic(l.Spec(), sspec); err != nil {

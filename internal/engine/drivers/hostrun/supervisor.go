@@ -78,6 +78,7 @@ type supervisor struct {
 	log  *log.Logger
 	st   SupervisorStatus
 	env  []string // the script's environment
+	warn chan os.Signal
 }
 
 func merged(a, b map[string]string) map[string]string {
@@ -120,9 +121,9 @@ func (s *supervisor) run() int {
 	defer signal.Stop(sigs)
 	// A batch system's warning that the time limit is near (sbatch --signal)
 	// goes on to the script, which may checkpoint.
-	warn := make(chan os.Signal, 1)
-	signal.Notify(warn, syscall.SIGUSR1)
-	defer signal.Stop(warn)
+	s.warn = make(chan os.Signal, 1)
+	signal.Notify(s.warn, syscall.SIGUSR1)
+	defer signal.Stop(s.warn)
 
 	logf, err := os.OpenFile(s.l.StdLog(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -130,6 +131,9 @@ func (s *supervisor) run() int {
 	}
 	defer logf.Close()
 
+	if s.spec.Container != nil {
+		return s.runContainer(logf, sigs)
+	}
 	if len(s.spec.Argv) == 0 {
 		return s.finish(run.Failed, run.ReasonSetupFailed, nil, "", "empty command")
 	}
@@ -154,9 +158,15 @@ func (s *supervisor) run() int {
 	// Its own group (cancel signals the group); killed with us if we are killed,
 	// so a lost supervisor never leaves a script running unobserved.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	return s.watch(cmd, logf, sigs, false)
+}
+
+// watch starts cmd (the script, or a container's keeper) and supervises it to
+// the end: the time limit, cancels, SIGUSR1, what it leaves behind.
+func (s *supervisor) watch(cmd *exec.Cmd, logf *os.File, sigs <-chan os.Signal, container bool) int {
 	if err := cmd.Start(); err != nil {
-		fmt.Fprintf(logf, "aml: cannot start %q: %v\n", s.spec.Argv[0], err)
-		return s.finish(run.Failed, run.ReasonSetupFailed, nil, "", fmt.Sprintf("cannot start %s: %v", s.spec.Argv[0], err))
+		fmt.Fprintf(logf, "aml: cannot start %q: %v\n", cmd.Path, err)
+		return s.finish(run.Failed, run.ReasonSetupFailed, nil, "", fmt.Sprintf("cannot start %s: %v", cmd.Path, err))
 	}
 	start := time.Now().UTC()
 	s.st.ChildPID, s.st.StartTime, s.st.Status = cmd.Process.Pid, &start, run.Running
@@ -188,6 +198,14 @@ func (s *supervisor) run() int {
 			s.st.Status = run.CancelRequested
 			s.save()
 		}
+		if container {
+			// The keeper stops the container with the grace period; the
+			// timer is only a backstop for a keeper that hangs.
+			s.log.Printf("stopping run %s (%s): docker stop -t %s through the keeper (pid %d)", s.spec.RunID, reason, g, pgid)
+			_ = syscall.Kill(pgid, syscall.SIGTERM)
+			killTimer = time.After(g + keeperBackstop)
+			return
+		}
 		s.log.Printf("stopping run %s (%s): SIGTERM to group %d, SIGKILL after %s", s.spec.RunID, reason, pgid, g)
 		_ = killGroup(pgid, syscall.SIGTERM)
 		killTimer = time.After(g)
@@ -203,6 +221,9 @@ func (s *supervisor) run() int {
 				s.log.Printf("stopped %d background process(es) the run left behind", n)
 				fmt.Fprintf(logf, "\naml: stopped %d background process(es) the script left running\n", n)
 			}
+			if container {
+				return s.containerExited(logf, werr, stopping, stopReason)
+			}
 			return s.exited(werr, stopping, stopReason)
 		case <-deadline:
 			fmt.Fprintf(logf, "\naml: run exceeded max_run_duration_seconds=%g; stopping it\n", s.spec.MaxDurationSec)
@@ -211,12 +232,20 @@ func (s *supervisor) run() int {
 			g, reason := s.cancelRequest(grace)
 			fmt.Fprintf(logf, "\naml: cancel requested (%s); stopping the run\n", reason)
 			stop(run.Canceled, reason, g)
-		case <-warn:
+		case <-s.warn:
+			if container {
+				s.log.Printf("SIGUSR1 (time limit near): passed on to container %s", s.spec.Container.Name)
+				signalContainer(s.spec.Container.Name, "USR1")
+				continue
+			}
 			s.log.Printf("SIGUSR1 (time limit near): passed on to group %d", pgid)
 			_ = killGroup(pgid, syscall.SIGUSR1)
 		case <-killTimer:
 			s.log.Printf("grace period over: SIGKILL to group %d", pgid)
 			_ = killGroup(pgid, syscall.SIGKILL)
+			if container {
+				reapContainer(s.l.Dir)
+			}
 			killTimer = nil
 		}
 	}

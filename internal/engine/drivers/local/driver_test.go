@@ -21,10 +21,11 @@ import (
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
 	"github.com/openaml/terraform-provider-aml/internal/testutil"
+	dockertest "github.com/openaml/terraform-provider-aml/internal/testutil/docker"
 )
 
 // The driver starts its supervisor by re-executing this test binary with "agent".
-func TestMain(m *testing.M) { testutil.Main(m, nil) }
+func TestMain(m *testing.M) { testutil.Main(m, func() func() { return dockertest.Stop }) }
 
 func agentCommand(t *testing.T) []string {
 	t.Helper()

@@ -8,17 +8,34 @@ import (
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/driverstest"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun"
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/pool"
+	"github.com/openaml/terraform-provider-aml/internal/engine/env"
 	"github.com/openaml/terraform-provider-aml/internal/engine/store"
 	"github.com/openaml/terraform-provider-aml/internal/testutil"
+	dockertest "github.com/openaml/terraform-provider-aml/internal/testutil/docker"
 )
 
 // Node agents and supervisors are this test binary, re-executed with "agent".
-func TestMain(m *testing.M) { testutil.Main(m, nil) }
+func TestMain(m *testing.M) { testutil.Main(m, func() func() { return dockertest.Stop }) }
 
 // The suite over a real managed pool of this workspace: node agents claim the
 // queued runs, a 2-node run is gang-scheduled.
-func TestConformance(t *testing.T) {
+func TestConformance(t *testing.T) { conformance(t, driverstest.Target{}) }
+
+// The suite over the pool with every rank in a container of the private
+// engine's base image.
+func TestConformanceDocker(t *testing.T) {
+	eng := dockertest.Shared(t)
+	conformance(t, driverstest.Target{
+		Launch: env.Launch{Docker: &env.Docker{Enabled: true, BaseImage: eng.BaseImage, Network: "host"}, Interpreter: "python3"},
+		Containers: func(t *testing.T, runID string) []string {
+			return eng.Containers(t, hostrun.LabelRunID+"="+runID, true)
+		},
+	})
+}
+
+func conformance(t *testing.T, tgt driverstest.Target) {
 	ctx := context.Background()
 	dir := t.TempDir() + "/ws"
 	s, err := store.Create(ctx, dir, store.Meta{Name: "conformance"})
@@ -49,14 +66,13 @@ func TestConformance(t *testing.T) {
 			t.Errorf("draining the pool: %v", err)
 		}
 	})
-	driverstest.Run(t, driverstest.Target{
-		Open: func(t *testing.T) drivers.Driver {
-			d, err := kind.Open(ctx, w, rec)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return d
-		},
-		Blobs: w.Blobs(),
-	})
+	tgt.Open = func(t *testing.T) drivers.Driver {
+		d, err := kind.Open(ctx, w, rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	tgt.Blobs = w.Blobs()
+	driverstest.Run(t, tgt)
 }
