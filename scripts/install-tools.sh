@@ -44,6 +44,8 @@ fi
 # (demo: not needed).
 if [ "$purpose" != demo ]; then
   bash "$(dirname "$0")/install-pywheels.sh" || missing+=("python test wheels (scripts/install-pywheels.sh)")
+  # Debian's headless Chromium for the `aml ui` browser tests (cmd/aml).
+  bash "$(dirname "$0")/install-chromium.sh" || missing+=("chromium (scripts/install-chromium.sh)")
 fi
 tf=$(find_terraform)
 if [ -z "$tf" ]; then

@@ -27,6 +27,10 @@ say "acceptance tests (terraform: ${tf:-none})"
 TF_ACC=1 go test -count=1 -timeout 30m -v ./internal/provider/... >>"$log" 2>&1 || { cat "$log"; exit 1; }
 grep -E '^(ok|FAIL|--- FAIL|--- SKIP)' "$log" | grep -v '^ok.*internal/engine' || true
 
+say "aml command line and web view tests (built binary, headless Chromium)"
+TF_ACC=1 go test -count=1 -timeout 20m -v ./cmd/... >>"$log" 2>&1 || { cat "$log"; exit 1; }
+grep -E '^(ok|FAIL)[[:space:]].*cmd/' "$log" || true
+
 skips=$(grep -c -- '--- SKIP' "$log" || true)
 passed=$(grep -c -- '--- PASS' "$log" || true)
 if [ "${CI:-}" = "true" ] && [ "$skips" != 0 ]; then

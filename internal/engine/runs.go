@@ -63,6 +63,7 @@ type Run struct {
 	FailureReason   string
 	Message         string
 	ExitCode        *int
+	CreatedAt       time.Time // when it was submitted (queued)
 	StartTime       *time.Time
 	EndTime         *time.Time
 	DurationSeconds float64
@@ -822,6 +823,7 @@ func (e *Engine) toRun(s *store.Store, rec *run.Record) *Run {
 		FailureReason:           rec.FailureReason,
 		Message:                 rec.Error,
 		ExitCode:                rec.ExitCode,
+		CreatedAt:               rec.CreatedAt,
 		StartTime:               rec.StartTime,
 		EndTime:                 rec.EndTime,
 		DurationSeconds:         rec.DurationSeconds(time.Now()),
