@@ -67,7 +67,9 @@ func browser(t *testing.T) context.Context {
 	dialogs := func(ev any) {
 		if d, ok := ev.(*page.EventJavascriptDialogOpening); ok {
 			t.Errorf("a JavaScript dialog opened: %q (untrusted text was executed)", d.Message)
-			go func() { _, _ = chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true}) }()
+			go func() {
+				_, _ = chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true})
+			}()
 		}
 	}
 	ctx, cancelC := chromedp.NewContext(actx, chromedp.WithListener(dialogs))
