@@ -132,9 +132,11 @@ func locate(ctx context.Context, eng *engine.Engine, dir string, g *globals) (*e
 		ws, err := eng.ReadWorkspace(ctx, ref)
 		return ws, "id or name " + ref, err
 	}
-	if ws, how, err := fromTerraform(ctx, eng, dir); ws != nil || err != nil {
+	ws, how, err := fromTerraform(ctx, eng, dir)
+	if ws != nil || err != nil {
 		return ws, how, err
 	}
+	note := how // why the state did not say, if it was read
 	root := filepath.Join(dir, engine.DefaultWorkspaceRoot)
 	entries, _ := os.ReadDir(root)
 	var dirs []string
@@ -145,12 +147,12 @@ func locate(ctx context.Context, eng *engine.Engine, dir string, g *globals) (*e
 	}
 	switch len(dirs) {
 	case 0:
-		return nil, "", fmt.Errorf("no workspace found: %s has no Terraform state with an aml_workspace and no %s; pass --workspace DIR|UUID or --chdir to a Terraform directory: %w",
-			dir, engine.DefaultWorkspaceRoot, engine.ErrNotFound)
+		return nil, "", fmt.Errorf("no workspace found: %s has no Terraform state with an aml_workspace%s and no %s; pass --workspace DIR|UUID or --chdir to a Terraform directory: %w",
+			dir, note, engine.DefaultWorkspaceRoot, engine.ErrNotFound)
 	case 1:
 		p := filepath.Join(root, dirs[0])
 		ws, err := eng.ReadWorkspace(ctx, p)
-		return ws, "the one workspace under " + root, err
+		return ws, "the one workspace under " + root + note, err
 	}
 	return nil, "", usageErr("%d workspaces under %s (%s): pass --workspace NAME", len(dirs), root, strings.Join(dirs, ", "))
 }
@@ -191,7 +193,10 @@ func fromTerraform(ctx context.Context, eng *engine.Engine, dir string) (*engine
 		return nil, "", nil
 	}
 	wss, err := terraformWorkspaces(ctx, bin, dir)
-	if err != nil || len(wss) == 0 {
+	if err != nil {
+		return nil, " (" + firstLine(err.Error()) + ")", nil
+	}
+	if len(wss) == 0 {
 		return nil, "", nil
 	}
 	if len(wss) > 1 {
@@ -227,7 +232,8 @@ func terraformWorkspaces(ctx context.Context, bin, dir string) ([]tfWorkspace, e
 	b, rerr := io.ReadAll(io.LimitReader(out, maxStateJSON+1))
 	werr := cmd.Wait()
 	if rerr != nil || werr != nil {
-		return nil, fmt.Errorf("terraform show -json: %v %v: %s", rerr, werr, stderr.String())
+		msg := strings.Join(strings.Fields(stderr.String()), " ")
+		return nil, fmt.Errorf("terraform show -json failed: %v: %s", errors.Join(rerr, werr), msg)
 	}
 	if len(b) > maxStateJSON {
 		return nil, fmt.Errorf("terraform show -json printed more than %d bytes", maxStateJSON)
@@ -278,6 +284,14 @@ func parseStateWorkspaces(b []byte) ([]tfWorkspace, error) {
 	walk(st.Values.RootModule)
 	sort.Slice(out, func(i, j int) bool { return out[i].Address < out[j].Address })
 	return out, nil
+}
+
+func firstLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	return cut(s, 300)
 }
 
 type limitedBuffer struct {
