@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine"
-	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 )
 
@@ -42,18 +41,34 @@ type nodesView struct {
 }
 
 type targetView struct {
-	ID                string        `json:"id"`
-	Name              string        `json:"name"`
-	Kind              string        `json:"kind"`
-	ProvisioningState string        `json:"provisioning_state"`
-	Address           string        `json:"address,omitempty"`
-	CreatedAt         *time.Time    `json:"created_at,omitempty"`
-	Nodes             *nodesView    `json:"nodes,omitempty"`
-	Facts             drivers.Facts `json:"facts"`
+	ID                string     `json:"id"`
+	Name              string     `json:"name"`
+	Kind              string     `json:"kind"`
+	ProvisioningState string     `json:"provisioning_state"`
+	Address           string     `json:"address,omitempty"`
+	CreatedAt         *time.Time `json:"created_at,omitempty"`
+	Nodes             *nodesView `json:"nodes,omitempty"`
+	Facts             factsView  `json:"facts"`
+}
+
+// factsView is what probing a target learned (the engine's Target.Facts).
+type factsView struct {
+	Hostname       string   `json:"hostname"`
+	OS             string   `json:"os"`
+	Arch           string   `json:"arch"`
+	Cores          int      `json:"cores"`
+	MemoryBytes    int64    `json:"memory_bytes"`
+	GPUs           int      `json:"gpus"`
+	Python         string   `json:"python"`
+	Docker         bool     `json:"docker"`
+	PythonVersions []string `json:"python_versions,omitempty"`
 }
 
 func viewTarget(t *engine.Target) targetView {
-	v := targetView{ID: t.ID, Name: t.Name, Kind: t.Kind, ProvisioningState: t.ProvisioningState, Address: t.Address, Facts: t.Facts}
+	f := t.Facts
+	v := targetView{ID: t.ID, Name: t.Name, Kind: t.Kind, ProvisioningState: t.ProvisioningState, Address: t.Address,
+		Facts: factsView{Hostname: f.Hostname, OS: f.OS, Arch: f.Arch, Cores: f.Cores, MemoryBytes: f.MemoryBytes, GPUs: f.GPUs,
+			Python: f.Python, Docker: f.Docker, PythonVersions: f.PythonVersions}}
 	if !t.CreatedAt.IsZero() {
 		c := t.CreatedAt
 		v.CreatedAt = &c

@@ -29,7 +29,16 @@ func imports(t *testing.T) map[string][]string {
 		t.Fatal(err)
 	}
 	out := map[string][]string{}
-	err = filepath.WalkDir(filepath.Join(root, "internal"), func(p string, d os.DirEntry, err error) error {
+	for _, top := range []string{"internal", "cmd"} {
+		walkPackages(t, root, top, out)
+	}
+	return out
+}
+
+// walkPackages adds the packages under root/top to out.
+func walkPackages(t *testing.T, root, top string, out map[string][]string) {
+	t.Helper()
+	err := filepath.WalkDir(filepath.Join(root, top), func(p string, d os.DirEntry, err error) error {
 		if err != nil || !d.IsDir() {
 			return err
 		}
@@ -47,7 +56,6 @@ func imports(t *testing.T) map[string][]string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return out
 }
 
 // deps is the transitive closure of a package's imports.
@@ -97,6 +105,9 @@ func TestImportRules(t *testing.T) {
 			kinds[k] = true
 		}
 	}
+	if _, ok := all[module+"/cmd/aml"]; !ok {
+		t.Fatal("cmd/aml not found: the import rules would not check it")
+	}
 	if len(kinds) < 3 {
 		t.Fatalf("found kinds %v; expected at least local, pool and ssh (is the layout still internal/engine/drivers/<kind>?)", kinds)
 	}
@@ -105,11 +116,18 @@ func TestImportRules(t *testing.T) {
 			if under(pkg, "internal/provider") && under(d, "internal/engine/drivers") {
 				t.Errorf("%s imports %s: the provider reaches drivers only through the engine", pkg, d)
 			}
+			// The aml command line is glue over the engine, as the provider is.
+			if under(pkg, "cmd") && (under(d, "internal/engine/drivers") || under(d, "internal/engine/store") || under(d, "internal/provider")) {
+				t.Errorf("%s imports %s: the aml command reaches workspaces only through the engine", pkg, d)
+			}
+
 		}
 		for _, d := range deps(all, pkg) {
 			switch {
 			case under(pkg, "internal/engine") && strings.HasPrefix(d, "github.com/hashicorp/terraform-plugin"):
 				t.Errorf("%s imports %s: the engine must not import terraform-plugin-*", pkg, d)
+			case under(pkg, "cmd") && strings.HasPrefix(d, "github.com/hashicorp/terraform-plugin"):
+				t.Errorf("%s imports %s: the aml command does not depend on the plugin framework", pkg, d)
 			case under(pkg, "internal/engine/store") && under(d, "internal/engine/drivers"):
 				t.Errorf("%s imports %s: the store must not import a driver", pkg, d)
 			case kindOf(pkg) != "" && kindOf(d) != "" && kindOf(pkg) != kindOf(d):
