@@ -17,6 +17,9 @@ import (
 
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
+
+	"github.com/openaml/terraform-provider-aml/internal/engine"
+	"github.com/openaml/terraform-provider-aml/internal/testutil"
 )
 
 // artifacts is where a test saves what a person may want to look at
@@ -328,5 +331,62 @@ func TestUICommand(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != 200 || !strings.Contains(string(b), `"experiment": "exp"`) {
 		t.Fatalf("GET api/runs: %d %s", res.StatusCode, b)
+	}
+}
+
+const sweepScript = `import math, os, sys, aml_run
+lr = float(sys.argv[1])
+for epoch in range(20):
+    loss = math.exp(-lr * epoch) * 0.9 + 0.05
+    aml_run.log("loss", loss, step=epoch)
+    aml_run.log("accuracy", 1.0 - loss / 2, step=epoch)
+    print("epoch %2d  loss %.4f  accuracy %.4f" % (epoch, loss, 1.0 - loss / 2), flush=True)
+aml_run.log("lr", lr)
+open(os.path.join(os.environ["AML_OUTPUTS_DIR"], "model.json"), "w").write('{"lr": %s}' % lr)
+`
+
+// A sweep of three runs overlaid on one run's page (the screenshot in the
+// README: AML_DOCS_SCREENSHOT=path writes it there too).
+func TestWebViewSweepOverlay(t *testing.T) {
+	f := newFixture(t)
+	var last string
+	for _, lr := range []string{"0.05", "0.15", "0.3"} {
+		src := testutil.WriteFiles(t, t.TempDir(), map[string]string{"train.py": sweepScript})
+		r, err := f.e.SubmitRun(context.Background(), engine.RunRequest{WorkspaceID: f.ws.ID, Experiment: "digits", SourceDirectory: src,
+			Script: "train.py", Arguments: []string{lr}, ComputeTarget: engine.LocalTarget, RunConfigID: f.rc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.e.WaitRun(context.Background(), r.ID); err != nil {
+			t.Fatal(err)
+		}
+		last = r.RunID
+	}
+	srv := httptest.NewServer(newUI(f.e, f.ws, false))
+	t.Cleanup(srv.Close)
+	ctx := browser(t)
+	if err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/#/run/"+last), chromedp.WaitVisible(chromedp.CSS(`#charts svg.chart`))); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []string{"loss", "accuracy"} {
+		js := fmt.Sprintf(`[...document.querySelectorAll('svg.chart')].find(s => s.dataset.metric === %q)`, m)
+		if n := evalInt(t, ctx, js+`.querySelectorAll('g.series').length`); n != 3 {
+			t.Fatalf("%s chart: %d runs, want 3", m, n)
+		}
+		if n := evalInt(t, ctx, js+`.querySelectorAll('circle.pt').length`); n != 60 {
+			t.Fatalf("%s chart: %d points, want 60", m, n)
+		}
+	}
+	waitJS(t, ctx, 10*time.Second, "the log", `document.querySelector('#log').textContent.includes('epoch 19')`)
+	dir := artifacts(t)
+	screenshot(t, ctx, dir, "run.png")
+	if p := os.Getenv("AML_DOCS_SCREENSHOT"); p != "" {
+		b, err := os.ReadFile(filepath.Join(dir, "run.png"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

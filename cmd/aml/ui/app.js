@@ -301,6 +301,7 @@ function runHeader(r) {
   add("environment hash", r.environment_hash);
   add("snapshot", r.snapshot_hash + " (" + r.snapshot_file_count + " files, " + r.snapshot_bytes + " bytes)");
   add("source directory", r.source_directory);
+  for (const k of Object.keys(r.metrics || {}).sort()) add("metric " + k, num(r.metrics[k]));
   for (const [k, v] of Object.entries(r.params || {})) add("param " + k, v);
   for (const [k, v] of Object.entries(r.tags || {})) add("tag " + k, v);
   add("message", r.message);
@@ -310,13 +311,15 @@ function runHeader(r) {
   return frag;
 }
 
-// metricCharts draws one line chart per metric (by step; a value logged
-// without a step is placed at its index), every run of the series overlaid.
+// metricCharts draws one line chart per metric the run logged more than
+// once (by step; a value logged without a step is placed at its index), every
+// run of the series overlaid. A metric logged once is a value, shown above.
 function metricCharts(series, self) {
-  const names = [...new Set(series.flatMap(s => s.metrics.map(m => m.name)))].sort();
-  const own = new Set((series.find(s => s.run_id === self) || { metrics: [] }).metrics.map(m => m.name));
-  if (!names.length) return [el("p", { class: "muted", id: "no-metrics" }, "No metrics logged (yet).")];
-  return names.filter(n => own.has(n) || own.size === 0).map((name, idx) => {
+  const counts = {};
+  for (const m of (series.find(s => s.run_id === self) || { metrics: [] }).metrics) counts[m.name] = (counts[m.name] || 0) + 1;
+  const names = Object.keys(counts).filter(n => counts[n] > 1).sort();
+  if (!names.length) return [el("p", { class: "muted", id: "no-metrics" }, "No metric series logged (yet).")];
+  return names.map((name, idx) => {
     const W = 440, H = 220, L = 56, R = 10, T = 10, B = 28;
     const lines = series.map((s, i) => {
       let k = 0;
