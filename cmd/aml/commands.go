@@ -437,6 +437,12 @@ func (c *cli) logs(ctx context.Context, args []string) error {
 			}
 			return notFoundIf(err)
 		}
+		if active && (c.g.json || t.width > 0) {
+			if whole := completeRunes(b); len(whole) < len(b) && len(whole) > 0 {
+				next -= int64(len(b) - len(whole))
+				b = whole
+			}
+		}
 		if len(b) > 0 {
 			if c.g.json {
 				if err := writeJSON(c.stdout, map[string]any{"offset": offset, "next": next, "text": string(b)}); err != nil {

@@ -171,6 +171,21 @@ func seconds(s float64) string {
 
 func num(v float64) string { return strconv.FormatFloat(v, 'g', 6, 64) }
 
+// completeRunes is b without a UTF-8 sequence cut at its end (a log read while
+// the run writes it may end in the middle of a character): what is held back
+// comes with the next read.
+func completeRunes(b []byte) []byte {
+	for i := len(b) - 1; i >= 0 && i >= len(b)-utf8.UTFMax; i-- {
+		if utf8.RuneStart(b[i]) {
+			if !utf8.FullRune(b[i:]) {
+				return b[:i]
+			}
+			break
+		}
+	}
+	return b
+}
+
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")

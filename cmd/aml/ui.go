@@ -330,6 +330,10 @@ func (s *uiServer) logs(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
+	if whole := completeRunes(b); active && len(whole) < len(b) {
+		next -= int64(len(b) - len(whole))
+		b = whole
+	}
 	// The text is shown with textContent; escape sequences and control
 	// characters are removed so that what a terminal would hide shows plainly.
 	reply(w, map[string]any{"offset": offset, "next": next, "active": active, "text": run.SanitizeText(string(b))})
