@@ -3,9 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine"
 	"github.com/openaml/terraform-provider-aml/internal/engine/env"
@@ -79,6 +82,29 @@ func TestLogsFollowPoolRun(t *testing.T) {
 	if out := aml(t, f.dir, "targets").ok(t).stdout; !strings.Contains(out, "cpu") || !strings.Contains(out, "NODES (IDLE/BUSY/STARTING)") {
 		t.Fatalf("targets table:\n%s", out)
 	}
+
+	// The web view's targets page shows the pool's nodes, and refreshes
+	// them: a run queued on the pool makes its node busy.
+	srv := httptest.NewServer(newUI(f.e, f.ws, false))
+	t.Cleanup(srv.Close)
+	ctx = browser(t)
+	if err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/#/"), chromedp.WaitVisible(chromedp.CSS(`#targets-table tr[data-target="cpu"]`))); err != nil {
+		t.Fatal(err)
+	}
+	cell := func(c string) string {
+		return `document.querySelector('#targets-table tr[data-target="cpu"] .` + c + `').textContent`
+	}
+	waitJS(t, ctx, 20*time.Second, "an idle node", cell("nodes-idle")+` === '1' && `+cell("nodes-busy")+` === '0'`)
+	screenshot(t, ctx, artifacts(t), "targets-idle.png")
+	src := testutil.WriteFiles(t, t.TempDir(), map[string]string{"tick.py": "import time\ntime.sleep(8)\n"})
+	r, err := f.e.SubmitRun(context.Background(), engine.RunRequest{WorkspaceID: f.ws.ID, Experiment: "remote", SourceDirectory: src,
+		Script: "tick.py", ComputeTarget: "cpu", RunConfigID: f.rc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = f.e.CancelRun(context.Background(), r.ID) })
+	waitJS(t, ctx, 20*time.Second, "the page to refresh to a busy node", cell("nodes-busy")+` === '1'`)
+	screenshot(t, ctx, artifacts(t), "targets-busy.png")
 }
 
 // aml logs -f follows a run on an SSH host through the driver's resumable
