@@ -128,7 +128,9 @@ func activeRun(t *testing.T, dir string, seen map[string]bool) string {
 	t.Helper()
 	var id string
 	testutil.WaitFor(t, 2*time.Minute, "terraform apply to start a run", func() bool {
-		r := aml(t, dir, "runs", "--json", "--status", "Queued,Preparing,Starting,Running")
+		time.Sleep(100 * time.Millisecond)
+		// by name at the default place: no terraform show for every poll
+		r := aml(t, dir, "runs", "-w", "tfcli", "--json", "--status", "NotStarted,Queued,Preparing,Starting,Running")
 		if r.code != 0 {
 			return false
 		}

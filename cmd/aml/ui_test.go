@@ -199,23 +199,23 @@ func TestWebViewInChromium(t *testing.T) {
 	screenshot(t, ctx, shots, "run.png")
 
 	// a live log while the run writes it
-	live := f.submit(t, "live", "25", "0.3")
+	live := f.submit(t, "live", "40", "0.25")
 	if err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/#/run/"+live.RunID), chromedp.WaitVisible(chromedp.CSS(`#run-id`))); err != nil {
 		t.Fatal(err)
 	}
 	waitJS(t, ctx, 30*time.Second, "the log to show the first steps while the run is active",
 		`document.querySelector('#log-state').textContent === '(live)' && document.querySelector('#log').textContent.includes('step 2 ')`)
 	partial := evalInt(t, ctx, `document.querySelector('#log').textContent.split('\n').filter(l => l.startsWith('step ')).length`)
-	if partial >= 25 {
+	if partial >= 40 {
 		t.Fatalf("the run had ended before the page followed it (%d steps shown)", partial)
 	}
 	screenshot(t, ctx, shots, "run-live.png")
 	waitJS(t, ctx, 60*time.Second, "the log to follow to the end", `document.querySelector('#log').textContent.includes('done') &&
 		document.querySelector('#run-head [data-status]').dataset.status === 'Completed' && document.querySelector('#log-state').textContent === ''`)
-	if n := evalInt(t, ctx, `document.querySelector('#log').textContent.split('\n').filter(l => l.startsWith('step ')).length`); n != 25 {
-		t.Fatalf("followed log: %d step lines, want 25 (each once)", n)
+	if n := evalInt(t, ctx, `document.querySelector('#log').textContent.split('\n').filter(l => l.startsWith('step ')).length`); n != 40 {
+		t.Fatalf("followed log: %d step lines, want 40 (each once)", n)
 	}
-	waitJS(t, ctx, 10*time.Second, "the chart with every point", `(() => { const s = `+loss+`; return s && s.querySelectorAll('g.self circle.pt').length === 25 })()`)
+	waitJS(t, ctx, 10*time.Second, "the chart with every point", `(() => { const s = `+loss+`; return s && s.querySelectorAll('g.self circle.pt').length === 40 })()`)
 	screenshot(t, ctx, shots, "run-live-done.png")
 }
 
