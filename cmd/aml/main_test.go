@@ -243,7 +243,7 @@ func TestCLIAgainstRealRuns(t *testing.T) {
 	t.Run("runs show", func(t *testing.T) {
 		v := decode[runDetailView](t, aml(t, f.dir, "runs", "show", ok2.RunID, "--json").ok(t))
 		if v.Status != "Completed" || v.Script != "train.py" || len(v.SnapshotFiles) != 1 || v.SnapshotFiles[0].Path != "train.py" ||
-			len(v.OutputFiles) != 2 || len(v.Timeline) != 3 || v.Arguments[0] != "6" {
+			len(v.OutputFiles) != 2 || len(v.Timeline) != 4 || v.Timeline[2].Phase != "Finalizing" || v.Arguments[0] != "6" {
 			t.Fatalf("runs show: %+v", v)
 		}
 		out := aml(t, f.dir, "runs", "show", ok2.RunID[:len(ok2.RunID)-2]).ok(t).stdout // a unique prefix

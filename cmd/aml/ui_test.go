@@ -194,7 +194,7 @@ func TestWebViewInChromium(t *testing.T) {
 		`[...document.querySelectorAll('.chart-box h3')].some(h => h.textContent === '<img src=x onerror=alert(1)>')`)
 	waitJS(t, ctx, 5*time.Second, "the log line shown as text", `document.querySelector('#log').textContent.includes("<script>alert('log')</script>")`)
 	waitJS(t, ctx, 5*time.Second, "parameters, timeline and files", `document.querySelector('#params').textContent.includes('train.py') &&
-		document.querySelectorAll('#timeline .phase.done').length === 3 && document.querySelectorAll('#outputs a').length === 2 &&
+		[...document.querySelectorAll('#timeline .phase.done')].map(p => p.dataset.phase).join(',') === 'Queued,Running,Finalizing,Completed' && document.querySelectorAll('#outputs a').length === 2 &&
 		document.querySelector('#snapshot').textContent.includes('train.py')`)
 	screenshot(t, ctx, shots, "run.png")
 

@@ -140,21 +140,41 @@ func viewRun(r *engine.Run) runView {
 		Metrics: r.Metrics, Tags: orEmpty(r.Tags)}
 }
 
-// timeline is what the record knows of a run's phases: submitted (queued),
-// started (preparing and running: the record keeps one start time), ended.
+// timelinePhases are the statuses a timeline shows, in order.
+var timelinePhases = []run.Status{run.Queued, run.Preparing, run.Running, run.Finalizing, run.CancelRequested, run.Completed, run.Failed, run.Canceled}
+
+// timeline is when the run entered each phase: submitted (Queued),
+// Preparing (its environment), Running, Finalizing (results) and its end, as
+// far as its host recorded them; the phase it is in now has no time yet when
+// the host did not say.
 func timeline(r *engine.Run) []timelineEntry {
-	c := r.CreatedAt
-	out := []timelineEntry{{Phase: "Queued", At: &c}}
-	if r.StartTime != nil {
-		out = append(out, timelineEntry{Phase: "Running", At: r.StartTime})
-	} else if r.Status.Active() {
-		out = append(out, timelineEntry{Phase: string(r.Status)})
+	at := map[run.Status]*time.Time{}
+	for k, v := range r.Phases {
+		v := v
+		at[k] = &v
 	}
-	if r.EndTime != nil {
-		out = append(out, timelineEntry{Phase: string(r.Status), At: r.EndTime})
-	} else if r.Status.Terminal() {
-		out = append(out, timelineEntry{Phase: string(r.Status)})
+	if at[run.Queued] == nil {
+		c := r.CreatedAt
+		at[run.Queued] = &c
 	}
+	if at[run.Running] == nil && r.StartTime != nil {
+		at[run.Running] = r.StartTime
+	}
+	if r.Status.Terminal() && r.EndTime != nil {
+		at[r.Status] = r.EndTime
+	}
+	var out []timelineEntry
+	for _, p := range timelinePhases {
+		if t := at[p]; t != nil {
+			out = append(out, timelineEntry{Phase: string(p), At: t})
+		} else if p == r.Status {
+			out = append(out, timelineEntry{Phase: string(p)})
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		a, b := out[i].At, out[j].At
+		return a != nil && b != nil && a.Before(*b)
+	})
 	return out
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun"
@@ -17,6 +18,27 @@ import (
 
 // What the `aml` command line and web view read of a workspace: they observe,
 // they never change a run (but for `aml cancel`).
+
+// mergePhases keeps the first time of each status: the host's, else now for
+// a status the engine observes first.
+func mergePhases(have, host map[run.Status]time.Time, now run.Status) map[run.Status]time.Time {
+	if len(host) == 0 && (now == "" || have[now] != (time.Time{})) {
+		return have
+	}
+	out := make(map[run.Status]time.Time, len(have)+len(host)+1)
+	for k, v := range have {
+		out[k] = v
+	}
+	for k, v := range host {
+		if old, ok := out[k]; !ok || v.Before(old) {
+			out[k] = v
+		}
+	}
+	if _, ok := out[now]; !ok && now != "" {
+		out[now] = time.Now().UTC()
+	}
+	return out
+}
 
 // MaxLogChunk bounds what one RunLogs call returns.
 const MaxLogChunk = 1 << 20

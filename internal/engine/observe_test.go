@@ -57,6 +57,18 @@ func TestRunLogsResumable(t *testing.T) {
 	if b, next, active, err := te.e.RunLogs(ctx, r.ID, 5); err != nil || active || string(b) != want[5:] || next != int64(len(want)) {
 		t.Fatalf("RunLogs from 5 of a finished run: %q %d %v %v", b, next, active, err)
 	}
+	done, err := te.e.ReadRun(ctx, r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []run.Status{run.Starting, run.Running, run.Finalizing, run.Completed} {
+		if done.Phases[p].IsZero() {
+			t.Errorf("no time for phase %s: %v", p, done.Phases)
+		}
+	}
+	if !done.Phases[run.Running].Before(done.Phases[run.Completed]) {
+		t.Errorf("phases out of order: %v", done.Phases)
+	}
 	ts, err := te.e.ListTargets(ctx, te.ws)
 	if err != nil || len(ts) != 1 || ts[0].Name != engine.LocalTarget || ts[0].Facts.Cores == 0 {
 		t.Fatalf("ListTargets: %+v %v", ts, err)

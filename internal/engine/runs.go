@@ -53,17 +53,19 @@ type RunRequest struct {
 
 // Run is a run as reported to users.
 type Run struct {
-	ID              string // "<workspace_id>/runs/<run_id>"
-	RunID           string
-	WorkspaceID     string
-	Experiment      string
-	ComputeTarget   string
-	RunConfigName   string
-	Status          run.Status
-	FailureReason   string
-	Message         string
-	ExitCode        *int
-	CreatedAt       time.Time // when it was submitted (queued)
+	ID            string // "<workspace_id>/runs/<run_id>"
+	RunID         string
+	WorkspaceID   string
+	Experiment    string
+	ComputeTarget string
+	RunConfigName string
+	Status        run.Status
+	FailureReason string
+	Message       string
+	ExitCode      *int
+	CreatedAt     time.Time // when it was submitted (queued)
+	// Phases is when the run entered each status (see run.Record.Phases).
+	Phases          map[run.Status]time.Time
 	StartTime       *time.Time
 	EndTime         *time.Time
 	DurationSeconds float64
@@ -637,6 +639,7 @@ func (e *Engine) record(ctx context.Context, s *store.Store, id string, ex drive
 		if run.CanTransition(r.Status, st.Status) {
 			r.Status = st.Status
 		}
+		r.Phases = mergePhases(r.Phases, st.Phases, r.Status)
 		r.FailureReason = st.FailureReason
 		r.ExitCode = st.ExitCode
 		r.StartTime = st.StartTime
@@ -824,6 +827,7 @@ func (e *Engine) toRun(s *store.Store, rec *run.Record) *Run {
 		Message:                 rec.Error,
 		ExitCode:                rec.ExitCode,
 		CreatedAt:               rec.CreatedAt,
+		Phases:                  rec.Phases,
 		StartTime:               rec.StartTime,
 		EndTime:                 rec.EndTime,
 		DurationSeconds:         rec.DurationSeconds(time.Now()),

@@ -125,6 +125,9 @@ type State struct {
 	// Details are what a kind knows of the run besides its status (e.g.
 	// "spark_application_id", "slurm_job_id"), kept in the run record.
 	Details map[string]string `json:"details,omitempty"`
+	// Phases is when the run entered each status, as the host saw it (the
+	// timeline of `aml runs show` and the web view); kinds may leave it empty.
+	Phases map[run.Status]time.Time `json:"phases,omitempty"`
 }
 
 // EnvInfo reports which environment a run used and what preparing it cost.

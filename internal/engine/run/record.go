@@ -59,6 +59,9 @@ type Record struct {
 	EnvironmentCacheHit     *bool
 	EnvironmentBuildSeconds *float64
 	EnvironmentBuilder      string
+	// Phases is when the run entered each status (as its host saw it, or the
+	// engine when the host does not say).
+	Phases map[Status]time.Time `json:",omitempty"`
 	// Pool is the run-based pool created for this run (compute_target
 	// "amlcompute"); it is deleted once the run has ended.
 	Pool string

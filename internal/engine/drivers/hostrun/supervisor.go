@@ -93,6 +93,13 @@ func merged(a, b map[string]string) map[string]string {
 }
 
 func (s *supervisor) save() {
+	// Each status is stamped when it is first written: the run's timeline.
+	if _, ok := s.st.Phases[s.st.Status]; !ok && s.st.Status != "" {
+		if s.st.Phases == nil {
+			s.st.Phases = map[run.Status]time.Time{}
+		}
+		s.st.Phases[s.st.Status] = time.Now().UTC()
+	}
 	if err := writeJSONAtomic(s.l.Status(), s.st); err != nil {
 		s.log.Printf("writing status: %v", err)
 	}
