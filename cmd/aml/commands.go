@@ -291,7 +291,6 @@ func (c *cli) runShow(ctx context.Context, args []string) error {
 	if v.Message != "" {
 		kv.add("message", v.Message)
 	}
-	kv.head = nil
 	printKV(w, kv, t)
 	section := func(name string, m map[string]string) {
 		if len(m) == 0 {
@@ -314,11 +313,9 @@ func (c *cli) runShow(ctx context.Context, args []string) error {
 	return nil
 }
 
+// printKV prints a two-column table without its header line.
 func printKV(w io.Writer, tb *table, t term) {
 	tb.head = []string{"", ""}
-	rows := tb.rows
-	tb.rows = rows
-	// a table without its header line
 	var b strings.Builder
 	tb.print(&b, term{width: t.width})
 	lines := strings.SplitN(b.String(), "\n", 2)

@@ -30,7 +30,7 @@ const (
 	exitSignal   = 130
 )
 
-// exitError carries an exit code with an error.
+// codeError carries an exit code with an error.
 type codeError struct {
 	code int
 	err  error

@@ -145,7 +145,7 @@ func within(root, p string) bool {
 // on this machine (local, pools) it reads what the script has logged so far.
 // An active run on another host has no history until it ends.
 func (e *Engine) LiveMetricHistory(ctx context.Context, id string) ([]run.Metric, bool, error) {
-	s, rec, err := e.load(ctx, id)
+	_, rec, err := e.load(ctx, id)
 	if err != nil {
 		return nil, false, err
 	}
@@ -159,7 +159,6 @@ func (e *Engine) LiveMetricHistory(ctx context.Context, id string) ([]run.Metric
 			return ms, false, nil
 		}
 	}
-	_ = s
 	return e.MetricHistory(ctx, id)
 }
 
