@@ -56,7 +56,9 @@ type Store struct {
 	Dir string
 	// UID is the workspace's stable id (Meta.UID).
 	UID string
-	db  *sql.DB
+	db  *handle
+
+	shared *sharedState // nil for an embedded workspace
 }
 
 // checkHeader refuses a file that is not SQLite, or a SQLite database of
@@ -252,7 +254,7 @@ func Open(ctx context.Context, dir string) (*Store, error) {
 	if err := migrate(ctx, db); err != nil {
 		return fail(fmt.Errorf("workspace store %s: %w", dbPath, err))
 	}
-	s := &Store{Dir: dir, db: db}
+	s := &Store{Dir: dir, db: &handle{sql: db, dialect: dialectSQLite}}
 	m, err := s.Meta(ctx)
 	if err != nil {
 		return fail(fmt.Errorf("workspace store %s is corrupt: %w", dbPath, err))
