@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -92,14 +93,30 @@ func openPostgres(ctx context.Context, conn, searchPath string) (*sql.DB, string
 		cfg.ConnectTimeout = 10 * time.Second
 	}
 	where := pgWhere(cfg)
-	db := stdlib.OpenDB(*cfg)
+	db := sql.OpenDB(namedConnector{Connector: stdlib.GetConnector(*cfg), where: where})
 	db.SetMaxOpenConns(8)
 	db.SetConnMaxIdleTime(time.Minute)
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
-		return nil, where, fmt.Errorf("%s: %w", where, pgError(err))
+		return nil, where, pgError(err)
 	}
 	return db, where, nil
+}
+
+// namedConnector puts the server's name (never its credentials) in front of
+// every connection error, so "connection refused" says which server refused:
+// the pool reconnects under any query after the server went away.
+type namedConnector struct {
+	driver.Connector
+	where string
+}
+
+func (c namedConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	conn, err := c.Connector.Connect(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", c.where, err)
+	}
+	return conn, nil
 }
 
 var pgPasswordRE = regexp.MustCompile(`(?i)(password=)\S+|(://[^:/@]*:)[^@]*@`)
