@@ -69,6 +69,11 @@ type Run struct {
 	Metrics         map[string]float64
 	OutputFiles     []string
 	OutputsPath     string
+	// OutputsURI and LogsURI name where any machine finds the run's files:
+	// s3://bucket/prefix/<workspace uuid>/runs/<run id>/outputs/ on a shared
+	// workspace, file:///<workspace>/runs/<run id>/outputs/ on an embedded one.
+	OutputsURI      string
+	LogsURI         string
 	LogTail         string
 	LogPath         string
 	SnapshotHash    string
@@ -242,6 +247,8 @@ func (e *Engine) SnapshotChangesSinceLast(ctx context.Context, req RunRequest, m
 	if last.ManifestBlob == "" {
 		return []string{"unknown: the file list of run " + last.ID + " was not kept (it was submitted by an earlier provider version)"}, nil
 	}
+	// Another machine may have made that run: its manifest is in the bucket.
+	_ = s.FetchBlobs(ctx, []string{last.ManifestBlob})
 	old, err := e.blobs(s).GetManifest(last.ManifestBlob)
 	if err != nil {
 		return []string{fmt.Sprintf("unknown: the file list of run %s cannot be read: %v", last.ID, err)}, nil
@@ -423,6 +430,9 @@ func (e *Engine) stage(ctx context.Context, sub *submission) (*run.Record, error
 	if err != nil {
 		return nil, fmt.Errorf("storing snapshot manifest: %w", err)
 	}
+	if err := pushSnapshot(ctx, s, sub.manifest, manifestBlob); err != nil {
+		return nil, err
+	}
 	now := time.Now().UTC()
 	rec := &run.Record{
 		ID:              newRunID(req.Experiment, now),
@@ -600,6 +610,9 @@ func (e *Engine) stillActive(ctx context.Context, s *store.Store, ids []string) 
 // refresh brings an active run's record up to date from its target.
 func (e *Engine) refresh(ctx context.Context, s *store.Store, rec *run.Record) (*Run, error) {
 	if rec.Status.Terminal() || len(rec.Handle) == 0 {
+		if err := localCopy(ctx, s, rec); err != nil {
+			return nil, err
+		}
 		r := e.toRun(s, rec)
 		noticeOutputsGone(r)
 		return r, nil
@@ -631,6 +644,11 @@ func (e *Engine) record(ctx context.Context, s *store.Store, id string, ex drive
 	cerr := errNotCollected
 	if st.Status.Terminal() {
 		col, cerr = ex.Collect(ctx)
+		if cerr == nil {
+			if err := pushCollected(ctx, s, id, col); err != nil {
+				return nil, err
+			}
+		}
 	}
 	rec, err := s.UpdateRun(ctx, id, func(r *run.Record) error {
 		if run.CanTransition(r.Status, st.Status) {
@@ -828,6 +846,8 @@ func (e *Engine) toRun(s *store.Store, rec *run.Record) *Run {
 		Metrics:                 metrics,
 		OutputFiles:             outputs,
 		OutputsPath:             outputsPath,
+		OutputsURI:              s.RunFilesURI(rec.ID, "outputs"),
+		LogsURI:                 s.RunFilesURI(rec.ID, "logs"),
 		LogTail:                 rec.LogTail,
 		LogPath:                 logPath,
 		SnapshotHash:            rec.SnapshotHash,

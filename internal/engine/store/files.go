@@ -125,9 +125,12 @@ func (s *Store) FetchBlobs(ctx context.Context, shas []string) error {
 // runFileDirs are the parts of a run directory that the object store keeps.
 var runFileDirs = []string{"outputs", "logs"}
 
-// PushRunFiles uploads a collected run's outputs and logs from its local run
-// directory (regular files only; links were refused at collect).
-func (s *Store) PushRunFiles(ctx context.Context, runID string) error {
+// PushRunFiles uploads a collected run's outputs and logs (regular files only;
+// links were refused at collect) from the directories Collect named, which
+// are the run directory's outputs/ and logs/ unless the target keeps them
+// elsewhere (a Slurm shared_root). An empty directory argument means the run
+// directory's own.
+func (s *Store) PushRunFiles(ctx context.Context, runID, outputsDir, logsDir string) error {
 	obj := s.Objects()
 	if obj == nil {
 		return nil
@@ -135,10 +138,14 @@ func (s *Store) PushRunFiles(ctx context.Context, runID string) error {
 	if err := checkRunID(runID); err != nil {
 		return err
 	}
-	dir := s.RunDir(runID)
-	var rels []string
+	dirs := map[string]string{"outputs": outputsDir, "logs": logsDir}
+	type file struct{ key, src string }
+	var files []file
 	for _, sub := range runFileDirs {
-		root := filepath.Join(dir, sub)
+		root := dirs[sub]
+		if root == "" {
+			root = filepath.Join(s.RunDir(runID), sub)
+		}
 		err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
 				if errors.Is(err, fs.ErrNotExist) {
@@ -146,24 +153,31 @@ func (s *Store) PushRunFiles(ctx context.Context, runID string) error {
 				}
 				return err
 			}
-			if d.Type().IsRegular() {
-				rel, err := filepath.Rel(dir, p)
-				if err != nil {
-					return err
-				}
-				rels = append(rels, filepath.ToSlash(rel))
+			if !d.Type().IsRegular() {
+				return nil
 			}
+			rel, err := filepath.Rel(root, p)
+			if err != nil {
+				return err
+			}
+			rel = sub + "/" + filepath.ToSlash(rel)
+			if objstore.CheckKey(rel) != nil {
+				return nil // a name no object can have: it stays local
+			}
+			files = append(files, file{key: s.objectKey("runs/" + runID + "/" + rel), src: p})
 			return nil
 		})
 		if err != nil {
 			return fmt.Errorf("reading run %s files: %w", runID, err)
 		}
 	}
-	return parallel(ctx, rels, func(ctx context.Context, rel string) error {
-		if objstore.CheckKey(rel) != nil {
-			return nil // a name no object can have (not printable): it stays local
-		}
-		return putFile(ctx, obj, s.objectKey("runs/"+runID+"/"+rel), filepath.Join(dir, filepath.FromSlash(rel)))
+	keys := make([]string, len(files))
+	src := make(map[string]string, len(files))
+	for i, f := range files {
+		keys[i], src[f.key] = f.key, f.src
+	}
+	return parallel(ctx, keys, func(ctx context.Context, key string) error {
+		return putFile(ctx, obj, key, src[key])
 	})
 }
 

@@ -64,7 +64,7 @@ func TestSharedBackend(t *testing.T) {
 		writeFile(t, filepath.Join(a.RunDir("r1"), "outputs", "sub", "m.json"), "{}")
 		writeFile(t, filepath.Join(a.RunDir("r1"), "logs", "std_log.txt"), "log\n")
 		writeFile(t, filepath.Join(a.RunDir("r1"), "train.py"), "not uploaded: the snapshot is in blobs")
-		if err := a.PushRunFiles(ctx, "r1"); err != nil {
+		if err := a.PushRunFiles(ctx, "r1", "", ""); err != nil {
 			t.Fatal(err)
 		}
 
