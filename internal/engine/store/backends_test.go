@@ -96,6 +96,7 @@ var suite = []struct {
 	{"ClaimOrphanPicksOldest", testClaimOrphanPicksOldest},
 	{"ConcurrentStores", testConcurrentStores},
 	{"NewerSchemaRefused", testNewerSchemaRefused},
+	{"OlderSchemaMigrated", testOlderSchemaMigrated},
 	{"ConcurrentAdoption", testConcurrentAdoption},
 	{"ConcurrentReserveNodes", testConcurrentReserveNodes},
 	{"PoolClaimsAcrossHandles", testPoolClaimsAcrossHandles},
@@ -140,6 +141,49 @@ func testNewerSchemaRefused(t *testing.T, b backend) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not contain %q", err, want)
 		}
+	}
+}
+
+// A workspace written at every older schema version opens, is migrated
+// forward and keeps its rows; several handles opening it at once migrate it
+// once.
+func testOlderSchemaMigrated(t *testing.T, b backend) {
+	ctx := context.Background()
+	latest := store.SchemaVersion
+	defer func() { store.SchemaVersion = latest }()
+	for v := 1; v < latest; v++ {
+		t.Run(fmt.Sprintf("from %d", v), func(t *testing.T) {
+			store.SchemaVersion = v
+			s := b.create(t)
+			if err := s.PutRunConfig(ctx, store.RunConfigRow{Name: "rc", Spec: []byte(`{"v":1}`), EnvironmentHash: "h"}); err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+			store.SchemaVersion = latest
+			var wg sync.WaitGroup
+			handles := make([]*store.Store, 3)
+			for i := range handles {
+				wg.Add(1)
+				go func() { defer wg.Done(); handles[i] = b.open(t, s) }()
+			}
+			wg.Wait()
+			o := handles[0]
+			if o == nil {
+				t.FailNow()
+			}
+			if row, err := o.GetRunConfig(ctx, "rc"); err != nil || string(row.Spec) != `{"v":1}` {
+				t.Errorf("run configuration after migration: %+v, %v", row, err)
+			}
+			if err := o.PutTarget(ctx, store.TargetRow{Name: "t", Kind: "ssh", Spec: []byte(`{}`)}); err != nil {
+				t.Errorf("targets after migration: %v", err)
+			}
+			if err := o.InsertRun(ctx, newRecord("r", "k"), ""); err != nil {
+				t.Fatal(err)
+			}
+			if err := o.Enqueue(ctx, "r", "p", 1); err != nil {
+				t.Errorf("pool queue after migration: %v", err)
+			}
+		})
 	}
 }
 
