@@ -40,8 +40,10 @@ type Shared struct {
 	// lost at any time; what matters is in PostgreSQL and the object store.
 	CacheRoot string
 	// Objects is the object store of the workspace's files. Nil keeps files in
-	// the local cache only (records-only uses, such as the store's tests).
+	// the local cache only (records-only uses, such as the store's tests),
+	// unless S3 names a bucket, which is then used.
 	Objects objstore.Store
+	S3      objstore.S3Config
 	// SecretsKey, when set, encrypts SSH credentials into the database so
 	// another machine can use them; without it they stay in this machine's
 	// cache only. It is never stored anywhere.
@@ -226,6 +228,13 @@ func OpenShared(ctx context.Context, sh Shared, ref string) (*Store, error) {
 	if sh.CacheRoot == "" || !filepath.IsAbs(sh.CacheRoot) {
 		return nil, fmt.Errorf("local cache directory %q of the shared workspace is not an absolute path", sh.CacheRoot)
 	}
+	if sh.Objects == nil && sh.S3.Bucket != "" {
+		obj, err := objstore.NewS3(ctx, sh.S3)
+		if err != nil {
+			return nil, err
+		}
+		sh.Objects = obj
+	}
 	root, where, err := openPostgres(ctx, sh.Postgres, "")
 	if err != nil {
 		return nil, err
@@ -258,6 +267,9 @@ func OpenShared(ctx context.Context, sh Shared, ref string) (*Store, error) {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return fail(fmt.Errorf("local cache of workspace %s: %w", id, err))
 		}
+	}
+	if err := writeBackendFile(dir, sh, id); err != nil {
+		return fail(fmt.Errorf("local cache of workspace %s: %w", id, err))
 	}
 	s := &Store{Dir: dir, db: h, shared: &sharedState{cfg: sh, uuid: id, schema: schema, where: where}}
 	m, err := s.Meta(ctx)
@@ -389,4 +401,59 @@ func insertMeta(ctx context.Context, e execer, meta Meta, created time.Time) err
 	_, err := e.ExecContext(ctx, `INSERT INTO meta(id, uid, name, description, tags, created_at) VALUES (1, ?, ?, ?, ?, ?)`,
 		meta.UID, meta.Name, meta.Description, string(tags), created.Format(time.RFC3339Nano))
 	return err
+}
+
+// BackendFile, in a shared workspace's cache directory, says how to reach the
+// workspace (connection string, bucket, credentials given in configuration),
+// mode 0600 like the embedded workspace's secrets/: it lets this machine's
+// detached helpers (pool node agents) open the workspace by its directory, as
+// they open an embedded one.
+const BackendFile = "backend.json"
+
+type backendFile struct {
+	UUID       string            `json:"uuid"`
+	Postgres   string            `json:"postgres"`
+	S3         objstore.S3Config `json:"s3"`
+	SecretsKey string            `json:"secrets_key,omitempty"`
+}
+
+func writeBackendFile(dir string, sh Shared, id string) error {
+	b, err := json.Marshal(backendFile{UUID: id, Postgres: sh.Postgres, S3: sh.S3, SecretsKey: sh.SecretsKey})
+	if err != nil {
+		return err
+	}
+	p := filepath.Join(dir, BackendFile)
+	if old, err := os.ReadFile(p); err == nil && string(old) == string(b) {
+		return nil
+	}
+	f, err := os.CreateTemp(dir, ".backend-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), p)
+}
+
+// openBackendFile opens the shared workspace whose cache directory is dir.
+func openBackendFile(ctx context.Context, dir string) (*Store, error) {
+	b, err := os.ReadFile(filepath.Join(dir, BackendFile))
+	if err != nil {
+		return nil, err
+	}
+	var bf backendFile
+	if err := json.Unmarshal(b, &bf); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, BackendFile), err)
+	}
+	return OpenShared(ctx, Shared{Postgres: bf.Postgres, S3: bf.S3, SecretsKey: bf.SecretsKey, CacheRoot: filepath.Dir(dir)}, bf.UUID)
 }

@@ -20,8 +20,12 @@ import (
 )
 
 // machine is one machine's view of a shared backend: its own cache.
-func machine(t *testing.T, url string, obj objstore.Store, key string) store.Shared {
-	return store.Shared{Postgres: url, CacheRoot: t.TempDir(), Objects: obj, SecretsKey: key}
+func machine(t *testing.T, url string, s3 *objstore.S3Config, key string) store.Shared {
+	sh := store.Shared{Postgres: url, CacheRoot: t.TempDir(), SecretsKey: key}
+	if s3 != nil {
+		sh.S3 = *s3
+	}
+	return sh
 }
 
 func writeFile(t *testing.T, p, body string) {
@@ -39,13 +43,14 @@ func TestSharedBackend(t *testing.T) {
 	pg := postgres.Start(t)
 	srv := s3test.Start(t)
 	url := pg.NewDB(t)
-	obj, err := objstore.NewS3(ctx, srv.Config(srv.Bucket(t)))
+	cfg := srv.Config(srv.Bucket(t))
+	obj, err := objstore.NewS3(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	t.Run("files reach another machine", func(t *testing.T) {
-		a, err := store.CreateShared(ctx, machine(t, url, obj, ""), store.Meta{Name: "files"})
+		a, err := store.CreateShared(ctx, machine(t, url, &cfg, ""), store.Meta{Name: "files"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -68,7 +73,7 @@ func TestSharedBackend(t *testing.T) {
 			t.Fatal(err)
 		}
 
-		b, err := store.OpenShared(ctx, machine(t, url, obj, ""), "files") // by name
+		b, err := store.OpenShared(ctx, machine(t, url, &cfg, ""), "files") // by name
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -94,6 +99,16 @@ func TestSharedBackend(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(b.RunDir("r1"), "train.py")); err == nil {
 			t.Error("a file outside outputs/ and logs/ was uploaded")
 		}
+		// This machine's helpers open the shared workspace by its cache
+		// directory, as they open an embedded one.
+		if st, err := os.Stat(filepath.Join(a.Dir, store.BackendFile)); err != nil || st.Mode().Perm() != 0o600 {
+			t.Errorf("backend file: %v, %v", st, err)
+		}
+		byDir, err := store.Open(ctx, a.Dir)
+		if err != nil || byDir.SharedID() != a.SharedID() || byDir.Objects() == nil {
+			t.Fatalf("Open(cache dir) = %v, %v", byDir, err)
+		}
+		byDir.Close()
 		if u := b.RunFilesURI("r1", "outputs"); u != obj.URI(a.SharedID()+"/runs/r1/outputs/") || !strings.HasPrefix(u, "s3://") {
 			t.Errorf("outputs URI = %q", u)
 		}
@@ -161,7 +176,7 @@ func TestSharedBackend(t *testing.T) {
 	t.Run("credentials sealed, never plain", func(t *testing.T) {
 		const password = "hunter2-very-secret"
 		key := "k-" + strings.Repeat("z", 30)
-		a, err := store.CreateShared(ctx, machine(t, url, obj, key), store.Meta{Name: "secrets"})
+		a, err := store.CreateShared(ctx, machine(t, url, &cfg, key), store.Meta{Name: "secrets"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -170,7 +185,7 @@ func TestSharedBackend(t *testing.T) {
 			t.Fatal(err)
 		}
 		var got map[string]string
-		b, err := store.OpenShared(ctx, machine(t, url, obj, key), a.SharedID())
+		b, err := store.OpenShared(ctx, machine(t, url, &cfg, key), a.SharedID())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -192,7 +207,7 @@ func TestSharedBackend(t *testing.T) {
 		if len(infos) != 0 {
 			t.Errorf("credentials went to the bucket: %v", infos)
 		}
-		wrong, err := store.OpenShared(ctx, machine(t, url, obj, "another key entirely"), a.SharedID())
+		wrong, err := store.OpenShared(ctx, machine(t, url, &cfg, "another key entirely"), a.SharedID())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -200,7 +215,7 @@ func TestSharedBackend(t *testing.T) {
 		if err := wrong.GetSecrets("h1", &got); err == nil || strings.Contains(err.Error(), password) || !strings.Contains(err.Error(), "another") {
 			t.Errorf("wrong key: %v", err)
 		}
-		none, err := store.OpenShared(ctx, machine(t, url, obj, ""), a.SharedID())
+		none, err := store.OpenShared(ctx, machine(t, url, &cfg, ""), a.SharedID())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -232,6 +232,9 @@ func Open(ctx context.Context, dir string) (*Store, error) {
 	}
 	dbPath := filepath.Join(dir, DBFile)
 	if _, err := os.Stat(dbPath); err != nil {
+		if _, berr := os.Stat(filepath.Join(dir, BackendFile)); berr == nil {
+			return openBackendFile(ctx, dir) // the cache of a shared workspace
+		}
 		return nil, fmt.Errorf("workspace %s has no %s: %w", dir, DBFile, ErrNotFound)
 	}
 	// Look before writing anything: opening switches the database to WAL
