@@ -50,6 +50,8 @@ type Options struct {
 	CollectMaxBytes int64
 	// CancelGrace is the time between SIGTERM and SIGKILL; default 10s.
 	CancelGrace time.Duration
+	// Shared is where workspaces with the shared backend live (nil: none).
+	Shared *SharedBackend
 }
 
 // Engine is goroutine-safe: Terraform calls resources in parallel in one process.

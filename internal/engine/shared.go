@@ -78,3 +78,81 @@ func localCopy(ctx context.Context, s *store.Store, rec *run.Record) error {
 	// A run without outputs still has its directory.
 	return os.MkdirAll(outputs, 0o755)
 }
+
+// errNoSharedBackend says what is missing for a shared workspace.
+func errNoSharedBackend(ref string) error {
+	return fieldErr("backend", "workspace %q is shared, and the provider has no shared_backend block: configure shared_backend (PostgreSQL connection and bucket) in the provider \"aml\" block", ref)
+}
+
+// openShared returns the store of a shared workspace by its UUID or name,
+// opened once per engine.
+func (e *Engine) openShared(ctx context.Context, ref string) (*store.Store, error) {
+	if e.opts.Shared == nil {
+		return nil, errNoSharedBackend(ref)
+	}
+	e.mu.Lock()
+	if s, ok := e.stores[ref]; ok {
+		e.mu.Unlock()
+		return s, nil
+	}
+	e.mu.Unlock()
+	cfg, err := e.opts.Shared.config()
+	if err != nil {
+		return nil, err
+	}
+	cfg.CacheRoot = e.abs(cfg.CacheRoot)
+	s, err := store.OpenShared(ctx, cfg, ref)
+	if err != nil {
+		return nil, err
+	}
+	return e.keepShared(s), nil
+}
+
+// keepShared caches an opened shared store under its UUID (a racing open of
+// the same workspace keeps the first).
+func (e *Engine) keepShared(s *store.Store) *store.Store {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if old, ok := e.stores[s.SharedID()]; ok {
+		s.Close()
+		return old
+	}
+	e.stores[s.SharedID()] = s
+	return s
+}
+
+// createShared creates (or adopts, by name) a shared workspace.
+func (e *Engine) createShared(ctx context.Context, spec WorkspaceSpec) (*store.Store, error) {
+	if e.opts.Shared == nil {
+		return nil, errNoSharedBackend(spec.Name)
+	}
+	if spec.StoragePath != "" {
+		return nil, fieldErr("storage_path", "%q is the directory of an embedded workspace; a shared workspace lives in the provider's shared_backend (each machine's cache is shared_backend.cache_dir): remove storage_path or set backend = %q", spec.StoragePath, BackendEmbedded)
+	}
+	cfg, err := e.opts.Shared.config()
+	if err != nil {
+		return nil, err
+	}
+	cfg.CacheRoot = e.abs(cfg.CacheRoot)
+	s, err := store.CreateShared(ctx, cfg, store.Meta{Name: spec.Name, Description: spec.Description, Tags: spec.Tags})
+	if err != nil {
+		return nil, err
+	}
+	return e.keepShared(s), nil
+}
+
+// deleteShared removes a shared workspace (records and files) and this
+// machine's cache of it.
+func (e *Engine) deleteShared(ctx context.Context, s *store.Store) error {
+	id, dir := s.SharedID(), s.Dir
+	cfg, err := e.opts.Shared.config()
+	if err != nil {
+		return err
+	}
+	cfg.CacheRoot = e.abs(cfg.CacheRoot)
+	e.forget(id)
+	if err := store.DeleteShared(ctx, cfg, id); err != nil {
+		return fmt.Errorf("deleting shared workspace %s: %w", id, err)
+	}
+	return os.RemoveAll(dir)
+}

@@ -358,10 +358,10 @@ func DeleteShared(ctx context.Context, sh Shared, ref string) error {
 	if err != nil {
 		return err
 	}
-	id, schema, where := s.shared.uuid, s.shared.schema, s.shared.where
+	id, schema, where, obj := s.shared.uuid, s.shared.schema, s.shared.where, s.shared.cfg.Objects
 	s.Close()
-	if sh.Objects != nil {
-		if err := objstore.DeletePrefix(ctx, sh.Objects, id+"/"); err != nil {
+	if obj != nil {
+		if err := objstore.DeletePrefix(ctx, obj, id+"/"); err != nil {
 			return err
 		}
 	}
