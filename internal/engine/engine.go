@@ -165,6 +165,10 @@ func (e *Engine) open(ctx context.Context, id string) (*store.Store, error) {
 			return s, nil
 		}
 	}
+	if e.opts.Shared != nil {
+		// Not on this machine: a workspace of the shared backend.
+		return e.openShared(ctx, id)
+	}
 	return nil, fmt.Errorf("workspace %s is not on this machine (looked for it through %s and under %s); an embedded workspace lives on the machine that created it: %w",
 		id, filepath.Join(root, pointersDir, id), root, ErrNotFound)
 }

@@ -85,22 +85,22 @@ func errNoSharedBackend(ref string) error {
 }
 
 // openShared returns the store of a shared workspace by its UUID or name,
-// opened once per engine.
+// opened once per engine (cached by its cache directory, as embedded stores
+// are by theirs, and remembered by UUID).
 func (e *Engine) openShared(ctx context.Context, ref string) (*store.Store, error) {
 	if e.opts.Shared == nil {
 		return nil, errNoSharedBackend(ref)
 	}
-	e.mu.Lock()
-	if s, ok := e.stores[ref]; ok {
-		e.mu.Unlock()
-		return s, nil
-	}
-	e.mu.Unlock()
 	cfg, err := e.opts.Shared.config()
 	if err != nil {
 		return nil, err
 	}
 	cfg.CacheRoot = e.abs(cfg.CacheRoot)
+	if IsWorkspaceID(ref) {
+		if s, err := e.openDir(ctx, filepath.Join(cfg.CacheRoot, ref)); err == nil && s.SharedID() == ref {
+			return s, nil
+		}
+	}
 	s, err := store.OpenShared(ctx, cfg, ref)
 	if err != nil {
 		return nil, err
@@ -108,21 +108,22 @@ func (e *Engine) openShared(ctx context.Context, ref string) (*store.Store, erro
 	return e.keepShared(s), nil
 }
 
-// keepShared caches an opened shared store under its UUID (a racing open of
-// the same workspace keeps the first).
+// keepShared caches an opened shared store (a racing open of the same
+// workspace keeps the first).
 func (e *Engine) keepShared(s *store.Store) *store.Store {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if old, ok := e.stores[s.SharedID()]; ok {
+	e.where[s.UID] = s.Dir
+	if old, ok := e.stores[s.Dir]; ok {
 		s.Close()
 		return old
 	}
-	e.stores[s.SharedID()] = s
+	e.stores[s.Dir] = s
 	return s
 }
 
 // createShared creates (or adopts, by name) a shared workspace.
-func (e *Engine) createShared(ctx context.Context, spec WorkspaceSpec) (*store.Store, error) {
+func (e *Engine) createShared(ctx context.Context, spec WorkspaceSpec) (*Workspace, error) {
 	if e.opts.Shared == nil {
 		return nil, errNoSharedBackend(spec.Name)
 	}
@@ -138,19 +139,37 @@ func (e *Engine) createShared(ctx context.Context, spec WorkspaceSpec) (*store.S
 	if err != nil {
 		return nil, err
 	}
-	return e.keepShared(s), nil
+	s = e.keepShared(s)
+	if err := s.UpdateMeta(ctx, spec.Description, spec.Tags); err != nil {
+		return nil, err
+	}
+	return e.readWorkspace(ctx, s)
+}
+
+// LocateSharedWorkspace reads the shared workspace of that name: a wrapped
+// ErrNotFound when there is none, or when id is set and the name now belongs
+// to another workspace.
+func (e *Engine) LocateSharedWorkspace(ctx context.Context, id, name string) (*Workspace, error) {
+	s, err := e.openShared(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if id != "" && s.UID != id {
+		return nil, fmt.Errorf("shared workspace %q is now %s, not %s: %w", name, s.UID, id, ErrNotFound)
+	}
+	return e.readWorkspace(ctx, s)
 }
 
 // deleteShared removes a shared workspace (records and files) and this
 // machine's cache of it.
 func (e *Engine) deleteShared(ctx context.Context, s *store.Store) error {
-	id, dir := s.SharedID(), s.Dir
+	id, dir := s.UID, s.Dir
 	cfg, err := e.opts.Shared.config()
 	if err != nil {
 		return err
 	}
 	cfg.CacheRoot = e.abs(cfg.CacheRoot)
-	e.forget(id)
+	e.forget(s)
 	if err := store.DeleteShared(ctx, cfg, id); err != nil {
 		return fmt.Errorf("deleting shared workspace %s: %w", id, err)
 	}

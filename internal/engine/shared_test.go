@@ -1,0 +1,94 @@
+package engine_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openaml/terraform-provider-aml/internal/engine"
+	"github.com/openaml/terraform-provider-aml/internal/engine/env"
+	"github.com/openaml/terraform-provider-aml/internal/engine/run"
+	"github.com/openaml/terraform-provider-aml/internal/engine/store/objstore"
+	"github.com/openaml/terraform-provider-aml/internal/testutil/postgres"
+	s3test "github.com/openaml/terraform-provider-aml/internal/testutil/s3"
+)
+
+const sharedTrain = `import os, aml_run
+aml_run.log("accuracy", 0.9)
+open(os.path.join(os.environ["AML_OUTPUTS_DIR"], "model.txt"), "w").write("w")
+print("trained")
+`
+
+// Two engines with their own caches (two machines) on one shared backend: a
+// run made on one is read, with its files, on the other.
+func TestSharedWorkspaceAcrossMachines(t *testing.T) {
+	py := python(t)
+	ctx := context.Background()
+	pg := postgres.Start(t)
+	srv := s3test.Start(t)
+	s3cfg := srv.Config(srv.Bucket(t))
+	url := pg.NewDB(t)
+	backend := func(cache string) func(*engine.Options) {
+		return func(o *engine.Options) {
+			o.Shared = &engine.SharedBackend{Postgres: url, S3: s3cfg, CacheDir: cache}
+		}
+	}
+	a := newEngine(t, t.TempDir(), backend(t.TempDir()))
+	b := newEngine(t, t.TempDir(), backend(t.TempDir()))
+
+	ws, err := a.CreateWorkspace(ctx, engine.WorkspaceSpec{Name: "team", Backend: engine.BackendShared})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(ws.ID, "/") {
+		t.Fatalf("shared workspace id %q looks like a path", ws.ID)
+	}
+	again, err := b.CreateWorkspace(ctx, engine.WorkspaceSpec{Name: "team", Backend: engine.BackendShared})
+	if err != nil || again.ID != ws.ID {
+		t.Fatalf("the same name on another machine: %+v, %v; want workspace %s", again, err, ws.ID)
+	}
+	rc, err := a.PutRunConfig(ctx, ws.ID, engine.RunConfigSpec{Name: "rc", Environment: env.Environment{Python: &env.Python{UserManagedDependencies: true, InterpreterPath: py}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := writeSource(t, map[string]string{"train.py": sharedTrain})
+	r, err := a.SubmitRun(ctx, engine.RunRequest{WorkspaceID: ws.ID, Experiment: "exp", SourceDirectory: src, Script: "train.py", ComputeTarget: engine.LocalTarget, RunConfigID: rc.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopAtCleanup(t, a, r.ID)
+	done, err := waitRun(t, a, r.ID, 60*time.Second)
+	if err != nil || done.Status != run.Completed {
+		t.Fatalf("run: %+v, %v", done, err)
+	}
+	if !strings.HasPrefix(done.OutputsURI, "s3://"+s3cfg.Bucket+"/"+ws.ID+"/runs/"+done.RunID+"/outputs/") {
+		t.Errorf("outputs_uri = %q", done.OutputsURI)
+	}
+	obj, err := objstore.NewS3(ctx, s3cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"runs/" + done.RunID + "/outputs/model.txt", "runs/" + done.RunID + "/logs/std_log.txt"} {
+		if _, err := obj.Stat(ctx, ws.ID+"/"+key); err != nil {
+			t.Errorf("%s is not in the bucket: %v", key, err)
+		}
+	}
+
+	// Machine B reads it: record from PostgreSQL, files from the bucket.
+	seen, err := b.ReadRun(ctx, r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seen.Status != run.Completed || seen.Metrics["accuracy"] != 0.9 || seen.OutputsGone || len(seen.OutputFiles) != 1 {
+		t.Fatalf("B sees %+v", seen)
+	}
+	if seen.OutputsPath == done.OutputsPath {
+		t.Errorf("B's outputs_path is A's: %s", seen.OutputsPath)
+	}
+	if got, err := os.ReadFile(filepath.Join(seen.OutputsPath, "model.txt")); err != nil || string(got) != "w" {
+		t.Errorf("B's copy: %q, %v", got, err)
+	}
+}
