@@ -509,14 +509,24 @@ func (e *Engine) start(ctx context.Context, sub *submission, rec *run.Record) (*
 		}
 		return e.toRun(s, failed), &RunFailedError{Run: e.toRun(s, failed)}
 	}
-	rec, err = s.UpdateRun(ctx, rec.ID, func(r *run.Record) error {
+	started, err := s.UpdateRun(ctx, rec.ID, func(r *run.Record) error {
 		r.Handle = h
 		r.Status = run.Starting
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		// The store failed (a shared backend's server went away): without
+		// its handle recorded nobody could follow the run, so stop it. The
+		// record stays NotStarted, and the next apply closes it out as an
+		// interrupted submission and starts the run again.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.opts.CancelGrace+15*time.Second)
+		defer cancel()
+		if ex, rerr := sub.drv.Recover(cctx, h); rerr == nil {
+			_ = ex.Cancel(cctx, e.opts.CancelGrace, run.ReasonCanceled)
+		}
+		return nil, fmt.Errorf("run %s was started but could not be recorded, so it was stopped: %w", rec.ID, err)
 	}
+	rec = started
 	// One observation at once: a run that is not waited for still shows where
 	// it is (Queued with the scheduler's reason, a batch job's id).
 	if r, err := e.refresh(ctx, s, rec); err == nil {

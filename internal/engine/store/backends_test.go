@@ -144,14 +144,15 @@ func testNewerSchemaRefused(t *testing.T, b backend) {
 	}
 }
 
-// A workspace written at every older schema version opens, is migrated
-// forward and keeps its rows; several handles opening it at once migrate it
-// once.
+// A workspace written at every older schema version (since 4, where a
+// workspace got its uid: Create writes it) opens, is migrated forward and
+// keeps its rows; several handles opening it at once migrate it once. (The
+// embedded store's migrations before 4 are tested with their own fixtures.)
 func testOlderSchemaMigrated(t *testing.T, b backend) {
 	ctx := context.Background()
 	latest := store.SchemaVersion
 	defer func() { store.SchemaVersion = latest }()
-	for v := 1; v < latest; v++ {
+	for v := 4; v < latest; v++ {
 		t.Run(fmt.Sprintf("from %d", v), func(t *testing.T) {
 			store.SchemaVersion = v
 			s := b.create(t)

@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
+	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
@@ -38,8 +40,27 @@ func (d dialect) String() string {
 type handle struct {
 	sql     *sql.DB
 	dialect dialect
-	lockKey int64 // advisory lock of the workspace (PostgreSQL)
+	lockKey int64  // advisory lock of the workspace (PostgreSQL)
+	where   string // the server, for errors (PostgreSQL): "PostgreSQL at host:port/db"
 }
+
+// named puts the server's name in front of a database error (a connection
+// the server closed, a failed statement), so an apply's error says which
+// server failed. No rows is not a fault of the server and stays as it is.
+func (d *handle) named(err error) error {
+	if err == nil || d.where == "" || errors.Is(err, sql.ErrNoRows) || strings.HasPrefix(err.Error(), d.where) {
+		return err
+	}
+	return fmt.Errorf("%s: %w", d.where, pgError(err))
+}
+
+// row is a single-row result whose Scan error is named (see handle.named).
+type row struct {
+	r *sql.Row
+	d *handle
+}
+
+func (r *row) Scan(dest ...any) error { return r.d.named(r.r.Scan(dest...)) }
 
 func (d *handle) Close() error { return d.sql.Close() }
 
@@ -75,11 +96,12 @@ func rebindDollar(q string) string {
 }
 
 func (d *handle) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
-	return d.sql.QueryContext(ctx, d.rebind(q), args...)
+	rows, err := d.sql.QueryContext(ctx, d.rebind(q), args...)
+	return rows, d.named(err)
 }
 
-func (d *handle) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
-	return d.sql.QueryRowContext(ctx, d.rebind(q), args...)
+func (d *handle) QueryRowContext(ctx context.Context, q string, args ...any) *row {
+	return &row{r: d.sql.QueryRowContext(ctx, d.rebind(q), args...), d: d}
 }
 
 // ExecContext runs one write. On PostgreSQL it runs in its own transaction
@@ -106,12 +128,12 @@ func (d *handle) ExecContext(ctx context.Context, q string, args ...any) (sql.Re
 func (d *handle) BeginTx(ctx context.Context, opts *sql.TxOptions) (*tx, error) {
 	t, err := d.sql.BeginTx(ctx, opts)
 	if err != nil {
-		return nil, err
+		return nil, d.named(err)
 	}
 	if d.dialect == dialectPostgres {
 		if _, err := t.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, d.lockKey); err != nil {
 			t.Rollback()
-			return nil, err
+			return nil, d.named(err)
 		}
 	}
 	return &tx{tx: t, db: d}, nil
@@ -124,18 +146,20 @@ type tx struct {
 }
 
 func (t *tx) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
-	return t.tx.QueryContext(ctx, t.db.rebind(q), args...)
+	rows, err := t.tx.QueryContext(ctx, t.db.rebind(q), args...)
+	return rows, t.db.named(err)
 }
 
-func (t *tx) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
-	return t.tx.QueryRowContext(ctx, t.db.rebind(q), args...)
+func (t *tx) QueryRowContext(ctx context.Context, q string, args ...any) *row {
+	return &row{r: t.tx.QueryRowContext(ctx, t.db.rebind(q), args...), d: t.db}
 }
 
 func (t *tx) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
-	return t.tx.ExecContext(ctx, t.db.rebind(q), args...)
+	res, err := t.tx.ExecContext(ctx, t.db.rebind(q), args...)
+	return res, t.db.named(err)
 }
 
-func (t *tx) Commit() error   { return t.tx.Commit() }
+func (t *tx) Commit() error   { return t.db.named(t.tx.Commit()) }
 func (t *tx) Rollback() error { return t.tx.Rollback() }
 
 var (

@@ -257,7 +257,7 @@ func OpenShared(ctx context.Context, sh Shared, ref string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &handle{sql: pool, dialect: dialectPostgres, lockKey: lockKey("aml:ws:" + id)}
+	h := &handle{sql: pool, dialect: dialectPostgres, lockKey: lockKey("aml:ws:" + id), where: where}
 	fail := func(err error) (*Store, error) { pool.Close(); return nil, err }
 	if err := migrateShared(ctx, h); err != nil {
 		return fail(fmt.Errorf("%s: workspace %s: %w", where, id, err))
