@@ -497,3 +497,72 @@ func errorBlock(out string) string {
 	}
 	return out
 }
+
+// Bad input is refused naming the attribute and what is valid, and no secret
+// of the configuration appears in Terraform's output.
+func TestAccSharedBackend_badInput(t *testing.T) {
+	testAccPreCheck(t)
+	pg := postgres.Start(t)
+	rc := providerMirror(t)
+	const secret = "do-not-print-this-secret"
+	wrongPW := strings.Replace(pg.URL("postgres"), pg.Password, secret, 1)
+	cases := []struct {
+		name, provider, workspace string
+		want                      []string
+	}{
+		{"half S3 credentials", `shared_backend {
+    postgres = "` + pg.URL("postgres") + `"
+    s3 {
+      bucket        = "b"
+      access_key_id = "AKIA"
+    }
+  }`, `backend = "shared"`, []string{"shared_backend.s3.access_key_id and secret_access_key go together"}},
+		{"endpoint not a URL", `shared_backend {
+    s3 {
+      bucket   = "b"
+      endpoint = "minio:9000"
+    }
+  }`, `backend = "shared"`, []string{`shared_backend.s3.endpoint "minio:9000" is not a URL`, "http://host:port"}},
+		{"shared without shared_backend", ``, `backend = "shared"`, []string{"has no shared_backend block"}},
+		{"unknown backend", ``, `backend = "cloud"`, []string{"backend", "embedded", "shared"}},
+		{"storage_path with shared", `shared_backend {
+    postgres = "` + pg.URL("postgres") + `"
+  }`, "backend = \"shared\"\n  storage_path = \"wsdir\"", []string{`storage_path = "wsdir"`, "Remove storage_path"}},
+		{"wrong password", `shared_backend {
+    postgres = "` + wrongPW + `"
+    secrets_key = "` + secret + `"
+  }`, `backend = "shared"`, []string{fmt.Sprintf("PostgreSQL at 127.0.0.1:%d/postgres", pg.Port), "password authentication failed"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := fmt.Sprintf(`terraform {
+  required_providers {
+    aml = { source = "openaml/aml" }
+  }
+}
+provider "aml" {
+  %s
+}
+resource "aml_workspace" "ws" {
+  name = "bad"
+  %s
+}
+`, c.provider, c.workspace)
+			r := newRunner(t, c.name, t.TempDir(), rc, &sharedParts{pg: pg, s3: &s3test.Server{}}, map[string]string{"main.tf": cfg})
+			r.ok("init", "-input=false")
+			out, code := r.tf("apply", "-auto-approve", "-input=false")
+			if code == 0 {
+				t.Fatalf("apply succeeded:\n%s", out)
+			}
+			flat := strings.Join(strings.Fields(out), " ")
+			for _, w := range c.want {
+				if !strings.Contains(flat, strings.Join(strings.Fields(w), " ")) {
+					t.Errorf("output does not say %q:\n%s", w, out)
+				}
+			}
+			if strings.Contains(out, secret) || strings.Contains(out, pg.Password) {
+				t.Errorf("a secret is in Terraform's output:\n%s", out)
+			}
+		})
+	}
+}

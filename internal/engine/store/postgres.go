@@ -100,7 +100,10 @@ func openPostgres(ctx context.Context, conn, searchPath string) (*sql.DB, string
 	db.SetConnMaxIdleTime(time.Minute)
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
-		return nil, where, pgError(err)
+		if !strings.HasPrefix(err.Error(), where) {
+			err = fmt.Errorf("%s: %w", where, pgError(err))
+		}
+		return nil, where, err
 	}
 	return db, where, nil
 }
@@ -129,11 +132,11 @@ func redactParseError(err error) string {
 	return pgPasswordRE.ReplaceAllString(err.Error(), "${1}${2}xxxxx")
 }
 
-// pgError shortens a connection error to what helps; pgx never puts the
-// password in its errors.
+// pgError shortens a server's error to what helps (a wrapped one keeps its
+// context, such as the server's name); pgx never puts the password in its
+// errors.
 func pgError(err error) error {
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
+	if pe, ok := err.(*pgconn.PgError); ok {
 		return fmt.Errorf("%s (SQLSTATE %s)", pe.Message, pe.Code)
 	}
 	return err
