@@ -439,6 +439,7 @@ func (e *Engine) stage(ctx context.Context, sub *submission) (*run.Record, error
 		Experiment:      req.Experiment,
 		Target:          req.ComputeTarget,
 		RunConfig:       rc.Spec.Name,
+		Host:            thisHost(),
 		SubmitKey:       sub.key,
 		Status:          run.NotStarted,
 		CreatedAt:       now,
@@ -627,6 +628,12 @@ func (e *Engine) refresh(ctx context.Context, s *store.Store, rec *run.Record) (
 		noticeOutputsGone(r)
 		return r, nil
 	}
+	if other := elsewhere(s, rec); other != "" {
+		// Another machine's run: it follows it and records what it sees.
+		r := e.toRun(s, rec)
+		r.Message = fmt.Sprintf("run is active on machine %q, which started it and records its progress in the shared workspace; status as last recorded", other)
+		return r, nil
+	}
 	ex, err := e.recoverRun(ctx, s, rec)
 	if err != nil {
 		return nil, err
@@ -719,6 +726,12 @@ func (e *Engine) WaitRun(ctx context.Context, id string) (*Run, error) {
 	if err != nil {
 		return nil, err
 	}
+	if rec.Status.Active() && elsewhere(s, rec) != "" {
+		// Another machine follows it: wait for what it records.
+		if rec, err = waitRecorded(ctx, s, rec.ID); err != nil {
+			return nil, err
+		}
+	}
 	if rec.Status.Active() && len(rec.Handle) > 0 {
 		ex, err := e.recoverRun(ctx, s, rec)
 		if err != nil {
@@ -776,6 +789,9 @@ func (e *Engine) cancel(ctx context.Context, s *store.Store, runID, reason strin
 	}
 	if rec.Status.Terminal() || len(rec.Handle) == 0 {
 		return e.toRun(s, rec), nil
+	}
+	if other := elsewhere(s, rec); other != "" {
+		return nil, fmt.Errorf("run %s is active on machine %q, which started it; only that machine can stop its processes: cancel it from there, or wait for it to end", runID, other)
 	}
 	ex, err := e.recoverRun(ctx, s, rec)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
@@ -174,4 +175,35 @@ func (e *Engine) deleteShared(ctx context.Context, s *store.Store) error {
 		return fmt.Errorf("deleting shared workspace %s: %w", id, err)
 	}
 	return os.RemoveAll(dir)
+}
+
+func thisHost() string {
+	h, _ := os.Hostname()
+	return h
+}
+
+// elsewhere names the machine that started an active run of a shared
+// workspace when it is not this one ("" otherwise): only that machine can
+// observe the run's processes.
+func elsewhere(s *store.Store, rec *run.Record) string {
+	if s.SharedID() == "" || rec.Host == "" || rec.Host == thisHost() {
+		return ""
+	}
+	return rec.Host
+}
+
+// waitRecorded polls a run's record until it is terminal (another machine
+// records it) or ctx ends.
+func waitRecorded(ctx context.Context, s *store.Store, id string) (*run.Record, error) {
+	for {
+		rec, err := s.GetRun(ctx, id)
+		if err != nil || rec.Status.Terminal() {
+			return rec, err
+		}
+		select {
+		case <-ctx.Done():
+			return rec, fmt.Errorf("waiting for run %s, active on machine %q: %w", id, rec.Host, ctx.Err())
+		case <-time.After(time.Second):
+		}
+	}
 }

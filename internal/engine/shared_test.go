@@ -11,6 +11,7 @@ import (
 	"github.com/openaml/terraform-provider-aml/internal/engine"
 	"github.com/openaml/terraform-provider-aml/internal/engine/env"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
+	"github.com/openaml/terraform-provider-aml/internal/engine/store"
 	"github.com/openaml/terraform-provider-aml/internal/engine/store/objstore"
 	"github.com/openaml/terraform-provider-aml/internal/testutil/postgres"
 	s3test "github.com/openaml/terraform-provider-aml/internal/testutil/s3"
@@ -90,5 +91,53 @@ func TestSharedWorkspaceAcrossMachines(t *testing.T) {
 	}
 	if got, err := os.ReadFile(filepath.Join(seen.OutputsPath, "model.txt")); err != nil || string(got) != "w" {
 		t.Errorf("B's copy: %q, %v", got, err)
+	}
+}
+
+// A run active on another machine is neither observed nor canceled here
+// (this machine cannot see its processes, and must not record it as lost).
+func TestSharedRunActiveElsewhere(t *testing.T) {
+	py := python(t)
+	ctx := context.Background()
+	pg := postgres.Start(t)
+	url := pg.NewDB(t)
+	a := newEngine(t, t.TempDir(), func(o *engine.Options) { o.Shared = &engine.SharedBackend{Postgres: url, CacheDir: t.TempDir()} })
+	ws, err := a.CreateWorkspace(ctx, engine.WorkspaceSpec{Name: "team", Backend: engine.BackendShared})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := a.PutRunConfig(ctx, ws.ID, engine.RunConfigSpec{Name: "rc", Environment: env.Environment{Python: &env.Python{UserManagedDependencies: true, InterpreterPath: py}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := writeSource(t, map[string]string{"train.py": "import time\ntime.sleep(30)\n"})
+	r, err := a.SubmitRun(ctx, engine.RunRequest{WorkspaceID: ws.ID, Experiment: "exp", SourceDirectory: src, Script: "train.py", ComputeTarget: engine.LocalTarget, RunConfigID: rc.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopAtCleanup(t, a, r.ID)
+	// The same record, as another machine (its host) would have written it.
+	s, err := store.OpenShared(ctx, store.Shared{Postgres: url, CacheRoot: t.TempDir()}, ws.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	setHost := func(h string) {
+		if _, err := s.UpdateRun(ctx, r.RunID, func(rec *run.Record) error { rec.Host = h; return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	host, _ := os.Hostname()
+	setHost("ci-runner-7")
+	seen, err := a.ReadRun(ctx, r.ID)
+	if err != nil || !seen.Status.Active() || !strings.Contains(seen.Message, `active on machine "ci-runner-7"`) {
+		t.Fatalf("read of another machine's run: %+v, %v", seen, err)
+	}
+	if _, err := a.CancelRun(ctx, r.ID); err == nil || !strings.Contains(err.Error(), "ci-runner-7") {
+		t.Errorf("cancel of another machine's run: %v", err)
+	}
+	setHost(host)
+	if _, err := a.CancelRun(ctx, r.ID); err != nil {
+		t.Fatal(err)
 	}
 }
