@@ -102,6 +102,7 @@ var suite = []struct {
 	{"PoolClaimsAcrossHandles", testPoolClaimsAcrossHandles},
 	{"PoolClaimsAcrossProcesses", testPoolClaimsAcrossProcesses},
 	{"Targets", testTargets},
+	{"NodeHost", testNodeHost},
 }
 
 func runSuite(t *testing.T, b backend) {
@@ -502,5 +503,18 @@ func testTargets(t *testing.T, b backend) {
 	}
 	if _, err := other.GetTarget(ctx, "h1"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("deleted target: %v", err)
+	}
+}
+
+// A node row records the machine of its agent, read back by every handle.
+func testNodeHost(t *testing.T, b backend) {
+	ctx := context.Background()
+	s := b.create(t)
+	if _, err := s.ReserveNodes(ctx, "p", 1, func(int) string { return "n0" }); err != nil {
+		t.Fatal(err)
+	}
+	n, err := b.open(t, s).Node(ctx, "n0")
+	if err != nil || n.Host != store.Hostname() || n.Host == "" {
+		t.Fatalf("node = %+v, %v; want host %q", n, err, store.Hostname())
 	}
 }
