@@ -245,6 +245,12 @@ resource "aml_experiment_run" "train" {
   run_configuration_id = aml_run_configuration.py.id
 }
 
+# Reads the run, and its files, through the backend on whichever machine plans.
+data "aml_run" "first" {
+  workspace_id = aml_workspace.ws.id
+  run_id       = aml_experiment_run.train[0].run_id
+}
+
 output "run_ids" { value = aml_experiment_run.train[*].run_id }
 output "accuracy" { value = aml_experiment_run.train[0].metrics["accuracy"] }
 output "outputs_uri" { value = aml_experiment_run.train[0].outputs_uri }
@@ -304,6 +310,12 @@ func TestAccSharedBackendTwoRunners(t *testing.T) {
 	}
 	if got, err := os.ReadFile(filepath.Join(outPath, "model.txt")); err != nil || string(got) != "weights" {
 		t.Errorf("B's copy of A's output: %q, %v", got, err)
+	}
+	if uri := b.stateAttrOf("data.aml_run.first", "outputs_uri"); uri != outA["outputs_uri"] {
+		t.Errorf("data.aml_run on B: outputs_uri %v, want %v", uri, outA["outputs_uri"])
+	}
+	if files := b.stateAttrOf("data.aml_run.first", "output_files"); fmt.Sprint(files) != "[model.txt]" {
+		t.Errorf("data.aml_run on B: output_files %v", files)
 	}
 
 	// B changes train.py: the run is replaced, runs there, outputs in the bucket.
