@@ -292,3 +292,22 @@ func TestSharedBadConnectionString(t *testing.T) {
 		}
 	}
 }
+
+// An empty connection string takes everything from the PG* environment, as
+// psql does.
+func TestSharedFromPGEnvironment(t *testing.T) {
+	pg := postgres.Start(t)
+	pg.CreateDB(t, "fromenv")
+	for k, v := range map[string]string{"PGHOST": "127.0.0.1", "PGPORT": fmt.Sprint(pg.Port), "PGUSER": pg.User,
+		"PGPASSWORD": pg.Password, "PGDATABASE": "fromenv", "PGSSLMODE": "disable"} {
+		t.Setenv(k, v)
+	}
+	s, err := store.CreateShared(context.Background(), store.Shared{CacheRoot: t.TempDir()}, store.Meta{Name: "envws"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if m, err := s.Meta(context.Background()); err != nil || m.Name != "envws" {
+		t.Fatalf("meta = %+v, %v", m, err)
+	}
+}
