@@ -92,6 +92,24 @@ func TestSharedWorkspaceAcrossMachines(t *testing.T) {
 	if got, err := os.ReadFile(filepath.Join(seen.OutputsPath, "model.txt")); err != nil || string(got) != "w" {
 		t.Errorf("B's copy: %q, %v", got, err)
 	}
+
+	// Kept with its history by default; deleted with it on DELETE: records,
+	// objects and this machine's cache.
+	if kept, err := a.DestroyWorkspace(ctx, ws.ID, engine.DeleteKeepHistory); err != nil || !kept {
+		t.Fatalf("destroy with KEEP_HISTORY: kept=%v, %v", kept, err)
+	}
+	if _, err := b.ReadWorkspace(ctx, ws.ID); err != nil {
+		t.Fatalf("a kept workspace is gone for B: %v", err)
+	}
+	if _, err := a.DestroyWorkspace(ctx, ws.ID, engine.DeleteAll); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.ReadWorkspace(ctx, ws.ID); !engine.IsNotFound(err) {
+		t.Errorf("deleted workspace: %v", err)
+	}
+	if left, err := obj.List(ctx, ws.ID+"/"); err != nil || len(left) != 0 {
+		t.Errorf("objects left after DELETE: %v, %v", left, err)
+	}
 }
 
 // A run active on another machine is neither observed nor canceled here
