@@ -37,7 +37,7 @@ func manifestBlobs(m *snapshot.Manifest) []string {
 // manifest's own (extra).
 func pushSnapshot(ctx context.Context, s *store.Store, m *snapshot.Manifest, extra ...string) error {
 	if err := s.PushBlobs(ctx, append(manifestBlobs(m), extra...)); err != nil {
-		return fmt.Errorf("storing snapshot in %s: %w", s.Objects(), err)
+		return fmt.Errorf("storing snapshot: %w", err)
 	}
 	return nil
 }

@@ -449,11 +449,17 @@ func TestAccSharedBackendServerDown(t *testing.T) {
 		var out string
 		var code int
 		go func() { out, code = r.tf("apply", "-auto-approve", "-input=false"); close(done) }()
-		// Wait for the run to be recorded as running, then stop the server.
+		// Wait for the run to be recorded as started (its handle kept), then
+		// stop the server while the apply waits for it.
 		ws := p.openWorkspace(t, "team")
-		testutil.WaitFor(t, 60*time.Second, "a running run", func() bool {
+		testutil.WaitFor(t, 60*time.Second, "a started run", func() bool {
 			ids, _ := ws.ActiveRunIDs(context.Background())
-			return len(ids) > 0
+			for _, id := range ids {
+				if rec, err := ws.GetRun(context.Background(), id); err == nil && len(rec.Handle) > 0 {
+					return true
+				}
+			}
+			return false
 		})
 		p.pg.Stop()
 		<-done
@@ -470,10 +476,8 @@ func TestAccSharedBackendServerDown(t *testing.T) {
 		}
 	})
 	r.ok("apply", "-auto-approve", "-input=false")
-	// One run completed. The S3 failure left no record; the PostgreSQL one
-	// left either the run itself (adopted by this apply) or, when the server
-	// went away before the run's handle was recorded, a record closed out as
-	// an interrupted submission (its process was stopped).
+	// One run completed: the S3 failure left no record, and the run the
+	// PostgreSQL failure interrupted went on and was adopted by this apply.
 	ws2 := p.openWorkspace(t, "team")
 	ctx := context.Background()
 	if ids, err := ws2.ActiveRunIDs(ctx); err != nil || len(ids) != 0 {
@@ -494,8 +498,11 @@ func TestAccSharedBackendServerDown(t *testing.T) {
 			t.Errorf("run %s left %s (%s): %s", rec.ID, rec.Status, rec.FailureReason, rec.Error)
 		}
 	}
-	if completed != 1 || n > 2 {
-		t.Errorf("%d runs, %d completed; want exactly one completed", n, completed)
+	if completed != 1 || n != 1 {
+		t.Errorf("%d runs, %d completed; want the one run, completed (adopted, not run twice)", n, completed)
+	}
+	if out := r.ok("apply", "-auto-approve", "-input=false"); !strings.Contains(out, "No changes") {
+		t.Errorf("apply after recovery is not a no-op:\n%s", out)
 	}
 	if got := r.outputs(); got["accuracy"] != 0.93 {
 		t.Errorf("after recovery: %v", got)
