@@ -15,6 +15,7 @@ import (
 	"github.com/openaml/terraform-provider-aml/internal/engine/store/objstore"
 	"github.com/openaml/terraform-provider-aml/internal/testutil/postgres"
 	s3test "github.com/openaml/terraform-provider-aml/internal/testutil/s3"
+	"github.com/openaml/terraform-provider-aml/internal/testutil/sshd"
 )
 
 const sharedTrain = `import os, aml_run
@@ -157,5 +158,52 @@ func TestSharedRunActiveElsewhere(t *testing.T) {
 	setHost(host)
 	if _, err := a.CancelRun(ctx, r.ID); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// An SSH host attached on one machine is used by another that has the same
+// secrets_key (its credentials sealed in the database); without the key the
+// other machine is told what is missing.
+func TestSharedSSHTargetAcrossMachines(t *testing.T) {
+	python(t)
+	ctx := context.Background()
+	srv := sshd.Start(t, sshd.Options{})
+	pg := postgres.Start(t)
+	url := pg.NewDB(t)
+	const key = "a-secrets-key-of-some-length-0123"
+	machine := func(secretsKey string) *engine.Engine {
+		return newEngine(t, t.TempDir(), func(o *engine.Options) {
+			o.Shared = &engine.SharedBackend{Postgres: url, CacheDir: t.TempDir(), SecretsKey: secretsKey}
+		})
+	}
+	a, b, c := machine(key), machine(key), machine("")
+	ws, err := a.CreateWorkspace(ctx, engine.WorkspaceSpec{Name: "team", Backend: engine.BackendShared})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.AttachRemote(ctx, ws.ID, engine.RemoteSpec{
+		Name: "host", Address: "127.0.0.1", Port: srv.Port, Username: srv.User, HostKey: srv.HostKey,
+	}, engine.Credentials{PrivateKey: string(srv.KeyPEM)}); err != nil {
+		t.Fatalf("attach: %v\n%s", err, srv.LogTail())
+	}
+	rc, err := a.PutRunConfig(ctx, ws.ID, engine.RunConfigSpec{Name: "rc", Environment: env.Environment{Python: &env.Python{UserManagedDependencies: true, InterpreterPath: "python3"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := writeSource(t, map[string]string{"train.py": sharedTrain})
+	req := engine.RunRequest{WorkspaceID: ws.ID, Experiment: "exp", SourceDirectory: src, Script: "train.py", ComputeTarget: "host", RunConfigID: rc.ID}
+	r, err := b.SubmitRun(ctx, req)
+	if err != nil {
+		t.Fatalf("machine B submitting to A's SSH host: %v", err)
+	}
+	stopAtCleanup(t, b, r.ID)
+	done, err := waitRun(t, b, r.ID, 90*time.Second)
+	if err != nil || done.Status != run.Completed || done.Metrics["accuracy"] != 0.9 {
+		t.Fatalf("B's run on A's host: %+v, %v", done, err)
+	}
+	req.Arguments = []string{"again"}
+	_, err = c.SubmitRun(ctx, req)
+	if err == nil || !strings.Contains(err.Error(), "secrets_key") || strings.Contains(err.Error(), string(srv.KeyPEM)) {
+		t.Errorf("machine C without the key: %v", err)
 	}
 }
