@@ -39,6 +39,9 @@ if [ "$purpose" != demo ]; then
   # A real Docker engine (docker.io, containerd, runc) and debootstrap for the
   # environment.docker tests; the tests start a private dockerd of their own.
   bash "$(dirname "$0")/install-docker.sh" || missing+=("Docker (scripts/install-docker.sh)")
+  # A real PostgreSQL and S3-compatible server (versitygw) for the shared workspace backend.
+  bash "$(dirname "$0")/install-postgres.sh" || missing+=("PostgreSQL (scripts/install-postgres.sh)")
+  bash "$(dirname "$0")/install-versitygw.sh" || missing+=("versitygw (scripts/install-versitygw.sh)")
 fi
 # Real mlflow-skinny and azureml-core wheels for the script-compatibility tests
 # (demo: not needed).

@@ -15,3 +15,25 @@ provider "aml" {
   # Most files a snapshot may hold (default 2000).
   snapshot_max_files = 5000
 }
+
+# For teams and CI: workspaces with backend = "shared" keep their records in
+# PostgreSQL and their files in an S3-compatible bucket that every machine
+# reaches. Credentials left out come from PG* and AWS_* environment variables.
+variable "aml_postgres" {
+  type      = string
+  sensitive = true
+  default   = "postgres://aml@db.example.com:5432/aml"
+}
+
+provider "aml" {
+  alias = "team"
+
+  shared_backend {
+    postgres = var.aml_postgres
+    s3 {
+      bucket   = "ml-artifacts"
+      prefix   = "aml"
+      endpoint = "https://minio.example.com:9000"
+    }
+  }
+}

@@ -50,6 +50,8 @@ type Options struct {
 	CollectMaxBytes int64
 	// CancelGrace is the time between SIGTERM and SIGKILL; default 10s.
 	CancelGrace time.Duration
+	// Shared is where workspaces with the shared backend live (nil: none).
+	Shared *SharedBackend
 }
 
 // Engine is goroutine-safe: Terraform calls resources in parallel in one process.
@@ -162,6 +164,10 @@ func (e *Engine) open(ctx context.Context, id string) (*store.Store, error) {
 			e.remember(id, s.Dir)
 			return s, nil
 		}
+	}
+	if e.opts.Shared != nil {
+		// Not on this machine: a workspace of the shared backend.
+		return e.openShared(ctx, id)
 	}
 	return nil, fmt.Errorf("workspace %s is not on this machine (looked for it through %s and under %s); an embedded workspace lives on the machine that created it: %w",
 		id, filepath.Join(root, pointersDir, id), root, ErrNotFound)

@@ -72,6 +72,11 @@ type Run struct {
 	Metrics         map[string]float64
 	OutputFiles     []string
 	OutputsPath     string
+	// OutputsURI and LogsURI name where any machine finds the run's files:
+	// s3://bucket/prefix/<workspace uuid>/runs/<run id>/outputs/ on a shared
+	// workspace, file:///<workspace>/runs/<run id>/outputs/ on an embedded one.
+	OutputsURI      string
+	LogsURI         string
 	LogTail         string
 	LogPath         string
 	SnapshotHash    string
@@ -245,6 +250,8 @@ func (e *Engine) SnapshotChangesSinceLast(ctx context.Context, req RunRequest, m
 	if last.ManifestBlob == "" {
 		return []string{"unknown: the file list of run " + last.ID + " was not kept (it was submitted by an earlier provider version)"}, nil
 	}
+	// Another machine may have made that run: its manifest is in the bucket.
+	_ = s.FetchBlobs(ctx, []string{last.ManifestBlob})
 	old, err := e.blobs(s).GetManifest(last.ManifestBlob)
 	if err != nil {
 		return []string{fmt.Sprintf("unknown: the file list of run %s cannot be read: %v", last.ID, err)}, nil
@@ -426,12 +433,16 @@ func (e *Engine) stage(ctx context.Context, sub *submission) (*run.Record, error
 	if err != nil {
 		return nil, fmt.Errorf("storing snapshot manifest: %w", err)
 	}
+	if err := pushSnapshot(ctx, s, sub.manifest, manifestBlob); err != nil {
+		return nil, err
+	}
 	now := time.Now().UTC()
 	rec := &run.Record{
 		ID:              newRunID(req.Experiment, now),
 		Experiment:      req.Experiment,
 		Target:          req.ComputeTarget,
 		RunConfig:       rc.Spec.Name,
+		Host:            thisHost(),
 		SubmitKey:       sub.key,
 		Status:          run.NotStarted,
 		CreatedAt:       now,
@@ -502,14 +513,24 @@ func (e *Engine) start(ctx context.Context, sub *submission, rec *run.Record) (*
 		}
 		return e.toRun(s, failed), &RunFailedError{Run: e.toRun(s, failed)}
 	}
-	rec, err = s.UpdateRun(ctx, rec.ID, func(r *run.Record) error {
+	started, err := s.UpdateRun(ctx, rec.ID, func(r *run.Record) error {
 		r.Handle = h
 		r.Status = run.Starting
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		// The store failed (a shared backend's server went away): without
+		// its handle recorded nobody could follow the run, so stop it. The
+		// record stays NotStarted, and the next apply closes it out as an
+		// interrupted submission and starts the run again.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.opts.CancelGrace+15*time.Second)
+		defer cancel()
+		if ex, rerr := sub.drv.Recover(cctx, h); rerr == nil {
+			_ = ex.Cancel(cctx, e.opts.CancelGrace, run.ReasonCanceled)
+		}
+		return nil, fmt.Errorf("run %s was started but could not be recorded, so it was stopped: %w", rec.ID, err)
 	}
+	rec = started
 	// One observation at once: a run that is not waited for still shows where
 	// it is (Queued with the scheduler's reason, a batch job's id).
 	if r, err := e.refresh(ctx, s, rec); err == nil {
@@ -603,8 +624,17 @@ func (e *Engine) stillActive(ctx context.Context, s *store.Store, ids []string) 
 // refresh brings an active run's record up to date from its target.
 func (e *Engine) refresh(ctx context.Context, s *store.Store, rec *run.Record) (*Run, error) {
 	if rec.Status.Terminal() || len(rec.Handle) == 0 {
+		if err := localCopy(ctx, s, rec); err != nil {
+			return nil, err
+		}
 		r := e.toRun(s, rec)
 		noticeOutputsGone(r)
+		return r, nil
+	}
+	if other := elsewhere(s, rec); other != "" {
+		// Another machine's run: it follows it and records what it sees.
+		r := e.toRun(s, rec)
+		r.Message = fmt.Sprintf("run is active on machine %q, which started it and records its progress in the shared workspace; status as last recorded", other)
 		return r, nil
 	}
 	ex, err := e.recoverRun(ctx, s, rec)
@@ -634,6 +664,11 @@ func (e *Engine) record(ctx context.Context, s *store.Store, id string, ex drive
 	cerr := errNotCollected
 	if st.Status.Terminal() {
 		col, cerr = ex.Collect(ctx)
+		if cerr == nil {
+			if err := pushCollected(ctx, s, id, col); err != nil {
+				return nil, err
+			}
+		}
 	}
 	rec, err := s.UpdateRun(ctx, id, func(r *run.Record) error {
 		if run.CanTransition(r.Status, st.Status) {
@@ -695,6 +730,12 @@ func (e *Engine) WaitRun(ctx context.Context, id string) (*Run, error) {
 	if err != nil {
 		return nil, err
 	}
+	if rec.Status.Active() && elsewhere(s, rec) != "" {
+		// Another machine follows it: wait for what it records.
+		if rec, err = waitRecorded(ctx, s, rec.ID); err != nil {
+			return nil, err
+		}
+	}
 	if rec.Status.Active() && len(rec.Handle) > 0 {
 		ex, err := e.recoverRun(ctx, s, rec)
 		if err != nil {
@@ -752,6 +793,9 @@ func (e *Engine) cancel(ctx context.Context, s *store.Store, runID, reason strin
 	}
 	if rec.Status.Terminal() || len(rec.Handle) == 0 {
 		return e.toRun(s, rec), nil
+	}
+	if other := elsewhere(s, rec); other != "" {
+		return nil, fmt.Errorf("run %s is active on machine %q, which started it; only that machine can stop its processes: cancel it from there, or wait for it to end", runID, other)
 	}
 	ex, err := e.recoverRun(ctx, s, rec)
 	if err != nil {
@@ -834,6 +878,8 @@ func (e *Engine) toRun(s *store.Store, rec *run.Record) *Run {
 		Metrics:                 metrics,
 		OutputFiles:             outputs,
 		OutputsPath:             outputsPath,
+		OutputsURI:              s.RunFilesURI(rec.ID, "outputs"),
+		LogsURI:                 s.RunFilesURI(rec.ID, "logs"),
 		LogTail:                 rec.LogTail,
 		LogPath:                 logPath,
 		SnapshotHash:            rec.SnapshotHash,

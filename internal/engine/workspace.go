@@ -28,6 +28,8 @@ type WorkspaceSpec struct {
 	StoragePath string
 	Description string
 	Tags        map[string]string
+	// Backend is BackendEmbedded (default) or BackendShared.
+	Backend string
 }
 
 // Workspace is a workspace as stored.
@@ -44,6 +46,8 @@ type Workspace struct {
 	Tags        map[string]string
 	CreatedAt   time.Time
 	RunCount    int
+	// Backend is BackendEmbedded or BackendShared.
+	Backend string
 }
 
 // DefaultStoragePath is where a workspace lives when storage_path is not set:
@@ -66,6 +70,13 @@ func (e *Engine) SameStorage(a, b string) bool { return e.abs(a) == e.abs(b) }
 func (e *Engine) CreateWorkspace(ctx context.Context, spec WorkspaceSpec) (*Workspace, error) {
 	if !WorkspaceNamePattern.MatchString(spec.Name) {
 		return nil, fieldErr("name", "%q is not a valid workspace name: use 3 to 33 letters, digits, '-' or '_', starting with a letter or digit", spec.Name)
+	}
+	switch spec.Backend {
+	case BackendShared:
+		return e.createShared(ctx, spec)
+	case BackendEmbedded, "":
+	default:
+		return nil, fieldErr("backend", "%q is not a workspace backend; valid values are %s", spec.Backend, strings.Join(Backends, ", "))
 	}
 	dir := e.WorkspacePath(spec.Name, spec.StoragePath)
 	if st, err := os.Stat(dir); err == nil && !st.IsDir() {
@@ -135,7 +146,9 @@ func (e *Engine) ReadWorkspace(ctx context.Context, id string) (*Workspace, erro
 	if err != nil {
 		return nil, err
 	}
-	ws.StoragePath = e.storagePathOf(s)
+	if ws.Backend == BackendEmbedded {
+		ws.StoragePath = e.storagePathOf(s)
+	}
 	return ws, nil
 }
 
@@ -148,7 +161,11 @@ func (e *Engine) readWorkspace(ctx context.Context, s *store.Store) (*Workspace,
 	if err != nil {
 		return nil, err
 	}
-	return &Workspace{ID: s.UID, Dir: s.Dir, Name: m.Name, Description: m.Description, Tags: m.Tags, CreatedAt: m.CreatedAt, RunCount: n}, nil
+	backend := BackendEmbedded
+	if s.SharedID() != "" {
+		backend = BackendShared
+	}
+	return &Workspace{ID: s.UID, Dir: s.Dir, Name: m.Name, Description: m.Description, Tags: m.Tags, CreatedAt: m.CreatedAt, RunCount: n, Backend: backend}, nil
 }
 
 // UpdateWorkspace changes description and tags.
@@ -262,6 +279,9 @@ func (e *Engine) DeleteWorkspace(ctx context.Context, id string, force bool) err
 	}
 	if err := e.releaseTargets(ctx, s); err != nil {
 		return err
+	}
+	if s.SharedID() != "" {
+		return e.deleteShared(ctx, s)
 	}
 	dir := s.Dir
 	e.forget(s)

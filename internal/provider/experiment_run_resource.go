@@ -86,6 +86,8 @@ type ExperimentRunResourceModel struct {
 	SlurmJobID      types.String  `tfsdk:"slurm_job_id"`
 	OutputFileCount types.Int64   `tfsdk:"output_file_count"`
 	OutputsPath     types.String  `tfsdk:"outputs_path"`
+	OutputsURI      types.String  `tfsdk:"outputs_uri"`
+	LogsURI         types.String  `tfsdk:"logs_uri"`
 	LogTail         types.String  `tfsdk:"log_tail"`
 	LogPath         types.String  `tfsdk:"log_path"`
 	SnapshotHash    types.String  `tfsdk:"snapshot_hash"`
@@ -218,7 +220,10 @@ func (r *ExperimentRunResource) Schema(ctx context.Context, req resource.SchemaR
 				Computed: true, PlanModifiers: []planmodifier.Int64{int64planmodifier.UseStateForUnknown()},
 				MarkdownDescription: "How many files the run wrote under `outputs/` (also those not listed in `output_files`).",
 			},
-			"outputs_path": computedStr("Local directory holding the run's outputs."),
+			"outputs_path": computedStr("Local directory holding the run's outputs. On a shared workspace, this machine's copy (downloaded when a machine that lacks it reads the run)."),
+			"outputs_uri": computedStr("Where any machine finds the run's outputs: `s3://<bucket>/<prefix>/<workspace id>/runs/<run_id>/outputs/` on a shared workspace (uploaded when the run is collected), " +
+				"`file:///<workspace directory>/runs/<run_id>/outputs/` on an embedded one."),
+			"logs_uri": computedStr("Where any machine finds the run's logs (`std_log.txt`, ...), as `outputs_uri`."),
 			"log_tail": schema.StringAttribute{
 				Computed: true, Sensitive: true, PlanModifiers: keepStr,
 				MarkdownDescription: "The last 50 lines of the run's log. Marked sensitive only so that a plan that replaces the run does not print the old run's log: " +
@@ -441,6 +446,8 @@ func (m *ExperimentRunResourceModel) fillComputed(ctx context.Context, run *engi
 	m.OutputFiles = listValue(ctx, run.OutputFiles[:min(len(run.OutputFiles), engine.MaxStateOutputFiles)], diags)
 	m.OutputFileCount = types.Int64Value(int64(len(run.OutputFiles)))
 	m.OutputsPath = types.StringValue(run.OutputsPath)
+	m.OutputsURI = types.StringValue(run.OutputsURI)
+	m.LogsURI = types.StringValue(run.LogsURI)
 	m.LogTail = types.StringValue(run.LogTail)
 	m.LogPath = types.StringValue(run.LogPath)
 	m.SnapshotHash = types.StringValue(run.SnapshotHash)

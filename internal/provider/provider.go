@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
 	"github.com/hashicorp/terraform-plugin-framework/datasource"
+	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/provider"
 	"github.com/hashicorp/terraform-plugin-framework/provider/schema"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
@@ -32,6 +33,8 @@ type AmlProviderModel struct {
 	SnapshotMaxFiles types.Int64 `tfsdk:"snapshot_max_files"`
 	EnvCacheMaxBytes types.Int64 `tfsdk:"environment_cache_max_bytes"`
 	OutputsMaxBytes  types.Int64 `tfsdk:"outputs_max_bytes"`
+
+	SharedBackend *SharedBackendModel `tfsdk:"shared_backend"`
 }
 
 // New returns the provider factory.
@@ -47,7 +50,10 @@ func (p *AmlProvider) Metadata(ctx context.Context, req provider.MetadataRequest
 func (p *AmlProvider) Schema(ctx context.Context, req provider.SchemaRequest, resp *provider.SchemaResponse) {
 	resp.Schema = schema.Schema{
 		MarkdownDescription: "Azure-ML-style compute targets and training runs on machines you own. " +
-			"Workspaces live in a directory; `local` is the machine running Terraform.",
+			"Workspaces live in a directory (embedded) or, with `shared_backend`, in PostgreSQL and an S3-compatible bucket that every machine reaches; `local` is the machine running Terraform.",
+		Blocks: map[string]schema.Block{
+			"shared_backend": sharedBackendBlock(),
+		},
 		Attributes: map[string]schema.Attribute{
 			"snapshot_max_bytes": schema.Int64Attribute{
 				MarkdownDescription: fmt.Sprintf("Largest total size of a run's source snapshot, in bytes. Default %d (300 MB, as Azure ML).", snapshot.DefaultMaxBytes),
@@ -92,6 +98,15 @@ func (p *AmlProvider) Configure(ctx context.Context, req provider.ConfigureReque
 	}
 	if !data.OutputsMaxBytes.IsNull() && !data.OutputsMaxBytes.IsUnknown() {
 		opts.CollectMaxBytes = data.OutputsMaxBytes.ValueInt64()
+	}
+	if data.SharedBackend.unknown() {
+		resp.Diagnostics.AddAttributeError(path.Root("shared_backend"), "Shared backend not known yet",
+			"shared_backend takes values that are only known after apply (another resource's attributes); the provider needs them to plan. Use values known at plan time (variables, data sources).")
+		return
+	}
+	opts.Shared = data.SharedBackend.toEngine(&resp.Diagnostics)
+	if resp.Diagnostics.HasError() {
+		return
 	}
 	eng, err := engine.New(opts)
 	if err != nil {

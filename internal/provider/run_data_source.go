@@ -46,6 +46,8 @@ type RunDataSourceModel struct {
 	Metrics         types.Map     `tfsdk:"metrics"`
 	OutputFiles     types.List    `tfsdk:"output_files"`
 	OutputsPath     types.String  `tfsdk:"outputs_path"`
+	OutputsURI      types.String  `tfsdk:"outputs_uri"`
+	LogsURI         types.String  `tfsdk:"logs_uri"`
 	LogTail         types.String  `tfsdk:"log_tail"`
 	LogPath         types.String  `tfsdk:"log_path"`
 	SparkAppID      types.String  `tfsdk:"spark_application_id"`
@@ -109,7 +111,9 @@ func (d *RunDataSource) Schema(ctx context.Context, req datasource.SchemaRequest
 			"duration_seconds":     schema.Float64Attribute{Computed: true, MarkdownDescription: "Seconds between start and end."},
 			"metrics":              schema.MapAttribute{ElementType: types.Float64Type, Computed: true, MarkdownDescription: "Last value of each metric."},
 			"output_files":         schema.ListAttribute{ElementType: types.StringType, Computed: true, MarkdownDescription: "Files under `outputs/`."},
-			"outputs_path":         computed("Directory holding the outputs."),
+			"outputs_path":         computed("Directory holding the outputs on this machine (on a shared workspace, a copy downloaded from the bucket when this machine lacks it)."),
+			"outputs_uri":          computed("Where any machine finds the outputs (`s3://...` on a shared workspace, `file://...` on an embedded one)."),
+			"logs_uri":             computed("Where any machine finds the logs."),
 			"log_tail":             computed("Last 50 lines of the log."),
 			"log_path":             computed("Path of the full log."),
 			"snapshot_hash":        computed("Hash of the run's source snapshot."),
@@ -156,6 +160,7 @@ func (d *RunDataSource) Read(ctx context.Context, req datasource.ReadRequest, re
 	// All of them: the resource's state keeps a bounded part, this has the rest.
 	m.Metrics, m.OutputFiles, m.OutputsPath = numberMap(run.Metrics), listValue(ctx, run.OutputFiles, &resp.Diagnostics), rm.OutputsPath
 	m.LogTail, m.LogPath, m.SnapshotHash = rm.LogTail, rm.LogPath, rm.SnapshotHash
+	m.OutputsURI, m.LogsURI = rm.OutputsURI, rm.LogsURI
 	m.SparkAppID, m.SlurmJobID = rm.SparkAppID, rm.SlurmJobID
 	m.Tags = mapValue(ctx, run.Tags, &resp.Diagnostics)
 	m.ScriptTags, m.Params = mapValue(ctx, run.ScriptTags, &resp.Diagnostics), mapValue(ctx, run.Params, &resp.Diagnostics)

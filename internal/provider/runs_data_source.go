@@ -58,6 +58,7 @@ type runSummaryModel struct {
 	Tags            types.Map     `tfsdk:"tags"`
 	ScriptTags      types.Map     `tfsdk:"script_tags"`
 	OutputsPath     types.String  `tfsdk:"outputs_path"`
+	OutputsURI      types.String  `tfsdk:"outputs_uri"`
 	SnapshotHash    types.String  `tfsdk:"snapshot_hash"`
 }
 
@@ -67,7 +68,7 @@ var runSummaryType = types.ObjectType{AttrTypes: map[string]attr.Type{
 	"start_time": types.StringType, "end_time": types.StringType, "duration_seconds": types.Float64Type,
 	"metrics": types.MapType{ElemType: types.Float64Type}, "params": types.MapType{ElemType: types.StringType},
 	"tags": types.MapType{ElemType: types.StringType}, "script_tags": types.MapType{ElemType: types.StringType},
-	"outputs_path": types.StringType, "snapshot_hash": types.StringType,
+	"outputs_path": types.StringType, "outputs_uri": types.StringType, "snapshot_hash": types.StringType,
 }}
 
 // orderPattern is order_by's syntax (the engine checks it again).
@@ -135,6 +136,7 @@ func (d *RunsDataSource) Schema(ctx context.Context, req datasource.SchemaReques
 					"tags":             schema.MapAttribute{ElementType: types.StringType, Computed: true, MarkdownDescription: "Tags of the run (its `aml_experiment_run`'s `tags`)."},
 					"script_tags":      schema.MapAttribute{ElementType: types.StringType, Computed: true, MarkdownDescription: scriptTagsDescription},
 					"outputs_path":     computed("Directory holding the run's outputs."),
+					"outputs_uri":      computed("Where any machine finds the run's outputs (`s3://...` on a shared workspace, `file://...` on an embedded one)."),
 					"snapshot_hash":    computed("Hash of the run's source snapshot."),
 				}},
 			},
@@ -203,6 +205,7 @@ func runSummary(ctx context.Context, r *engine.Run, diags *diag.Diagnostics) run
 		Tags:            mapValue(ctx, orEmptyMap(r.Tags), diags),
 		ScriptTags:      mapValue(ctx, r.ScriptTags, diags),
 		OutputsPath:     types.StringValue(r.OutputsPath),
+		OutputsURI:      types.StringValue(r.OutputsURI),
 		SnapshotHash:    types.StringValue(r.SnapshotHash),
 	}
 	if r.ExitCode != nil {

@@ -4,9 +4,11 @@ import (
 	"context"
 
 	"github.com/hashicorp/terraform-plugin-framework-validators/datasourcevalidator"
+	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
 	"github.com/hashicorp/terraform-plugin-framework/datasource"
 	"github.com/hashicorp/terraform-plugin-framework/datasource/schema"
 	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine"
@@ -32,6 +34,7 @@ type WorkspaceDataSourceModel struct {
 	Tags        types.Map    `tfsdk:"tags"`
 	CreatedTime types.String `tfsdk:"created_time"`
 	RunCount    types.Int64  `tfsdk:"run_count"`
+	Backend     types.String `tfsdk:"backend"`
 }
 
 func (d *WorkspaceDataSource) Metadata(ctx context.Context, req datasource.MetadataRequest, resp *datasource.MetadataResponse) {
@@ -49,6 +52,11 @@ func (d *WorkspaceDataSource) Schema(ctx context.Context, req datasource.SchemaR
 			"tags":         schema.MapAttribute{ElementType: types.StringType, Computed: true, MarkdownDescription: "Tags."},
 			"created_time": schema.StringAttribute{Computed: true, MarkdownDescription: "Creation time (RFC 3339)."},
 			"run_count":    schema.Int64Attribute{Computed: true, MarkdownDescription: "Number of run records in the workspace."},
+			"backend": schema.StringAttribute{
+				Optional: true, Computed: true,
+				MarkdownDescription: "`" + engine.BackendEmbedded + "` (default: a directory, by `name` or `storage_path`) or `" + engine.BackendShared + "` (by `name`, in the provider's `shared_backend`).",
+				Validators:          []validator.String{stringvalidator.OneOf(engine.Backends...)},
+			},
 		},
 	}
 }
@@ -69,7 +77,18 @@ func (d *WorkspaceDataSource) Read(ctx context.Context, req datasource.ReadReque
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	ws, err := d.eng.LocateWorkspace(ctx, "", m.Name.ValueString(), m.StoragePath.ValueString())
+	var ws *engine.Workspace
+	var err error
+	if m.Backend.ValueString() == engine.BackendShared {
+		if m.Name.IsNull() || !m.StoragePath.IsNull() {
+			resp.Diagnostics.AddAttributeError(path.Root("name"), "Shared workspaces are found by name",
+				"backend = \""+engine.BackendShared+"\" looks the workspace up by name in the provider's shared_backend: set name, and no storage_path.")
+			return
+		}
+		ws, err = d.eng.LocateSharedWorkspace(ctx, "", m.Name.ValueString())
+	} else {
+		ws, err = d.eng.LocateWorkspace(ctx, "", m.Name.ValueString(), m.StoragePath.ValueString())
+	}
 	if err != nil {
 		addEngineError(&resp.Diagnostics, "Cannot read workspace", err)
 		return
@@ -82,6 +101,10 @@ func (d *WorkspaceDataSource) Read(ctx context.Context, req datasource.ReadReque
 	m.ID = types.StringValue(ws.ID)
 	m.Name = types.StringValue(ws.Name)
 	m.StoragePath = types.StringValue(ws.StoragePath)
+	if ws.Backend == engine.BackendShared {
+		m.StoragePath = types.StringNull()
+	}
+	m.Backend = types.StringValue(ws.Backend)
 	m.Description = types.StringValue(ws.Description)
 	m.Tags = mapValue(ctx, ws.Tags, &resp.Diagnostics)
 	m.CreatedTime = types.StringValue(rfc3339(ws.CreatedAt))

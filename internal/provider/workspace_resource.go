@@ -42,6 +42,7 @@ type WorkspaceResourceModel struct {
 	ForceDestroy   types.Bool   `tfsdk:"force_destroy"`
 	DeletionPolicy types.String `tfsdk:"deletion_policy"`
 	CreatedTime    types.String `tfsdk:"created_time"`
+	Backend        types.String `tfsdk:"backend"`
 }
 
 func (r *WorkspaceResource) Metadata(ctx context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
@@ -54,6 +55,15 @@ func (r *WorkspaceResource) Schema(ctx context.Context, req resource.SchemaReque
 		MarkdownDescription: "A workspace: the store that holds run configurations, compute targets, source snapshots and the history of every run " +
 			"(Azure ML's `Workspace`). It is a directory with a SQLite database and a content-addressed blob store.",
 		Attributes: map[string]schema.Attribute{
+			"backend": schema.StringAttribute{
+				Optional: true,
+				Computed: true,
+				Default:  stringdefault.StaticString(engine.BackendEmbedded),
+				MarkdownDescription: "Where the workspace lives: `" + engine.BackendEmbedded + "` (default), a directory on this machine (`storage_path`), or `" + engine.BackendShared +
+					"`, the provider's `shared_backend` (PostgreSQL and an S3-compatible bucket that every machine reaches, for teams and CI; the workspace is found by `name`). Changing it replaces the workspace.",
+				Validators:    []validator.String{stringvalidator.OneOf(engine.Backends...)},
+				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
+			},
 			"id": schema.StringAttribute{
 				Computed:            true,
 				MarkdownDescription: "The workspace's stable id, a UUID given when it is created and kept in its store. It names no machine path: a moved or re-cloned checkout, or another machine reaching the same workspace, sees the same id.",
@@ -127,6 +137,16 @@ func (r *WorkspaceResource) ModifyPlan(ctx context.Context, req resource.ModifyP
 	}
 	var cfgPath types.String
 	resp.Diagnostics.Append(req.Config.GetAttribute(ctx, path.Root("storage_path"), &cfgPath)...)
+	if plan.Backend.ValueString() == engine.BackendShared {
+		if !cfgPath.IsNull() {
+			resp.Diagnostics.AddAttributeError(path.Root("storage_path"), "storage_path with a shared backend",
+				fmt.Sprintf("storage_path = %q names the directory of an embedded workspace; a workspace with backend = %q lives in the provider's shared_backend (each machine's cache is shared_backend.cache_dir). Remove storage_path, or set backend = %q.",
+					cfgPath.ValueString(), engine.BackendShared, engine.BackendEmbedded))
+			return
+		}
+		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("storage_path"), types.StringNull())...)
+		return
+	}
 	if cfgPath.IsNull() {
 		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("storage_path"), engine.DefaultStoragePath(plan.Name.ValueString()))...)
 	}
@@ -165,6 +185,7 @@ func (r *WorkspaceResource) Create(ctx context.Context, req resource.CreateReque
 		StoragePath: plan.StoragePath.ValueString(),
 		Description: plan.Description.ValueString(),
 		Tags:        tags,
+		Backend:     plan.Backend.ValueString(),
 	})
 	if err != nil {
 		addEngineError(&resp.Diagnostics, "Cannot create workspace", err)
@@ -182,7 +203,9 @@ func (r *WorkspaceResource) Read(ctx context.Context, req resource.ReadRequest, 
 	}
 	var ws *engine.Workspace
 	var err error
-	if state.StoragePath.IsNull() || state.Name.IsNull() { // import: found by id (or name)
+	if state.Backend.ValueString() == engine.BackendShared && !state.Name.IsNull() {
+		ws, err = r.eng.LocateSharedWorkspace(ctx, state.ID.ValueString(), state.Name.ValueString())
+	} else if state.StoragePath.IsNull() || state.Name.IsNull() { // import: found by id (or name)
 		ws, err = r.eng.ReadWorkspace(ctx, state.ID.ValueString())
 	} else {
 		ws, err = r.eng.LocateWorkspace(ctx, state.ID.ValueString(), state.Name.ValueString(), state.StoragePath.ValueString())
@@ -266,7 +289,10 @@ func (r *WorkspaceResource) UpgradeState(ctx context.Context) map[int64]resource
 func (m *WorkspaceResourceModel) fill(ctx context.Context, ws *engine.Workspace, diags diagAppender) {
 	m.ID = types.StringValue(ws.ID)
 	m.Name = types.StringValue(ws.Name)
-	if m.StoragePath.IsNull() || m.StoragePath.IsUnknown() {
+	m.Backend = types.StringValue(ws.Backend)
+	if ws.Backend == engine.BackendShared {
+		m.StoragePath = types.StringNull()
+	} else if m.StoragePath.IsNull() || m.StoragePath.IsUnknown() {
 		m.StoragePath = types.StringValue(ws.StoragePath)
 	}
 	m.Description = types.StringValue(ws.Description)

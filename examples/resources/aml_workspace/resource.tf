@@ -19,6 +19,13 @@ resource "aml_workspace" "shared" {
   deletion_policy = "DELETE"
 }
 
+# A workspace in the provider's shared_backend (PostgreSQL + an S3-compatible
+# bucket), for teams and CI: found by name from every machine.
+resource "aml_workspace" "team" {
+  name    = "team"
+  backend = "shared"
+}
+
 output "workspace_dir" {
   value = aml_workspace.ws.id
 }

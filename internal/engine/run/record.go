@@ -35,10 +35,13 @@ type Record struct {
 	// list), so a later plan can say which files changed.
 	ManifestBlob string `json:",omitempty"`
 	Handle       json.RawMessage
-	Metrics      map[string]float64
-	OutputFiles  []string
-	LogTail      string
-	RunDir       string
+	// Host is the machine whose engine started the run: on a shared
+	// workspace only it observes the run while it is active.
+	Host        string `json:",omitempty"`
+	Metrics     map[string]float64
+	OutputFiles []string
+	LogTail     string
+	RunDir      string
 	// OutputsPath and LogPath are where the collected outputs and log are on
 	// the engine host (as the driver's Collect said).
 	OutputsPath string `json:",omitempty"`

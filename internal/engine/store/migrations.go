@@ -90,6 +90,9 @@ var migrations = []string{
 		substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6))) WHERE uid = '';`,
 	// 5: when each metric value was logged (Unix seconds; 0 when unknown).
 	`ALTER TABLE run_metrics ADD COLUMN time REAL NOT NULL DEFAULT 0;`,
+	// 6: the machine of each pool node agent: with a shared workspace only
+	// that machine can check its process; others go by its heartbeat.
+	`ALTER TABLE pool_nodes ADD COLUMN host TEXT NOT NULL DEFAULT '';`,
 }
 
 // SchemaVersion is the newest schema this build knows.

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 )
 
@@ -26,6 +27,7 @@ const (
 // NodeRow is one node agent of a pool.
 type NodeRow struct {
 	ID, Compute, State, RunID string
+	Host                      string // the machine running the agent ("" before schema 6)
 	Slot, PID, Rank           int
 	Ticks                     uint64
 	StartedAt, HeartbeatAt    time.Time
@@ -47,14 +49,14 @@ func parseTS(s string) time.Time {
 	return t
 }
 
-const nodeCols = `id, compute, slot, pid, ticks, state, run_id, rank, started_at, heartbeat_at, idle_since`
+const nodeCols = `id, compute, slot, pid, ticks, state, run_id, rank, started_at, heartbeat_at, idle_since, host`
 
 type rowScanner interface{ Scan(...any) error }
 
 func scanNode(r rowScanner) (NodeRow, error) {
 	var n NodeRow
 	var started, hb, idle string
-	err := r.Scan(&n.ID, &n.Compute, &n.Slot, &n.PID, &n.Ticks, &n.State, &n.RunID, &n.Rank, &started, &hb, &idle)
+	err := r.Scan(&n.ID, &n.Compute, &n.Slot, &n.PID, &n.Ticks, &n.State, &n.RunID, &n.Rank, &started, &hb, &idle, &n.Host)
 	n.StartedAt, n.HeartbeatAt, n.IdleSince = parseTS(started), parseTS(hb), parseTS(idle)
 	return n, err
 }
@@ -115,9 +117,9 @@ func (s *Store) ReserveNodes(ctx context.Context, compute string, want int, newI
 		if used[slot] {
 			continue
 		}
-		n := NodeRow{ID: newID(slot), Compute: compute, Slot: slot, State: NodeStarting, StartedAt: now, HeartbeatAt: now, IdleSince: now}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO pool_nodes(`+nodeCols+`) VALUES (?, ?, ?, 0, 0, ?, '', 0, ?, ?, ?)`,
-			n.ID, n.Compute, n.Slot, n.State, ts(now), ts(now), ts(now)); err != nil {
+		n := NodeRow{ID: newID(slot), Compute: compute, Host: Hostname(), Slot: slot, State: NodeStarting, StartedAt: now, HeartbeatAt: now, IdleSince: now}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO pool_nodes(`+nodeCols+`) VALUES (?, ?, ?, 0, 0, ?, '', 0, ?, ?, ?, ?)`,
+			n.ID, n.Compute, n.Slot, n.State, ts(now), ts(now), ts(now), n.Host); err != nil {
 			return nil, err
 		}
 		added = append(added, n)
@@ -369,4 +371,10 @@ func (s *Store) DeletePool(ctx context.Context, compute string) error {
 	}
 	_, err := s.db.ExecContext(ctx, `DELETE FROM pool_queue WHERE compute = ? AND state != ?`, compute, QueueAssigned)
 	return err
+}
+
+// Hostname is this machine's name as node rows record it.
+func Hostname() string {
+	h, _ := os.Hostname()
+	return h
 }

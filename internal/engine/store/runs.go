@@ -29,7 +29,7 @@ func (s *Store) GetRun(ctx context.Context, id string) (*run.Record, error) {
 }
 
 type querier interface {
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	QueryRowContext(ctx context.Context, query string, args ...any) *row
 }
 
 func getRun(ctx context.Context, q querier, id string) (*run.Record, error) {
@@ -44,6 +44,9 @@ func getRun(ctx context.Context, q querier, id string) (*run.Record, error) {
 	var rec run.Record
 	if err := json.Unmarshal([]byte(body), &rec); err != nil {
 		return nil, fmt.Errorf("run %q record is corrupt: %w", id, err)
+	}
+	if string(rec.Handle) == "null" {
+		rec.Handle = nil // never started: the record was written with no handle
 	}
 	return &rec, nil
 }

@@ -56,7 +56,9 @@ type Store struct {
 	Dir string
 	// UID is the workspace's stable id (Meta.UID).
 	UID string
-	db  *sql.DB
+	db  *handle
+
+	shared *sharedState // nil for an embedded workspace
 }
 
 // checkHeader refuses a file that is not SQLite, or a SQLite database of
@@ -230,6 +232,9 @@ func Open(ctx context.Context, dir string) (*Store, error) {
 	}
 	dbPath := filepath.Join(dir, DBFile)
 	if _, err := os.Stat(dbPath); err != nil {
+		if _, berr := os.Stat(filepath.Join(dir, BackendFile)); berr == nil {
+			return openBackendFile(ctx, dir) // the cache of a shared workspace
+		}
 		return nil, fmt.Errorf("workspace %s has no %s: %w", dir, DBFile, ErrNotFound)
 	}
 	// Look before writing anything: opening switches the database to WAL
@@ -252,7 +257,7 @@ func Open(ctx context.Context, dir string) (*Store, error) {
 	if err := migrate(ctx, db); err != nil {
 		return fail(fmt.Errorf("workspace store %s: %w", dbPath, err))
 	}
-	s := &Store{Dir: dir, db: db}
+	s := &Store{Dir: dir, db: &handle{sql: db, dialect: dialectSQLite}}
 	m, err := s.Meta(ctx)
 	if err != nil {
 		return fail(fmt.Errorf("workspace store %s is corrupt: %w", dbPath, err))

@@ -73,6 +73,9 @@ func (s *Store) DeleteTarget(ctx context.Context, name string) error {
 	if _, err := s.db.ExecContext(ctx, `DELETE FROM targets WHERE name = ?`, name); err != nil {
 		return err
 	}
+	if err := s.deleteSharedSecrets(ctx, name); err != nil {
+		return err
+	}
 	err := os.Remove(s.secretsPath(name))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -136,13 +139,25 @@ func (s *Store) PutSecrets(name string, v any) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	return os.Rename(f.Name(), s.secretsPath(name))
+	if err := os.Rename(f.Name(), s.secretsPath(name)); err != nil {
+		return err
+	}
+	if s.shared != nil {
+		return s.putSharedSecrets(name, b)
+	}
+	return nil
 }
 
 // GetSecrets reads a target's credentials into v.
 func (s *Store) GetSecrets(name string, v any) error {
 	b, err := os.ReadFile(s.secretsPath(name))
-	if err != nil {
+	if errors.Is(err, os.ErrNotExist) && s.shared != nil {
+		// Another machine attached it (or this cache was lost).
+		b, err = s.getSharedSecrets(name)
+		if err != nil {
+			return err
+		}
+	} else if err != nil {
 		return fmt.Errorf("credentials of compute target %q: %w", name, err)
 	}
 	return json.Unmarshal(b, v)

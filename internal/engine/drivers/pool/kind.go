@@ -120,7 +120,7 @@ func (kind) Release(ctx context.Context, w *drivers.Workspace, t drivers.Target)
 		return err
 	}
 	for _, n := range nodes {
-		if nodeAlive(n) {
+		if nodeHere(n) && nodeAlive(n) {
 			_ = syscall.Kill(n.PID, syscall.SIGKILL)
 		}
 	}
@@ -130,5 +130,15 @@ func (kind) Release(ctx context.Context, w *drivers.Workspace, t drivers.Target)
 	return nil
 }
 
-// nodeAlive reports whether a node row's process still runs.
-func nodeAlive(n store.NodeRow) bool { return hostrun.ProcessAlive(n.PID, n.Ticks) }
+// nodeAlive reports whether a node row's process still runs. Another
+// machine's node (a shared workspace) is taken as alive: its process cannot
+// be seen from here, and its lease (heartbeat) decides.
+func nodeAlive(n store.NodeRow) bool {
+	if !nodeHere(n) {
+		return true
+	}
+	return hostrun.ProcessAlive(n.PID, n.Ticks)
+}
+
+// nodeHere reports whether a node's agent runs on this machine.
+func nodeHere(n store.NodeRow) bool { return n.Host == "" || n.Host == store.Hostname() }
