@@ -63,7 +63,10 @@ Finding the workspace (first that applies):
   -C, --chdir DIR                   a Terraform working directory (default: .): the
                                     aml_workspace in its state (terraform show -json),
                                     else the one workspace under DIR/.aml/workspaces
-  --backend URL                     a shared backend (not supported by this engine yet)
+  --backend POSTGRES_URL            a workspace of the shared backend (with -w NAME|UUID, or
+                                    the aml_workspace of DIR's state); AML_BACKEND the same.
+                                    Its bucket: AML_S3_BUCKET, AML_S3_PREFIX, AML_S3_ENDPOINT;
+                                    AML_SECRETS_KEY, AML_CACHE_DIR; PG* and AWS_* as usual
 
 Every command takes --json (machine-readable output on stdout).
 RUN is a run id as listed by 'aml runs' (or a unique prefix), or a full id <workspace>/runs/<run>.

@@ -309,8 +309,8 @@ func TestCLIAgainstRealRuns(t *testing.T) {
 		if r := aml(t, f.dir, "frobnicate"); r.code != exitUsage {
 			t.Errorf("bad command: exit %d", r.code)
 		}
-		if r := aml(t, f.dir, "runs", "--backend", "postgres://127.0.0.1/x"); r.code != exitUsage || !strings.Contains(r.stderr, "not supported yet") {
-			t.Errorf("--backend: exit %d %s", r.code, r.stderr)
+		if r := aml(t, f.dir, "runs", "--backend", "postgres://127.0.0.1/x"); r.code != exitUsage || !strings.Contains(r.stderr, "--workspace NAME") {
+			t.Errorf("--backend without a workspace: exit %d %s", r.code, r.stderr)
 		}
 	})
 }

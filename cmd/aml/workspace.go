@@ -80,11 +80,6 @@ func openWorkspace(ctx context.Context, g *globals) (*found, error) {
 	if g.backend == "" {
 		g.backend = os.Getenv("AML_BACKEND")
 	}
-	if g.backend != "" {
-		// Hook for the shared backend (PostgreSQL + S3, issue 12): once the
-		// engine opens a workspace by backend URL, resolve it here.
-		return nil, usageErr("--backend %s: this engine opens embedded workspaces only (directories on this machine); shared backends are not supported yet", g.backend)
-	}
 	dir := g.chdir
 	if dir == "" {
 		dir = "."
@@ -100,11 +95,21 @@ func openWorkspace(ctx context.Context, g *globals) (*found, error) {
 	if err != nil {
 		return nil, err
 	}
-	eng, err := engine.New(engine.Options{WorkDir: dir, AgentCommand: []string{self, "agent"}})
+	opts := engine.Options{WorkDir: dir, AgentCommand: []string{self, "agent"}}
+	if g.backend != "" {
+		opts.Shared = sharedFromEnv(g.backend)
+	}
+	eng, err := engine.New(opts)
 	if err != nil {
 		return nil, err
 	}
-	ws, how, err := locate(ctx, eng, dir, g)
+	var ws *engine.Workspace
+	var how string
+	if g.backend != "" {
+		ws, how, err = locateShared(ctx, eng, dir, g)
+	} else {
+		ws, how, err = locate(ctx, eng, dir, g)
+	}
 	if err != nil {
 		eng.Close()
 		if engine.IsNotFound(err) {
@@ -334,4 +339,43 @@ func (f *found) runID(ctx context.Context, arg string) (string, error) {
 		match = append(match[:5], "...")
 	}
 	return "", usageErr("%q matches %d runs: %s", arg, len(match), strings.Join(match, ", "))
+}
+
+// sharedFromEnv is the shared backend at a PostgreSQL connection string, with
+// its bucket and the rest from the environment as the provider's
+// shared_backend block takes them: AML_S3_BUCKET, AML_S3_PREFIX,
+// AML_S3_ENDPOINT, AML_SECRETS_KEY, AML_CACHE_DIR; PG* and AWS_* as usual.
+func sharedFromEnv(postgres string) *engine.SharedBackend {
+	b := &engine.SharedBackend{Postgres: postgres, SecretsKey: os.Getenv("AML_SECRETS_KEY"), CacheDir: os.Getenv("AML_CACHE_DIR")}
+	b.S3.Bucket = os.Getenv("AML_S3_BUCKET")
+	b.S3.Prefix = os.Getenv("AML_S3_PREFIX")
+	b.S3.Endpoint = os.Getenv("AML_S3_ENDPOINT")
+	return b
+}
+
+// locateShared finds a workspace of the shared backend: by -w NAME or UUID,
+// else the aml_workspace in the Terraform state of dir.
+func locateShared(ctx context.Context, eng *engine.Engine, dir string, g *globals) (*engine.Workspace, string, error) {
+	ref := g.workspace
+	if ref == "" {
+		ref = os.Getenv("AML_WORKSPACE")
+	}
+	if ref == "" {
+		if bin := terraformBin(); bin != "" {
+			wss, err := terraformWorkspaces(ctx, bin, dir)
+			if err == nil && len(wss) == 1 {
+				ref = wss[0].Name
+			}
+		}
+	}
+	switch {
+	case ref == "":
+		return nil, "", usageErr("--backend: pass --workspace NAME or UUID (or run in a Terraform directory whose state has one aml_workspace)")
+	case engine.IsWorkspaceID(ref):
+		ws, err := eng.ReadWorkspace(ctx, ref)
+		return ws, "id " + ref + " in the shared backend", err
+	default:
+		ws, err := eng.LocateSharedWorkspace(ctx, "", ref)
+		return ws, "name " + ref + " in the shared backend", err
+	}
 }

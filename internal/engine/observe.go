@@ -108,6 +108,9 @@ func (e *Engine) RunLogs(ctx context.Context, id string, offset int64) (b []byte
 			return nil, offset, false, err
 		}
 	}
+	if err := localCopy(ctx, s, rec); err != nil { // a shared workspace's run made elsewhere
+		return nil, offset, false, err
+	}
 	path := e.toRun(s, rec).LogPath
 	b, next, err = readFrom(s.RunDir(rec.ID), s.Dir, path, offset)
 	return b, next, rec.Status.Active(), err
@@ -197,6 +200,9 @@ func (e *Engine) OpenRunOutput(ctx context.Context, id, rel string) (*os.File, o
 	clean, err := snapshot.SanitizeRelPath(name)
 	if err != nil {
 		return nil, nil, fmt.Errorf("output %q: %v: %w", rel, err, os.ErrNotExist)
+	}
+	if err := localCopy(ctx, s, rec); err != nil {
+		return nil, nil, err
 	}
 	root := e.toRun(s, rec).OutputsPath
 	f, err := run.OpenRunFile(root, filepath.Join(root, filepath.FromSlash(clean)))

@@ -83,7 +83,7 @@ func (e *Engine) WaitRunProgress(ctx context.Context, id string, fn ProgressFunc
 		return nil, err
 	}
 	nodes := 1
-	if rc, err := e.ReadRunConfig(ctx, RunConfigID(s.Dir, rec.RunConfig)); err == nil && rc.Spec.NodeCount > 1 {
+	if rc, err := e.ReadRunConfig(ctx, RunConfigID(s.UID, rec.RunConfig)); err == nil && rc.Spec.NodeCount > 1 {
 		nodes = rc.Spec.NodeCount
 	}
 	base := Progress{RunID: rec.ID, Target: rec.Target, Nodes: nodes}
