@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"os/exec"
@@ -252,44 +253,13 @@ func cpuList(cpus []int) string {
 // during the build stops it.
 func (s *supervisor) prepareImage(logf *os.File, sigs <-chan os.Signal, cli env.DockerCLI) (tag string, code int, ok bool) {
 	cs := s.spec.Container
-	s.st.Status = run.Preparing
-	s.save()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	canceled := make(chan string, 1)
-	stop := make(chan struct{})
-	go func() {
-		select {
-		case <-sigs:
-			_, reason := s.cancelRequest(0)
-			canceled <- reason
-			cancel()
-		case <-stop:
-		}
-	}()
-	fmt.Fprintf(logf, "aml: preparing the Docker image (build log: %s/%s)\n", LogsDir, filepath.Base(s.l.EnvBuildLog()))
-	blog, err := os.OpenFile(s.l.EnvBuildLog(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		close(stop)
-		return "", s.finish(run.Failed, run.ReasonSetupFailed, nil, "", err.Error()), false
-	}
-	defer blog.Close()
-	res, tag, err := env.ImageCache{Root: cs.CacheRoot, Docker: cli}.Ensure(ctx, *cs.Build, blog)
-	close(stop)
-	select {
-	case reason := <-canceled:
-		fmt.Fprintf(logf, "aml: cancel requested (%s) while preparing the image\n", reason)
-		return "", s.finish(run.Canceled, reason, nil, "", "canceled while preparing the Docker image"), false
-	default:
-	}
-	if err != nil {
-		var be *env.BuildError
-		if errors.As(err, &be) {
-			fmt.Fprintf(logf, "aml: building the Docker image failed at %s (%v); full output in %s/%s\n", be.Step, be.Err, LogsDir, filepath.Base(s.l.EnvBuildLog()))
-		} else {
-			fmt.Fprintf(logf, "aml: %v\n", err)
-		}
-		return "", s.finish(run.Failed, run.ReasonSetupFailed, nil, "", err.Error()), false
+	var res *env.Result
+	code, ok = s.buildUnderCancel(logf, sigs, "Docker image", func(ctx context.Context, blog io.Writer) (err error) {
+		res, tag, err = env.ImageCache{Root: cs.CacheRoot, Docker: cli}.Ensure(ctx, *cs.Build, blog)
+		return err
+	})
+	if !ok {
+		return "", code, false
 	}
 	if res.CacheHit {
 		fmt.Fprintf(logf, "aml: image %s (environment %s) found; nothing to build\n", tag, res.Key)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"os"
 	"os/exec"
@@ -306,8 +307,33 @@ func (s *supervisor) cancelRequest(grace time.Duration) (time.Duration, string) 
 // A cancel during the build stops it. ok is false when the run has ended.
 func (s *supervisor) prepare(logf *os.File, sigs <-chan os.Signal) (python string, release func(), code int, ok bool) {
 	es := s.spec.Environment
-	s.st.Status = run.Preparing
 	s.st.Builder = env.BuilderFor(es.Definition, es.PathEnv)
+	var res *env.Result
+	code, ok = s.buildUnderCancel(logf, sigs, "Python environment", func(ctx context.Context, blog io.Writer) (err error) {
+		res, err = env.Cache{Root: es.CacheRoot, MaxBytes: es.CacheMaxBytes}.Ensure(ctx, es.Definition, es.PathEnv, blog)
+		return err
+	})
+	if !ok {
+		return "", nil, code, false
+	}
+	if res.CacheHit {
+		fmt.Fprintf(logf, "aml: environment %s found in the cache; nothing to install\n", res.Key)
+	} else {
+		fmt.Fprintf(logf, "aml: environment %s built with %s in %.1fs\n", res.Key, res.Builder, res.BuildSeconds)
+	}
+	s.st.Environment = &drivers.EnvInfo{Key: res.Key, CacheHit: res.CacheHit, BuildSeconds: res.BuildSeconds, Builder: res.Builder}
+	release, err := env.HoldInUse(res.Dir)
+	if err != nil {
+		release = func() {}
+	}
+	return res.Python, release, 0, true
+}
+
+// buildUnderCancel runs build (an environment or an image, what names it in
+// the run's log) with the run Preparing and the build log open; a cancel
+// stops it. ok is false when the run has ended, with code its exit.
+func (s *supervisor) buildUnderCancel(logf *os.File, sigs <-chan os.Signal, what string, build func(ctx context.Context, blog io.Writer) error) (code int, ok bool) {
+	s.st.Status = run.Preparing
 	s.save()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -322,19 +348,19 @@ func (s *supervisor) prepare(logf *os.File, sigs <-chan os.Signal) (python strin
 		case <-stop:
 		}
 	}()
-	fmt.Fprintf(logf, "aml: preparing the Python environment (build log: %s/%s)\n", LogsDir, filepath.Base(s.l.EnvBuildLog()))
+	fmt.Fprintf(logf, "aml: preparing the %s (build log: %s/%s)\n", what, LogsDir, filepath.Base(s.l.EnvBuildLog()))
 	blog, err := os.OpenFile(s.l.EnvBuildLog(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		close(stop)
-		return "", nil, s.finish(run.Failed, run.ReasonSetupFailed, nil, "", err.Error()), false
+		return s.finish(run.Failed, run.ReasonSetupFailed, nil, "", err.Error()), false
 	}
 	defer blog.Close()
-	res, err := env.Cache{Root: es.CacheRoot, MaxBytes: es.CacheMaxBytes}.Ensure(ctx, es.Definition, es.PathEnv, blog)
+	err = build(ctx, blog)
 	close(stop)
 	select {
 	case reason := <-canceled:
-		fmt.Fprintf(logf, "aml: cancel requested (%s) while preparing the environment\n", reason)
-		return "", nil, s.finish(run.Canceled, reason, nil, "", "canceled while preparing the environment"), false
+		fmt.Fprintf(logf, "aml: cancel requested (%s) while preparing the %s\n", reason, what)
+		return s.finish(run.Canceled, reason, nil, "", "canceled while preparing the "+what), false
 	default:
 	}
 	if err != nil {
@@ -342,23 +368,13 @@ func (s *supervisor) prepare(logf *os.File, sigs <-chan os.Signal) (python strin
 		// points at the full build output.
 		var be *env.BuildError
 		if errors.As(err, &be) {
-			fmt.Fprintf(logf, "aml: building the Python environment failed at %s (%v); full output in %s/%s\n", be.Step, be.Err, LogsDir, filepath.Base(s.l.EnvBuildLog()))
+			fmt.Fprintf(logf, "aml: building the %s failed at %s (%v); full output in %s/%s\n", what, be.Step, be.Err, LogsDir, filepath.Base(s.l.EnvBuildLog()))
 		} else {
 			fmt.Fprintf(logf, "aml: %v\n", err)
 		}
-		return "", nil, s.finish(run.Failed, run.ReasonSetupFailed, nil, "", err.Error()), false
+		return s.finish(run.Failed, run.ReasonSetupFailed, nil, "", err.Error()), false
 	}
-	if res.CacheHit {
-		fmt.Fprintf(logf, "aml: environment %s found in the cache; nothing to install\n", res.Key)
-	} else {
-		fmt.Fprintf(logf, "aml: environment %s built with %s in %.1fs\n", res.Key, res.Builder, res.BuildSeconds)
-	}
-	s.st.Environment = &drivers.EnvInfo{Key: res.Key, CacheHit: res.CacheHit, BuildSeconds: res.BuildSeconds, Builder: res.Builder}
-	release, err = env.HoldInUse(res.Dir)
-	if err != nil {
-		release = func() {}
-	}
-	return res.Python, release, 0, true
+	return 0, true
 }
 
 func (s *supervisor) exited(werr error, stopping run.Status, stopReason string) int {
