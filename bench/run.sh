@@ -345,6 +345,11 @@ echo '```'
 printf '%s\n' "$gobench" | grep -E '^(goos|goarch|cpu|Benchmark|go test failed|FAIL|---|\(no )|panic|\s+bench_test' || printf '%s\n' "$gobench"
 echo '```'
 
+# 2b. Terraform overhead beside the plugin-provider floor and terraform_data: one run, a sweep and a
+#     1,000-run sweep's plan (its own script; BENCH_SWEEP / BENCH_BIG size the sweeps).
+echo
+bash "$(dirname "$0")/tf.sh"
+
 # 3. Environment build and reuse (its own script: it needs uv and the package index).
 echo
 bash "$(dirname "$0")/env.sh"
