@@ -14,7 +14,9 @@
 #
 # The providers come from a private filesystem mirror in the scratch dir (TF_CLI_CONFIG_FILE):
 # floorprovider is built there, and the aml provider is copied there from AML_PROVIDER_BIN or,
-# by default, from `make install`'s ~/.terraform.d/plugins.
+# by default, from `make install`'s ~/.terraform.d/plugins. AML_BEFORE_BIN=<another build of the
+# provider> adds a fourth contender, "before" (its own mirror), to compare two builds under the
+# same load.
 set -euo pipefail
 
 N=${BENCH_N:-5}
@@ -65,6 +67,14 @@ provider_installation {
 }
 RC
 export TF_CLI_CONFIG_FILE=$tmp/tf.rc
+contenders="aml floor data"
+if [ -n "${AML_BEFORE_BIN:-}" ]; then
+  [ -x "$AML_BEFORE_BIN" ] || die "AML_BEFORE_BIN=$AML_BEFORE_BIN is not an executable"
+  mkdir -p "$tmp/mirror-before/registry.terraform.io/openaml/aml/0.1.0/$os_arch"
+  cp "$AML_BEFORE_BIN" "$tmp/mirror-before/registry.terraform.io/openaml/aml/0.1.0/$os_arch/terraform-provider-aml_v0.1.0"
+  sed "s|$tmp/mirror|$tmp/mirror-before|" "$tmp/tf.rc" >"$tmp/tf-before.rc"
+  contenders="before aml floor data"
+fi
 
 src=$tmp/src
 mkdir -p "$src"
@@ -80,7 +90,7 @@ config() {
     printf 'variable "n" {\n  type    = number\n  default = 0\n}\n\n'
   fi
   case $c in
-    aml)
+    aml | before)
       cat <<TF
 terraform {
   required_providers {
@@ -90,7 +100,7 @@ terraform {
 
 resource "aml_workspace" "ws" {
   name         = "bench"
-  storage_path = "$tmp/ws-$shape"
+  storage_path = "$tmp/ws-$c-$shape"
 }
 
 resource "aml_run_configuration" "py" {
@@ -150,8 +160,7 @@ TF
   esac
 }
 
-contenders="aml floor data"
-addr() { case $1 in aml) echo aml_experiment_run.r ;; floor) echo floor_null.r ;; data) echo terraform_data.r ;; esac; }
+addr() { case $1 in aml | before) echo aml_experiment_run.r ;; floor) echo floor_null.r ;; data) echo terraform_data.r ;; esac; }
 
 fail() { # log what
   echo "---- last lines of $1" >&2
@@ -160,20 +169,21 @@ fail() { # log what
 }
 # order REP: the contenders rotated by repetition.
 order() {
-  case $(($1 % 3)) in
-    1) echo "aml floor data" ;;
-    2) echo "floor data aml" ;;
-    0) echo "data aml floor" ;;
-  esac
+  local list=($contenders) i n out=""
+  n=${#list[@]}
+  for i in $(seq 0 $((n - 1))); do out="$out ${list[$(((i + $1) % n))]}"; done
+  echo $out
 }
 # run_tf TIMES-FILE-OR-- DIR LOG ARGS...: a terraform command in DIR, timed unless TIMES is "-".
 run_tf() {
   local f=$1 d=$2 log=$3
   shift 3
+  local rc=$TF_CLI_CONFIG_FILE
+  case $d in "$tmp"/before-*) rc=$tmp/tf-before.rc ;; esac
   if [ "$f" = - ]; then
-    (cd "$d" && tf "$@" >"$log" 2>&1)
+    (cd "$d" && TF_CLI_CONFIG_FILE=$rc tf "$@" >"$log" 2>&1)
   else
-    (cd "$d" && timed "$f" tf "$@" >"$log" 2>&1)
+    (cd "$d" && TF_CLI_CONFIG_FILE=$rc timed "$f" tf "$@" >"$log" 2>&1)
   fi
 }
 plan_check() { # contender shape rep log-rc
@@ -251,9 +261,15 @@ fi
 # ---------------------------------------------------------------------------------------------
 say "done in $(elapsed)s"
 row() { # label key
-  local a="$T/aml-$2" f="$T/floor-$2" d="$T/data-$2"
-  printf '| %s | %s | %s | %s | %s | %s |\n' "$1" "$(cell "$a")" "$(cell "$f")" "$(cell "$d")" \
-    "$(ratio "$(median "$a")" "$(median "$f")")" "$(ratio "$(median "$a")" "$(median "$d")")"
+  local a="$T/aml-$2" f="$T/floor-$2" d="$T/data-$2" b="$T/before-$2"
+  [ -s "$a" ] || return 0
+  if [ -n "${AML_BEFORE_BIN:-}" ]; then
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" "$(cell "$b")" "$(cell "$a")" "$(cell "$f")" "$(cell "$d")" \
+      "$(ratio "$(median "$b")" "$(median "$f")")" "$(ratio "$(median "$a")" "$(median "$f")")" "$(ratio "$(median "$a")" "$(median "$d")")"
+  else
+    printf '| %s | %s | %s | %s | %s | %s |\n' "$1" "$(cell "$a")" "$(cell "$f")" "$(cell "$d")" \
+      "$(ratio "$(median "$a")" "$(median "$f")")" "$(ratio "$(median "$a")" "$(median "$d")")"
+  fi
 }
 per_run() { # key count: median seconds / count, in ms
   awk -v m="$(median "$1")" -v n="$2" 'BEGIN { printf "%.1f ms", 1000 * m / n }'
@@ -262,8 +278,13 @@ echo "### Terraform overhead: this provider, the plugin floor, terraform_data"
 echo
 echo "Median seconds of $N repetitions (min–max), contenders interleaved, order rotating; the script is an empty \`noop.py\` (\`python3 noop.py --i <key>\`) for everyone."
 echo
-echo "| measurement | aml provider | plugin floor + local-exec | terraform_data + local-exec | aml / floor | aml / terraform_data |"
-echo "|---|---:|---:|---:|---:|---:|"
+if [ -n "${AML_BEFORE_BIN:-}" ]; then
+  echo "| measurement | aml, before | aml provider | plugin floor + local-exec | terraform_data + local-exec | before / floor | aml / floor | aml / terraform_data |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+else
+  echo "| measurement | aml provider | plugin floor + local-exec | terraform_data + local-exec | aml / floor | aml / terraform_data |"
+  echo "|---|---:|---:|---:|---:|---:|"
+fi
 row '`apply -replace` of one run' one-apply
 row 'unchanged `plan`, one run' one-plan
 row "first \`apply\` of a $SWEEP-run \`for_each\` sweep" sweep-apply
@@ -277,6 +298,7 @@ if [ "$BIG" -gt 0 ]; then
     "$BIG" "$(per_run "$T/aml-big-plan" "$BIG")" "$(per_run "$T/floor-big-plan" "$BIG")" "$(per_run "$T/data-big-plan" "$BIG")"
 fi
 echo
+[ -z "${AML_BEFORE_BIN:-}" ] || echo "- aml, before: the provider build given as AML_BEFORE_BIN, run as a fourth interleaved contender with a workspace of its own."
 echo "- plugin floor: \`bench/floorprovider\`, a provider built with the same terraform-plugin-framework whose one resource (\`floor_null\`: id + triggers) does no I/O — what hashicorp/null's \`null_resource\` is, built here because this machine has no registry access. Both plugins come from a filesystem mirror in the scratch dir."
 echo "- aml: \`aml_workspace\` + \`aml_run_configuration\` (user-managed \`python3\`) + \`aml_experiment_run\` on \`local\`; every run snapshots the same source dir, runs under a detached supervisor and is ingested. The sweep shares one workspace, one experiment and one \`source_directory\`; its first apply is timed after an untimed apply with \`n = 0\` (the earlier runs stay in the workspace as history, as they would for a user)."
 for f in "$T"/*-plan-bad; do
