@@ -75,6 +75,8 @@ if [ -n "${AML_BEFORE_BIN:-}" ]; then
   sed "s|$tmp/mirror|$tmp/mirror-before|" "$tmp/tf.rc" >"$tmp/tf-before.rc"
   contenders="before aml floor data"
 fi
+# BENCH_CONTENDERS="aml floor" runs a subset (e.g. for a quick 1,000-run sample).
+[ -z "${BENCH_CONTENDERS:-}" ] || contenders=$BENCH_CONTENDERS
 
 src=$tmp/src
 mkdir -p "$src"
@@ -261,8 +263,9 @@ fi
 # ---------------------------------------------------------------------------------------------
 say "done in $(elapsed)s"
 row() { # label key
-  local a="$T/aml-$2" f="$T/floor-$2" d="$T/data-$2" b="$T/before-$2"
+  local a="$T/aml-$2" f="$T/floor-$2" d="$T/data-$2" b="$T/before-$2" x
   [ -s "$a" ] || return 0
+  for x in "$f" "$d" "$b"; do [ -s "$x" ] || echo 0 >"$x"; done
   if [ -n "${AML_BEFORE_BIN:-}" ]; then
     printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" "$(cell "$b")" "$(cell "$a")" "$(cell "$f")" "$(cell "$d")" \
       "$(ratio "$(median "$b")" "$(median "$f")")" "$(ratio "$(median "$a")" "$(median "$f")")" "$(ratio "$(median "$a")" "$(median "$d")")"
