@@ -309,7 +309,7 @@ echo "- ours: \`aml_workspace\` (storage_path in the scratch dir) + \`aml_run_co
 echo "- baseline: \`terraform_data\` with a \`local-exec\` provisioner running \`python3 train.py --C 1.0\` in the same \`src/\` (no snapshot, no run record)."
 echo "- \`terraform init\` once per contender, and a first apply, are outside the medians. First apply (aml: workspace + run configuration + run; baseline: terraform_data), one sample each: $(awk '{ printf "%.3f", $1 }' "$T/aml-first") s vs $(awk '{ printf "%.3f", $1 }' "$T/base-first") s."
 echo "- Every aml repetition produced a new run id with status Completed; every baseline repetition printed train.py's final accuracy."
-echo "- The aml run's own \`duration_seconds\` (supervisor start to end, as recorded by the provider): median $(cell "$T/aml-run-duration") s; the rest of the aml apply time is terraform, the plugin, snapshot/materialize and waiting for the result (the local driver polls the run's status file with a backoff from 20 ms up to 500 ms)."
+echo "- The aml run's own \`duration_seconds\` (supervisor start to end, as recorded by the provider): median $(cell "$T/aml-run-duration") s; the rest of the aml apply time is terraform, the plugin, snapshot/materialize and waiting for the result (the local driver wakes on the supervisor's status write, inotify, and looks every 500 ms besides)."
 echo "- The baseline starts no provider plugin (\`terraform_data\` is built into terraform). For ours terraform launches \`terraform-provider-aml\` as a separate process per phase (schema, validate, plan; plus apply) and the plan refreshes three resources and re-hashes \`src/\` (stat cache warm)."
 for c in aml base; do
   if [ -s "$T/$c-plan-bad" ]; then
