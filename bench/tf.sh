@@ -262,10 +262,17 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 say "done in $(elapsed)s"
+eval "cell_() $(declare -f cell | tail -n +2)"
+eval "ratio_() $(declare -f ratio | tail -n +2)"
+eval "median_() $(declare -f median | tail -n +2)"
 row() { # label key
   local a="$T/aml-$2" f="$T/floor-$2" d="$T/data-$2" b="$T/before-$2" x
+  # A contender left out by BENCH_CONTENDERS shows as a dash.
+  cell() { if [ -s "$1" ]; then cell_ "$1"; else echo "—"; fi; }
+  ratio() { if [ -n "$1" ] && [ -n "$2" ]; then ratio_ "$1" "$2"; else echo "—"; fi; }
+  median() { if [ -s "$1" ]; then median_ "$1"; fi; }
   [ -s "$a" ] || return 0
-  for x in "$f" "$d" "$b"; do [ -s "$x" ] || echo 0 >"$x"; done
+  for x in "$f" "$d" "$b"; do [ -s "$x" ] || : >"$x"; done
   if [ -n "${AML_BEFORE_BIN:-}" ]; then
     printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" "$(cell "$b")" "$(cell "$a")" "$(cell "$f")" "$(cell "$d")" \
       "$(ratio "$(median "$b")" "$(median "$f")")" "$(ratio "$(median "$a")" "$(median "$f")")" "$(ratio "$(median "$a")" "$(median "$d")")"
@@ -275,6 +282,7 @@ row() { # label key
   fi
 }
 per_run() { # key count: median seconds / count, in ms
+  [ -s "$1" ] || { echo "—"; return; }
   awk -v m="$(median "$1")" -v n="$2" 'BEGIN { printf "%.1f ms", 1000 * m / n }'
 }
 echo "### Terraform overhead: this provider, the plugin floor, terraform_data"
