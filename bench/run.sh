@@ -97,8 +97,8 @@ resource "aml_run_configuration" "py" {
   name         = "user-python"
   framework    = "Python"
 
-  environment = {
-    python = {
+  environment {
+    python {
       user_managed_dependencies = true
       interpreter_path          = "python3"
     }
@@ -309,7 +309,7 @@ echo "- ours: \`aml_workspace\` (storage_path in the scratch dir) + \`aml_run_co
 echo "- baseline: \`terraform_data\` with a \`local-exec\` provisioner running \`python3 train.py --C 1.0\` in the same \`src/\` (no snapshot, no run record)."
 echo "- \`terraform init\` once per contender, and a first apply, are outside the medians. First apply (aml: workspace + run configuration + run; baseline: terraform_data), one sample each: $(awk '{ printf "%.3f", $1 }' "$T/aml-first") s vs $(awk '{ printf "%.3f", $1 }' "$T/base-first") s."
 echo "- Every aml repetition produced a new run id with status Completed; every baseline repetition printed train.py's final accuracy."
-echo "- The aml run's own \`duration_seconds\` (supervisor start to end, as recorded by the provider): median $(cell "$T/aml-run-duration") s; the rest of the aml apply time is terraform, the plugin, snapshot/materialize and waiting for the result (the local driver polls the run's status file with a backoff from 20 ms up to 500 ms)."
+echo "- The aml run's own \`duration_seconds\` (supervisor start to end, as recorded by the provider): median $(cell "$T/aml-run-duration") s; the rest of the aml apply time is terraform, the plugin, snapshot/materialize and waiting for the result (the local driver wakes on the supervisor's status write, inotify, and looks every 500 ms besides)."
 echo "- The baseline starts no provider plugin (\`terraform_data\` is built into terraform). For ours terraform launches \`terraform-provider-aml\` as a separate process per phase (schema, validate, plan; plus apply) and the plan refreshes three resources and re-hashes \`src/\` (stat cache warm)."
 for c in aml base; do
   if [ -s "$T/$c-plan-bad" ]; then
@@ -344,6 +344,11 @@ echo
 echo '```'
 printf '%s\n' "$gobench" | grep -E '^(goos|goarch|cpu|Benchmark|go test failed|FAIL|---|\(no )|panic|\s+bench_test' || printf '%s\n' "$gobench"
 echo '```'
+
+# 2b. Terraform overhead beside the plugin-provider floor and terraform_data: one run, a sweep and a
+#     1,000-run sweep's plan (its own script; BENCH_SWEEP / BENCH_BIG size the sweeps).
+echo
+bash "$(dirname "$0")/tf.sh"
 
 # 3. Environment build and reuse (its own script: it needs uv and the package index).
 echo

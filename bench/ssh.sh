@@ -238,8 +238,8 @@ resource "aml_run_configuration" "py" {
   name         = "host-python"
   framework    = "Python"
 
-  environment = {
-    python = {
+  environment {
+    python {
       user_managed_dependencies = true
       interpreter_path          = "python3"
     }

@@ -1257,3 +1257,35 @@ func runConcurrently(e *engine.Engine, n int, timeout time.Duration, request fun
 	wg.Wait()
 	return runs, errs
 }
+
+// The plan lists the files changed since the last run of the same submission,
+// found by its indexed submission whatever else the experiment holds.
+func TestSnapshotChangesSinceLastOfSameSubmission(t *testing.T) {
+	t.Parallel()
+	te := setup(t, nil)
+	ctx := context.Background()
+	src := writeSource(t, map[string]string{"train.py": "print('v1')\n", "data.txt": "d\n"})
+	for _, arg := range []string{"a", "b"} {
+		req := te.request(src, "train.py")
+		req.Arguments = []string{arg}
+		r := te.submit(t, req)
+		if _, err := waitRun(t, te.e, r.ID, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(src, "train.py"), []byte("print('v2')\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, m, err := te.e.PlanSnapshot(ctx, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for arg, want := range map[string][]string{"a": {"changed: train.py"}, "b": {"changed: train.py"}, "new": {}} {
+		req := te.request(src, "train.py")
+		req.Arguments = []string{arg}
+		got, err := te.e.SnapshotChangesSinceLast(ctx, req, m)
+		if err != nil || !slices.Equal(got, want) {
+			t.Errorf("arguments %q: changes = %q, %v; want %q", arg, got, err, want)
+		}
+	}
+}

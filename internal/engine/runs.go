@@ -232,16 +232,25 @@ func (e *Engine) SnapshotChangesSinceLast(ctx context.Context, req RunRequest, m
 	if err != nil {
 		return nil, err
 	}
-	recs, err := s.ListRuns(ctx, store.RunFilter{Experiment: req.Experiment})
+	_, rcName, _ := ParseRunConfigID(req.RunConfigID)
+	last, err := s.LastRunOfSubmission(ctx, req.Experiment, submissionOf(req, rcName))
 	if err != nil {
 		return nil, err
 	}
-	_, rcName, _ := ParseRunConfigID(req.RunConfigID)
-	var last *run.Record
-	for i := len(recs) - 1; i >= 0; i-- {
-		if r := recs[i]; sameSubmission(r, req, rcName) {
-			last = r
-			break
+	if last != nil && !sameSubmission(last, req, rcName) {
+		last = nil // a hash collision: never taken for the same submission
+	}
+	if last == nil {
+		// Runs of earlier versions carry no submission: look through those.
+		recs, err := s.ListRuns(ctx, store.RunFilter{Experiment: req.Experiment, Unkeyed: true})
+		if err != nil {
+			return nil, err
+		}
+		for i := len(recs) - 1; i >= 0; i-- {
+			if r := recs[i]; sameSubmission(r, req, rcName) {
+				last = r
+				break
+			}
 		}
 	}
 	if last == nil || last.SnapshotHash == m.Hash {
@@ -265,6 +274,27 @@ func sameSubmission(r *run.Record, req RunRequest, rcName string) bool {
 	return r.Experiment == req.Experiment && r.SourceDirectory == req.SourceDirectory && r.Script == req.Script &&
 		slices.Equal(r.Command, req.Command) && slices.Equal(r.Arguments, req.Arguments) && r.Target == req.ComputeTarget &&
 		r.RunConfig == rcName && maps.Equal(r.EnvironmentVariables, req.EnvironmentVariables) && maps.Equal(r.Triggers, req.Triggers)
+}
+
+// submissionOf hashes what sameSubmission compares, so the store finds the last
+// run of a submission by an index (run.Record.Submission).
+func submissionOf(req RunRequest, rcName string) string {
+	norm := func(v []string) []string {
+		if len(v) == 0 {
+			return nil
+		}
+		return v
+	}
+	normMap := func(m map[string]string) map[string]string {
+		if len(m) == 0 {
+			return nil
+		}
+		return m
+	}
+	b, _ := json.Marshal([]any{req.Experiment, req.SourceDirectory, req.Script, norm(req.Command), norm(req.Arguments),
+		req.ComputeTarget, rcName, normMap(req.EnvironmentVariables), normMap(req.Triggers)})
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
 
 func changeLines(changes []snapshot.Change) []string {
@@ -444,6 +474,7 @@ func (e *Engine) stage(ctx context.Context, sub *submission) (*run.Record, error
 		RunConfig:       rc.Spec.Name,
 		Host:            thisHost(),
 		SubmitKey:       sub.key,
+		Submission:      submissionOf(req, rc.Spec.Name),
 		Status:          run.NotStarted,
 		CreatedAt:       now,
 		SnapshotHash:    sub.sum.Hash,

@@ -15,11 +15,15 @@ import (
 
 // Record is one run as the workspace store keeps it.
 type Record struct {
-	ID            string
-	Experiment    string
-	Target        string
-	RunConfig     string // run configuration name
-	SubmitKey     string
+	ID         string
+	Experiment string
+	Target     string
+	RunConfig  string // run configuration name
+	SubmitKey  string
+	// Submission identifies what a plan compares a new run with: the same
+	// experiment, source directory, program, target, configuration and inputs,
+	// whatever the snapshot (empty in records of earlier versions).
+	Submission    string `json:",omitempty"`
 	Status        Status
 	FailureReason string
 	ExitCode      *int

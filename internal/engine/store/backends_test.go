@@ -91,6 +91,7 @@ var suite = []struct {
 	{"ReopenKeepsData", testReopenKeepsData},
 	{"RunConfigs", testRunConfigs},
 	{"RunInsertGetUpdate", testRunInsertGetUpdate},
+	{"LastRunOfSubmission", testLastRunOfSubmission},
 	{"ReplaceMetrics", testReplaceMetrics},
 	{"ClaimOrphan", testClaimOrphan},
 	{"ClaimOrphanPicksOldest", testClaimOrphanPicksOldest},

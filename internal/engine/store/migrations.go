@@ -93,6 +93,11 @@ var migrations = []string{
 	// 6: the machine of each pool node agent: with a shared workspace only
 	// that machine can check its process; others go by its heartbeat.
 	`ALTER TABLE pool_nodes ADD COLUMN host TEXT NOT NULL DEFAULT '';`,
+	// 7: each run's submission (run.Record.Submission), so a plan finds the
+	// last run of the same submission with one indexed read, however many
+	// runs the experiment has. Earlier runs keep '' (found by a scan).
+	`ALTER TABLE runs ADD COLUMN submission TEXT NOT NULL DEFAULT '';
+	CREATE INDEX runs_submission ON runs (submission, created_at);`,
 }
 
 // SchemaVersion is the newest schema this build knows.

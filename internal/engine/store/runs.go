@@ -18,9 +18,24 @@ func (s *Store) InsertRun(ctx context.Context, rec *run.Record, owner string) er
 	if err != nil {
 		return err
 	}
-	_, err = s.db.ExecContext(ctx, `INSERT INTO runs(id, experiment, submit_key, status, owner, created_at, record) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		rec.ID, rec.Experiment, rec.SubmitKey, string(rec.Status), owner, rec.CreatedAt.UTC().Format(time.RFC3339Nano), string(body))
+	_, err = s.db.ExecContext(ctx, `INSERT INTO runs(id, experiment, submit_key, submission, status, owner, created_at, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		rec.ID, rec.Experiment, rec.SubmitKey, rec.Submission, string(rec.Status), owner, rec.CreatedAt.UTC().Format(time.RFC3339Nano), string(body))
 	return err
+}
+
+// LastRunOfSubmission returns the newest run recorded with this experiment and
+// submission (run.Record.Submission), or nil when there is none.
+func (s *Store) LastRunOfSubmission(ctx context.Context, experiment, submission string) (*run.Record, error) {
+	var id string
+	err := s.db.QueryRowContext(ctx, `SELECT id FROM runs WHERE submission = ? AND experiment = ? ORDER BY created_at DESC, id DESC LIMIT 1`,
+		submission, experiment).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return s.GetRun(ctx, id)
 }
 
 // GetRun returns ErrNotFound when the id is unknown.
@@ -138,6 +153,8 @@ func (s *Store) RunMetrics(ctx context.Context, id string, limit int) ([]run.Met
 type RunFilter struct {
 	Experiment string
 	Statuses   []run.Status
+	// Unkeyed keeps only runs recorded with no submission (by earlier versions).
+	Unkeyed bool
 }
 
 // ListRuns returns the records of the runs that match f, oldest first. The
@@ -149,6 +166,9 @@ func (s *Store) ListRuns(ctx context.Context, f RunFilter) ([]*run.Record, error
 	if f.Experiment != "" {
 		q += ` AND experiment = ?`
 		args = append(args, f.Experiment)
+	}
+	if f.Unkeyed {
+		q += ` AND submission = ''`
 	}
 	if len(f.Statuses) > 0 {
 		q += ` AND status IN (?` + strings.Repeat(`, ?`, len(f.Statuses)-1) + `)`

@@ -307,3 +307,36 @@ func testConcurrentStores(t *testing.T, b backend) {
 		t.Errorf("a run written through the other handle: %+v %v", rec, err)
 	}
 }
+
+// The newest run of a submission comes from its index; runs recorded with no
+// submission (earlier versions) are listed apart.
+func testLastRunOfSubmission(t *testing.T, b backend) {
+	ctx := context.Background()
+	s := b.create(t)
+	t0 := time.Now().UTC()
+	for i, r := range []struct{ id, sub, exp string }{{"old", "", "exp"}, {"a1", "A", "exp"}, {"a2", "A", "exp"}, {"b1", "B", "exp"}, {"a3", "A", "other"}} {
+		rec := newRecord(r.id, r.id)
+		rec.Submission, rec.Experiment, rec.CreatedAt = r.sub, r.exp, t0.Add(time.Duration(i)*time.Second)
+		if err := s.InsertRun(ctx, rec, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for sub, want := range map[string]string{"A": "a2", "B": "b1", "C": ""} {
+		got, err := s.LastRunOfSubmission(ctx, "exp", sub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id := ""; got != nil {
+			id = got.ID
+			if id != want || got.Submission != sub {
+				t.Errorf("submission %s: got %s (%q), want %s", sub, id, got.Submission, want)
+			}
+		} else if want != "" {
+			t.Errorf("submission %s: none, want %s", sub, want)
+		}
+	}
+	recs, err := s.ListRuns(ctx, store.RunFilter{Experiment: "exp", Unkeyed: true})
+	if err != nil || len(recs) != 1 || recs[0].ID != "old" {
+		t.Errorf("unkeyed runs = %v, %v", recs, err)
+	}
+}

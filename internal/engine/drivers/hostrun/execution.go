@@ -85,10 +85,40 @@ func (e *execution) Status(ctx context.Context) (drivers.State, error) {
 	return st.State, nil
 }
 
-// Wait polls the status file, quickly at first, then every half second.
+// Wait returns when the status file records an end. Where the host can say when
+// the supervisor renames a new status into place (inotify, see wait_linux.go) it
+// wakes on that, and checks every waitCheck besides (a supervisor that dies
+// without recording an end is found by Status); elsewhere it polls, quickly at
+// first, then every waitCheck.
 func (e *execution) Wait(ctx context.Context) (drivers.State, error) {
-	return drivers.Poll(ctx, 20*time.Millisecond, 500*time.Millisecond, e.Status)
+	w, err := watchStatus(e.l.Status())
+	if err != nil {
+		return drivers.Poll(ctx, 20*time.Millisecond, waitCheck, e.Status)
+	}
+	defer w.Close()
+	var last drivers.State
+	for {
+		st, err := e.Status(ctx)
+		switch {
+		case err == nil:
+			last = st
+			if st.Status.Terminal() {
+				return st, nil
+			}
+		case !drivers.IsUnreachable(err):
+			return last, err
+		}
+		select {
+		case <-ctx.Done():
+			return last, ctx.Err()
+		case <-w.C:
+		case <-time.After(waitCheck):
+		}
+	}
 }
+
+// waitCheck is how often Wait looks at a run with no news from its supervisor.
+const waitCheck = 500 * time.Millisecond
 
 func (e *execution) Logs(ctx context.Context, offset int64) ([]byte, int64, error) {
 	f, err := run.OpenRunFile(e.l.Dir, e.l.StdLog())

@@ -1,0 +1,67 @@
+package hostrun
+
+import (
+	"bytes"
+	"encoding/binary"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// statusWatch signals on C (at most one pending signal) each time a file named
+// like the watched status file is created, written and closed, or renamed into
+// its directory: the supervisor writes every status to a temporary file and
+// renames it into place (writeJSONAtomic). Other files of the directory (the
+// metrics a script appends to, the spec) do not wake it.
+type statusWatch struct {
+	C    chan struct{}
+	f    *os.File
+	done chan struct{}
+}
+
+func watchStatus(path string) (*statusWatch, error) {
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := unix.InotifyAddWatch(fd, filepath.Dir(path), unix.IN_MOVED_TO|unix.IN_CLOSE_WRITE|unix.IN_CREATE); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	// Non-blocking, so the runtime poller owns it and Close ends a pending Read.
+	w := &statusWatch{C: make(chan struct{}, 1), f: os.NewFile(uintptr(fd), "inotify"), done: make(chan struct{})}
+	go w.read([]byte(filepath.Base(path)))
+	return w, nil
+}
+
+func (w *statusWatch) read(name []byte) {
+	defer close(w.done)
+	buf := make([]byte, 64*(unix.SizeofInotifyEvent+unix.NAME_MAX+1))
+	for {
+		n, err := w.f.Read(buf)
+		if err != nil {
+			return
+		}
+		for off := 0; off+unix.SizeofInotifyEvent <= n; {
+			nameLen := int(binary.NativeEndian.Uint32(buf[off+12 : off+16]))
+			end := min(off+unix.SizeofInotifyEvent+nameLen, n)
+			got := bytes.TrimRight(buf[off+unix.SizeofInotifyEvent:end], "\x00")
+			mask := binary.NativeEndian.Uint32(buf[off+4 : off+8])
+			if bytes.Equal(got, name) || mask&unix.IN_Q_OVERFLOW != 0 {
+				select {
+				case w.C <- struct{}{}:
+				default:
+				}
+			}
+			off = end
+		}
+	}
+}
+
+// Close stops the watch and waits for its reader to end.
+func (w *statusWatch) Close() error {
+	err := w.f.Close()
+	<-w.done
+	return err
+}
