@@ -41,6 +41,20 @@ func (c *cli) start(ctx context.Context, name string, args []string, npos int, e
 	return f, pos, err
 }
 
+// startRun is start for a command on one RUN: the workspace and the run's full id.
+func (c *cli) startRun(ctx context.Context, name string, args []string, extra func(*flag.FlagSet)) (*found, string, error) {
+	f, pos, err := c.start(ctx, name, args, 1, extra)
+	if err != nil {
+		return nil, "", err
+	}
+	id, err := f.runID(ctx, pos[0])
+	if err != nil {
+		f.Close()
+		return nil, "", err
+	}
+	return f, id, nil
+}
+
 func (c *cli) workspace(ctx context.Context, args []string) error {
 	f, _, err := c.start(ctx, "workspace", args, 0, nil)
 	if err != nil {
@@ -237,15 +251,11 @@ func orSlice(s []string) []string {
 }
 
 func (c *cli) runShow(ctx context.Context, args []string) error {
-	f, pos, err := c.start(ctx, "runs show", args, 1, nil)
+	f, id, err := c.startRun(ctx, "runs show", args, nil)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	id, err := f.runID(ctx, pos[0])
-	if err != nil {
-		return err
-	}
 	v, err := detail(ctx, f.eng, id)
 	if err != nil {
 		return notFoundIf(err)
@@ -333,17 +343,13 @@ func notFoundIf(err error) error {
 
 func (c *cli) metrics(ctx context.Context, args []string) error {
 	var history bool
-	f, pos, err := c.start(ctx, "metrics", args, 1, func(fs *flag.FlagSet) {
+	f, id, err := c.startRun(ctx, "metrics", args, func(fs *flag.FlagSet) {
 		fs.BoolVar(&history, "history", false, "every logged value, by step")
 	})
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	id, err := f.runID(ctx, pos[0])
-	if err != nil {
-		return err
-	}
 	r, err := f.eng.ReadRun(ctx, id)
 	if err != nil {
 		return notFoundIf(err)
@@ -411,7 +417,7 @@ var pollEvery = 500 * time.Millisecond
 func (c *cli) logs(ctx context.Context, args []string) error {
 	var follow bool
 	var fromStart int64
-	f, pos, err := c.start(ctx, "logs", args, 1, func(fs *flag.FlagSet) {
+	f, id, err := c.startRun(ctx, "logs", args, func(fs *flag.FlagSet) {
 		fs.BoolVar(&follow, "f", false, "follow an active run until it ends; exit with its outcome")
 		fs.BoolVar(&follow, "follow", false, "same as -f")
 		fs.Int64Var(&fromStart, "offset", 0, "start at this byte of the log")
@@ -420,10 +426,6 @@ func (c *cli) logs(ctx context.Context, args []string) error {
 		return err
 	}
 	defer f.Close()
-	id, err := f.runID(ctx, pos[0])
-	if err != nil {
-		return err
-	}
 	t := termOf(c.stdout)
 	offset := fromStart
 	for {
@@ -480,15 +482,11 @@ func (c *cli) logs(ctx context.Context, args []string) error {
 }
 
 func (c *cli) wait(ctx context.Context, args []string) error {
-	f, pos, err := c.start(ctx, "wait", args, 1, nil)
+	f, id, err := c.startRun(ctx, "wait", args, nil)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	id, err := f.runID(ctx, pos[0])
-	if err != nil {
-		return err
-	}
 	for {
 		r, err := f.eng.ReadRun(ctx, id)
 		if err != nil {
@@ -511,15 +509,11 @@ func (c *cli) wait(ctx context.Context, args []string) error {
 }
 
 func (c *cli) cancel(ctx context.Context, args []string) error {
-	f, pos, err := c.start(ctx, "cancel", args, 1, nil)
+	f, id, err := c.startRun(ctx, "cancel", args, nil)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	id, err := f.runID(ctx, pos[0])
-	if err != nil {
-		return err
-	}
 	r, err := f.eng.CancelRun(ctx, id)
 	if err != nil {
 		return notFoundIf(err)
