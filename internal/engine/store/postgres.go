@@ -429,23 +429,7 @@ func writeBackendFile(dir string, sh Shared, id string) error {
 	if old, err := os.ReadFile(p); err == nil && string(old) == string(b) {
 		return nil
 	}
-	f, err := os.CreateTemp(dir, ".backend-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), p)
+	return writePrivate(p, b)
 }
 
 // openBackendFile opens the shared workspace whose cache directory is dir.

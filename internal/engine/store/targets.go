@@ -123,23 +123,7 @@ func (s *Store) PutSecrets(name string, v any) error {
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), s.secretsPath(name)); err != nil {
+	if err := writePrivate(s.secretsPath(name), b); err != nil {
 		return err
 	}
 	if s.shared != nil {
@@ -161,4 +145,26 @@ func (s *Store) GetSecrets(name string, v any) error {
 		return fmt.Errorf("credentials of compute target %q: %w", name, err)
 	}
 	return json.Unmarshal(b, v)
+}
+
+// writePrivate writes b to p readable by the owner only (0600), through a
+// temporary file renamed into place, so a reader never sees half of it.
+func writePrivate(p string, b []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(p), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), p)
 }
