@@ -1,14 +1,13 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"log"
 	"os"
 	"runtime/pprof"
 	"strconv"
 
-	"github.com/hashicorp/terraform-plugin-framework/providerserver"
+	"github.com/hashicorp/terraform-plugin-go/tfprotov6/tf6server"
 
 	"github.com/openaml/terraform-provider-aml/internal/agent"
 	"github.com/openaml/terraform-provider-aml/internal/provider"
@@ -40,11 +39,13 @@ func main() {
 		quietSDKLogs()
 	}
 
-	opts := providerserver.ServeOpts{
-		Address: "registry.terraform.io/openaml/aml",
-		Debug:   debug,
+	var opts []tf6server.ServeOpt
+	if debug {
+		opts = append(opts, tf6server.WithManagedDebug())
 	}
-	if err := providerserver.Serve(context.Background(), provider.New(version), opts); err != nil {
+	// What providerserver.Serve does, with the provider's own server (the
+	// framework's behind a plan fast path: internal/provider/fastpath.go).
+	if err := tf6server.Serve("registry.terraform.io/openaml/aml", provider.NewProtocol6Server(version), opts...); err != nil {
 		log.Print(err.Error())
 		os.Exit(1) //nolint:gocritic // the profile of a failed serve is of no use
 	}

@@ -2,8 +2,12 @@ package provider
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
@@ -30,6 +34,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-log/tflog"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine"
+	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
 )
 
 var (
@@ -306,29 +311,25 @@ func (r *ExperimentRunResource) ModifyPlan(ctx context.Context, req resource.Mod
 		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("snapshot_changes"), types.ListUnknown(types.StringType))...)
 		return
 	}
-	if !plan.Script.IsUnknown() && fullyKnown(plan.Command) && fullyKnown(plan.Arguments) && fullyKnown(plan.EnvironmentVariables) {
-		if err := engine.CheckProgram(plan.Script.ValueString(), stringList(ctx, plan.Command, &resp.Diagnostics),
-			stringList(ctx, plan.Arguments, &resp.Diagnostics), stringMap(ctx, plan.EnvironmentVariables, &resp.Diagnostics)); err != nil {
-			addEngineError(&resp.Diagnostics, "Cannot run this program", err)
-			return
-		}
+	in := runPlanInputs{
+		SourceDir:      plan.SourceDirectory.ValueString(),
+		Script:         plan.Script.ValueString(),
+		ScriptSet:      !plan.Script.IsNull() && !plan.Script.IsUnknown(),
+		ProgramKnown:   !plan.Script.IsUnknown() && fullyKnown(plan.Command) && fullyKnown(plan.Arguments) && fullyKnown(plan.EnvironmentVariables),
+		WorkspaceID:    plan.WorkspaceID.ValueString(),
+		ComputeTarget:  plan.ComputeTarget.ValueString(),
+		RunConfigID:    plan.RunConfigurationID.ValueString(),
+		PlacementKnown: known(plan.WorkspaceID) && known(plan.ComputeTarget) && known(plan.RunConfigurationID),
 	}
-	sum, manifest, err := r.eng.PlanSnapshot(ctx, plan.SourceDirectory.ValueString())
+	if in.ProgramKnown {
+		in.Command = stringList(ctx, plan.Command, &resp.Diagnostics)
+		in.Arguments = stringList(ctx, plan.Arguments, &resp.Diagnostics)
+		in.Env = stringMap(ctx, plan.EnvironmentVariables, &resp.Diagnostics)
+	}
+	sum, manifest, summary, err := checkRunPlan(ctx, r.eng, in)
 	if err != nil {
-		addEngineError(&resp.Diagnostics, "Cannot snapshot source_directory", err)
+		addEngineError(&resp.Diagnostics, summary, err)
 		return
-	}
-	if !plan.Script.IsNull() && !plan.Script.IsUnknown() {
-		if err := engine.CheckScript(manifest, plan.SourceDirectory.ValueString(), plan.Script.ValueString()); err != nil {
-			addEngineError(&resp.Diagnostics, "Script not in snapshot", err)
-			return
-		}
-	}
-	if known(plan.WorkspaceID) && known(plan.ComputeTarget) && known(plan.RunConfigurationID) {
-		if err := r.eng.CheckPlacement(ctx, plan.WorkspaceID.ValueString(), plan.ComputeTarget.ValueString(), plan.RunConfigurationID.ValueString()); err != nil {
-			addEngineError(&resp.Diagnostics, "Run does not fit its compute target", err)
-			return
-		}
 	}
 	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("snapshot_hash"), sum.Hash)...)
 	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("snapshot_files"), int64(sum.Files))...)
@@ -369,6 +370,47 @@ func (r *ExperimentRunResource) ModifyPlan(ctx context.Context, req resource.Mod
 		files = []string{"unknown: " + err.Error()}
 	}
 	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("snapshot_changes"), files)...)
+}
+
+// runPlanInputs is what a run's plan checks read: the program, its source
+// directory and where it runs. The *Known flags say which parts are known yet.
+type runPlanInputs struct {
+	SourceDir                  string
+	Script                     string
+	ScriptSet                  bool // script is set and known
+	ProgramKnown               bool // script, command, arguments and variables are known
+	Command, Arguments         []string
+	Env                        map[string]string
+	WorkspaceID, ComputeTarget string
+	RunConfigID                string
+	PlacementKnown             bool
+}
+
+// checkRunPlan checks a run's program, hashes its source directory and checks
+// that the run fits its target: the plan-time work of every aml_experiment_run,
+// shared by ModifyPlan and the unchanged-run fast path (fastpath.go). An error
+// comes with the summary of its diagnostic.
+func checkRunPlan(ctx context.Context, eng *engine.Engine, in runPlanInputs) (*engine.SnapshotSummary, *snapshot.Manifest, string, error) {
+	if in.ProgramKnown {
+		if err := engine.CheckProgram(in.Script, in.Command, in.Arguments, in.Env); err != nil {
+			return nil, nil, "Cannot run this program", err
+		}
+	}
+	sum, manifest, err := eng.PlanSnapshot(ctx, in.SourceDir)
+	if err != nil {
+		return nil, nil, "Cannot snapshot source_directory", err
+	}
+	if in.ScriptSet {
+		if err := engine.CheckScript(manifest, in.SourceDir, in.Script); err != nil {
+			return nil, nil, "Script not in snapshot", err
+		}
+	}
+	if in.PlacementKnown {
+		if err := eng.CheckPlacement(ctx, in.WorkspaceID, in.ComputeTarget, in.RunConfigID); err != nil {
+			return nil, nil, "Run does not fit its compute target", err
+		}
+	}
+	return sum, manifest, "", nil
 }
 
 // replacedBy reports whether the plan changes an input that replaces the run
@@ -579,21 +621,35 @@ func (r *ExperimentRunResource) Create(ctx context.Context, req resource.CreateR
 	if ackErr := r.eng.AcknowledgeRun(context.WithoutCancel(ctx), run.ID); ackErr != nil {
 		resp.Diagnostics.AddWarning("Could not mark run as tracked", ackErr.Error())
 	}
+	// The record as the next refresh reads it: if it gives the same results,
+	// its fingerprint lets that refresh keep this state as it is.
+	if fresh, err := r.eng.ReadRun(context.WithoutCancel(ctx), run.ID); err == nil {
+		again := plan
+		again.fillComputed(ctx, fresh, &diag.Diagnostics{})
+		if reflect.DeepEqual(again, plan) {
+			setRunFingerprint(ctx, resp.Private, runFingerprint(fresh), &resp.Diagnostics)
+		}
+	}
 }
 
 func (r *ExperimentRunResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
-	var state ExperimentRunResourceModel
-	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	var id types.String
+	resp.Diagnostics.Append(req.State.GetAttribute(ctx, path.Root("id"), &id)...)
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	run, err := r.eng.ReadRun(ctx, state.ID.ValueString())
+	run, err := r.eng.ReadRun(ctx, id.ValueString())
 	if engine.IsNotFound(err) {
 		resp.State.RemoveResource(ctx)
 		return
 	}
 	if err != nil {
 		addEngineError(&resp.Diagnostics, "Cannot read run", err)
+		return
+	}
+	var state ExperimentRunResourceModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
 		return
 	}
 	if state.WorkspaceID.IsNull() {
@@ -610,6 +666,35 @@ func (r *ExperimentRunResource) Read(ctx context.Context, req resource.ReadReque
 		state.SnapshotChanges = listValue(ctx, []string{}, &resp.Diagnostics) // imported, or kept by an earlier version
 	}
 	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
+	// The next refresh keeps this state as it is while the record stays the
+	// same (fastServer.ReadResource).
+	setRunFingerprint(ctx, resp.Private, runFingerprint(run), &resp.Diagnostics)
+}
+
+// privateRunKey is the private-state key of the fingerprint of the run record
+// the state's results were last written from.
+const privateRunKey = "run_record"
+
+// runFingerprint is a digest of everything ReadRun returned for a run, as a
+// JSON string (private state values are JSON); nil when it cannot be made.
+func runFingerprint(run *engine.Run) []byte {
+	b, err := json.Marshal(run)
+	if err != nil {
+		return nil
+	}
+	sum := sha256.Sum256(b)
+	return []byte(`"` + hex.EncodeToString(sum[:]) + `"`)
+}
+
+// setRunFingerprint records fp beside the state just written (nothing when fp
+// is nil: the next refresh then takes the full path).
+func setRunFingerprint(ctx context.Context, private interface {
+	SetKey(context.Context, string, []byte) diag.Diagnostics
+}, fp []byte, diags *diag.Diagnostics) {
+	if fp == nil || private == nil {
+		return
+	}
+	diags.Append(private.SetKey(ctx, privateRunKey, fp)...)
 }
 
 // Update changes only what does not re-run anything: tags, wait_for_completion,

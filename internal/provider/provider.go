@@ -25,6 +25,7 @@ var _ provider.Provider = &AmlProvider{}
 // AmlProvider is the aml provider.
 type AmlProvider struct {
 	version string
+	eng     engineHolder // the configured engine, for fastServer
 }
 
 // AmlProviderModel is the provider block.
@@ -115,6 +116,7 @@ func (p *AmlProvider) Configure(ctx context.Context, req provider.ConfigureReque
 	}
 	resp.DataSourceData = eng
 	resp.ResourceData = eng
+	p.eng.Store(eng)
 }
 
 func (p *AmlProvider) Resources(ctx context.Context) []func() resource.Resource {

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/hashicorp/terraform-plugin-framework/providerserver"
 	"github.com/hashicorp/terraform-plugin-go/tfprotov6"
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 
@@ -23,9 +22,10 @@ import (
 )
 
 // testAccProtoV6ProviderFactories serves the provider in-process to the
-// Terraform CLI that terraform-plugin-testing drives.
+// Terraform CLI that terraform-plugin-testing drives: the same server main.go
+// serves, plan fast path included.
 var testAccProtoV6ProviderFactories = map[string]func() (tfprotov6.ProviderServer, error){
-	"aml": providerserver.NewProtocol6WithError(provider.New("test")()),
+	"aml": func() (tfprotov6.ProviderServer, error) { return provider.NewProtocol6Server("test")(), nil },
 }
 
 var (

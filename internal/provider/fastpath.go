@@ -1,0 +1,207 @@
+package provider
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"math/big"
+	"sync"
+	"sync/atomic"
+
+	"github.com/hashicorp/terraform-plugin-framework/providerserver"
+	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-go/tfprotov6"
+	"github.com/hashicorp/terraform-plugin-go/tftypes"
+
+	"github.com/openaml/terraform-provider-aml/internal/engine"
+)
+
+// NewProtocol6Server returns the provider's protocol-6 server: the framework's
+// server for a new AmlProvider, with the unchanged-run plan fast path in front
+// of it. main.go serves it and the acceptance tests use it, so every plan in the
+// tests goes through the same path as a user's.
+func NewProtocol6Server(version string) func() tfprotov6.ProviderServer {
+	return func() tfprotov6.ProviderServer {
+		p := &AmlProvider{version: version}
+		return &fastServer{ProviderServer: providerserver.NewProtocol6(p)(), p: p}
+	}
+}
+
+// fastServer answers PlanResourceChange for an aml_experiment_run whose
+// configuration did not change (Terraform's proposed new state equals the prior
+// state) without the framework, when re-checking it finds nothing changed
+// either: the same snapshot hash, the script still there, the run still fitting
+// its target. It then plans exactly what the framework would: the prior state,
+// unchanged, and the prior private state.
+//
+// Why: for such a run the framework's plan does nothing, at a cost that grows
+// with the square of the schema's top-level attributes (for each attribute it
+// sets the attribute through a path walk that rebuilds the attribute map and
+// re-encodes the whole object), on every run of every plan. On a 100-run sweep
+// that was half of the provider's CPU (bench/README.md, section 2b). Anything
+// else (a changed input, an unknown, an error to report, a run not yet in
+// state) goes to the framework, which remains the one place that plans a change
+// and words its diagnostics.
+type fastServer struct {
+	tfprotov6.ProviderServer
+	p *AmlProvider
+}
+
+// runStateType is aml_experiment_run's state type, for decoding raw states.
+var runStateType = sync.OnceValue(func() tftypes.Type {
+	ctx := context.Background()
+	var resp resource.SchemaResponse
+	(&ExperimentRunResource{}).Schema(ctx, resource.SchemaRequest{}, &resp)
+	return resp.Schema.Type().TerraformType(ctx)
+})
+
+const experimentRunType = "aml_experiment_run"
+
+func (s *fastServer) PlanResourceChange(ctx context.Context, req *tfprotov6.PlanResourceChangeRequest) (*tfprotov6.PlanResourceChangeResponse, error) {
+	if req.TypeName == experimentRunType {
+		if eng := s.p.eng.Load(); eng != nil && unchangedRunPlan(ctx, eng, req) {
+			return &tfprotov6.PlanResourceChangeResponse{
+				PlannedState:   req.PriorState,
+				PlannedPrivate: req.PriorPrivate,
+			}, nil
+		}
+	}
+	return s.ProviderServer.PlanResourceChange(ctx, req)
+}
+
+// ReadResource keeps an aml_experiment_run's state as it is, without the
+// framework, when the run's record is the one the state was written from: the
+// fingerprint of what ReadRun returns equals the one Read or Create kept in
+// private state beside it. Anything else goes to the framework's Read.
+func (s *fastServer) ReadResource(ctx context.Context, req *tfprotov6.ReadResourceRequest) (*tfprotov6.ReadResourceResponse, error) {
+	if req.TypeName == experimentRunType {
+		if eng := s.p.eng.Load(); eng != nil && unchangedRunRecord(ctx, eng, req) {
+			return &tfprotov6.ReadResourceResponse{NewState: req.CurrentState, Private: req.Private}, nil
+		}
+	}
+	return s.ProviderServer.ReadResource(ctx, req)
+}
+
+func unchangedRunRecord(ctx context.Context, eng *engine.Engine, req *tfprotov6.ReadResourceRequest) bool {
+	if req.CurrentState == nil || len(req.Private) == 0 {
+		return false
+	}
+	// The framework's private state: a JSON object of base64 values.
+	var private map[string][]byte
+	if err := json.Unmarshal(req.Private, &private); err != nil || len(private[privateRunKey]) == 0 {
+		return false
+	}
+	state, err := req.CurrentState.Unmarshal(runStateType())
+	if err != nil || state.IsNull() {
+		return false
+	}
+	var attrs map[string]tftypes.Value
+	var id *string
+	if state.As(&attrs) != nil || attrs["id"].As(&id) != nil || id == nil {
+		return false
+	}
+	run, err := eng.ReadRun(ctx, *id)
+	if err != nil || run.OutputsGone {
+		return false
+	}
+	fp := runFingerprint(run)
+	return fp != nil && bytes.Equal(fp, private[privateRunKey])
+}
+
+// unchangedRunPlan reports whether the plan of this run is "no change": the
+// configuration is the state's, and checkRunPlan, as ModifyPlan would call it,
+// succeeds with the snapshot recorded in state.
+func unchangedRunPlan(ctx context.Context, eng *engine.Engine, req *tfprotov6.PlanResourceChangeRequest) bool {
+	if req.PriorState == nil || req.ProposedNewState == nil {
+		return false
+	}
+	ty := runStateType()
+	prior, err := req.PriorState.Unmarshal(ty)
+	if err != nil || prior.IsNull() || !prior.IsFullyKnown() {
+		return false
+	}
+	proposed, err := req.ProposedNewState.Unmarshal(ty)
+	if err != nil || !prior.Equal(proposed) {
+		return false
+	}
+	var attrs map[string]tftypes.Value
+	if err := prior.As(&attrs); err != nil {
+		return false
+	}
+	str := func(name string) (string, bool) {
+		var p *string
+		if err := attrs[name].As(&p); err != nil || p == nil {
+			return "", false
+		}
+		return *p, true
+	}
+	list := func(name string) ([]string, bool) {
+		if attrs[name].IsNull() {
+			return nil, true
+		}
+		var vs []tftypes.Value
+		if err := attrs[name].As(&vs); err != nil {
+			return nil, false
+		}
+		out := make([]string, 0, len(vs))
+		for _, v := range vs {
+			var e string
+			if err := v.As(&e); err != nil {
+				return nil, false
+			}
+			out = append(out, e)
+		}
+		return out, true
+	}
+	// A value the framework path would rewrite: leave it to the framework.
+	if v, ok := attrs["snapshot_changes"]; !ok || v.IsNull() {
+		return false
+	}
+	in := runPlanInputs{ProgramKnown: true, PlacementKnown: true}
+	var ok bool
+	if in.SourceDir, ok = str("source_directory"); !ok {
+		return false
+	}
+	in.Script, in.ScriptSet = str("script")
+	if in.Command, ok = list("command"); !ok {
+		return false
+	}
+	if in.Arguments, ok = list("arguments"); !ok {
+		return false
+	}
+	var env map[string]tftypes.Value
+	if err := attrs["environment_variables"].As(&env); err != nil {
+		return false
+	}
+	if env != nil {
+		in.Env = make(map[string]string, len(env))
+		for k, v := range env {
+			var e string
+			if err := v.As(&e); err != nil {
+				return false
+			}
+			in.Env[k] = e
+		}
+	}
+	for name, dst := range map[string]*string{"workspace_id": &in.WorkspaceID, "compute_target": &in.ComputeTarget, "run_configuration_id": &in.RunConfigID} {
+		if *dst, ok = str(name); !ok {
+			return false
+		}
+	}
+	hash, ok := str("snapshot_hash")
+	if !ok {
+		return false
+	}
+	var files, size *big.Float
+	if attrs["snapshot_files"].As(&files) != nil || attrs["snapshot_bytes"].As(&size) != nil || files == nil || size == nil {
+		return false
+	}
+	sum, _, _, err := checkRunPlan(ctx, eng, in)
+	if err != nil {
+		return false
+	}
+	return sum.Hash == hash && files.Cmp(new(big.Float).SetInt64(int64(sum.Files))) == 0 && size.Cmp(new(big.Float).SetInt64(sum.Bytes)) == 0
+}
+
+// engineHolder keeps the engine the provider configured, for the fast path.
+type engineHolder = atomic.Pointer[engine.Engine]
