@@ -68,6 +68,10 @@ type Engine struct {
 	// NotePlannedTarget); planEnv caches plan-time environment checks.
 	planned map[string]bool
 	planEnv map[string]error
+
+	// snapshots answers repeated hashes of an unchanged source directory in
+	// this process from memory (snapshot.Memo: inotify says when it changed).
+	snapshots snapshot.Memo
 }
 
 // New returns an Engine with defaults filled in.

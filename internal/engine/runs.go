@@ -207,9 +207,11 @@ func (e *Engine) snapshotOptions() snapshot.Options {
 }
 
 // PlanSnapshot hashes a source directory for the plan (stat-cached, so re-plans of
-// an unchanged tree read no file contents).
+// an unchanged tree read no file contents; and memoized while inotify reports no
+// change, so the runs of one plan that share a directory walk it once). The
+// manifest is shared: it must not be modified.
 func (e *Engine) PlanSnapshot(ctx context.Context, dir string) (*SnapshotSummary, *snapshot.Manifest, error) {
-	m, err := snapshot.Build(ctx, e.abs(dir), e.snapshotOptions())
+	m, err := e.snapshots.Build(ctx, e.abs(dir), e.snapshotOptions())
 	if err != nil {
 		return nil, nil, fieldErr("source_directory", "%v", err)
 	}

@@ -209,6 +209,12 @@ const ReservedDir = ".aml"
 //     other links, is refused with *SymlinkError. Sockets, pipes and devices are refused.
 //   - Over the limits, *LimitError is returned before anything is hashed.
 func Build(ctx context.Context, dir string, opts Options) (*Manifest, error) {
+	return buildWatched(ctx, dir, opts, nil)
+}
+
+// buildWatched is Build; watch, when not nil, is called with each directory the walk
+// is about to read, before it reads it (Memo watches them).
+func buildWatched(ctx context.Context, dir string, opts Options, watch func(absDir string)) (*Manifest, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: source directory %s: %w", dir, err)
@@ -223,7 +229,7 @@ func Build(ctx context.Context, dir string, opts Options) (*Manifest, error) {
 		return nil, fmt.Errorf("snapshot: source directory %s is not a directory", dir)
 	}
 
-	w := &walker{ctx: ctx, root: abs}
+	w := &walker{ctx: ctx, root: abs, watch: watch}
 	if err := w.walk("", abs, nil); err != nil {
 		return nil, err
 	}
@@ -303,11 +309,15 @@ type walker struct {
 	ctx   context.Context
 	root  string
 	files []file
+	watch func(absDir string)
 }
 
 func (w *walker) walk(relDir, absDir string, rules []rule) error {
 	if err := w.ctx.Err(); err != nil {
 		return err
+	}
+	if w.watch != nil {
+		w.watch(absDir)
 	}
 	des, err := os.ReadDir(absDir)
 	if err != nil {

@@ -1,0 +1,147 @@
+//go:build linux
+
+package snapshot
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+)
+
+// TestMemoSeesEveryChange: an unchanged tree is answered from memory (the same
+// manifest), and every kind of change under it, at any depth, makes the next
+// Build walk again and see it.
+func TestMemoSeesEveryChange(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	dir := filepath.Join(root, "src")
+	writeTree(t, dir, map[string]string{"train.py": "print(1)\n", "pkg/a/b.py": "x = 1\n", "pkg/c.txt": "c"})
+	var mm Memo
+	opts := Options{StatCacheDir: filepath.Join(root, "cache")}
+
+	first, err := mm.Build(ctx, dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := mm.Build(ctx, dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again != first {
+		t.Fatalf("unchanged tree: a new manifest (%s), want the memoized one", again.Hash)
+	}
+	if other, _ := mm.Build(ctx, dir, Options{}); other == first {
+		t.Fatal("other options answered from the memo of different ones")
+	}
+
+	prev := first
+	steps := []struct {
+		name   string
+		change func(t *testing.T)
+	}{
+		{"same-size content change, deep", func(t *testing.T) { write(t, filepath.Join(dir, "pkg/a/b.py"), "x = 2\n") }},
+		{"chmod +x", func(t *testing.T) { chmod(t, filepath.Join(dir, "train.py"), 0o755) }},
+		{"new file in a subdirectory", func(t *testing.T) { write(t, filepath.Join(dir, "pkg/a/new.py"), "n") }},
+		{"new directory with a file", func(t *testing.T) {
+			if err := os.MkdirAll(filepath.Join(dir, "pkg/d/e"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			write(t, filepath.Join(dir, "pkg/d/e/f.py"), "f")
+		}},
+		{"file in the new directory changed", func(t *testing.T) { write(t, filepath.Join(dir, "pkg/d/e/f.py"), "g") }},
+		{"file removed", func(t *testing.T) { remove(t, filepath.Join(dir, "pkg/c.txt")) }},
+		{"file renamed", func(t *testing.T) {
+			if err := os.Rename(filepath.Join(dir, "pkg/a/new.py"), filepath.Join(dir, "pkg/a/renamed.py")); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"directory removed", func(t *testing.T) { remove(t, filepath.Join(dir, "pkg/d")) }},
+		{"ignore file added", func(t *testing.T) { write(t, filepath.Join(dir, ".amlignore"), "pkg/a/\n") }},
+		{"root replaced by another directory at the same path", func(t *testing.T) {
+			if err := os.Rename(dir, filepath.Join(root, "old")); err != nil {
+				t.Fatal(err)
+			}
+			writeTree(t, dir, map[string]string{"train.py": "print(2)\n"})
+		}},
+	}
+	for _, s := range steps {
+		s.change(t)
+		m, err := mm.Build(ctx, dir, opts)
+		if err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		want, err := Build(ctx, dir, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m == prev || m.Hash == prev.Hash {
+			t.Fatalf("%s: the memo answered the old manifest %s", s.name, prev.Hash)
+		}
+		if m.Hash != want.Hash {
+			t.Fatalf("%s: memo gave %s, a fresh Build %s", s.name, m.Hash, want.Hash)
+		}
+		if hit, _ := mm.Build(ctx, dir, opts); hit != m {
+			t.Fatalf("%s: the tree is unchanged since, but it was walked again", s.name)
+		}
+		prev = m
+	}
+}
+
+// TestMemoConcurrentBuilds: the runs of one plan ask at once; they all get the
+// same, correct manifest, and the tree is walked once.
+func TestMemoConcurrentBuilds(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	writeTree(t, dir, map[string]string{"a.py": "a", "b/c.py": "c"})
+	want, err := Build(ctx, dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mm Memo
+	got := make([]*Manifest, 10)
+	var wg sync.WaitGroup
+	for i := range got {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m, err := mm.Build(ctx, dir, Options{})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			got[i] = m
+		}()
+	}
+	wg.Wait()
+	for i, m := range got {
+		if m == nil || m.Hash != want.Hash {
+			t.Fatalf("build %d: %v, want %s", i, m, want.Hash)
+		}
+		if m != got[0] {
+			t.Fatalf("build %d walked the tree again", i)
+		}
+	}
+}
+
+func write(t *testing.T, p, s string) {
+	t.Helper()
+	if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func chmod(t *testing.T, p string, m os.FileMode) {
+	t.Helper()
+	if err := os.Chmod(p, m); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func remove(t *testing.T, p string) {
+	t.Helper()
+	if err := os.RemoveAll(p); err != nil {
+		t.Fatal(err)
+	}
+}
