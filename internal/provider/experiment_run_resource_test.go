@@ -25,6 +25,7 @@ import (
 	"github.com/openaml/terraform-provider-aml/internal/engine"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/store"
+	"github.com/openaml/terraform-provider-aml/internal/provider"
 	"github.com/openaml/terraform-provider-aml/internal/testutil"
 )
 
@@ -49,6 +50,7 @@ with open(os.path.join(os.environ["AML_OUTPUTS_DIR"], "model.txt"), "w") as f:
 
 func TestAccExperimentRunResource(t *testing.T) {
 	testAccPreCheck(t)
+	var fastPlans0, fastReads0 int64
 	wsDir := filepath.Join(t.TempDir(), "ws")
 	files := map[string]string{
 		"train.py":    envTrainScript("0.93"),
@@ -186,7 +188,8 @@ resource "aml_experiment_run" "train" {
 			},
 			{
 				// Nothing changed: nothing to do, and no re-run.
-				Config: config("alice", "v1"),
+				PreConfig: func() { fastPlans0, fastReads0 = provider.FastPathHits() },
+				Config:    config("alice", "v1"),
 				ConfigPlanChecks: resource.ConfigPlanChecks{
 					PreApply: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()},
 				},
@@ -194,6 +197,11 @@ resource "aml_experiment_run" "train" {
 			{
 				// A file .amlignore excludes is not part of the run.
 				PreConfig: func() {
+					// The unchanged run of the step before was planned and
+					// refreshed by the fast path (fastpath.go), not the framework.
+					if plans, reads := provider.FastPathHits(); plans == fastPlans0 || reads == fastReads0 {
+						t.Fatalf("unchanged run: fast path answered %d plans and %d refreshes, want at least one of each", plans-fastPlans0, reads-fastReads0)
+					}
 					testutil.WriteFiles(t, src, map[string]string{"ignored.txt": "scratch v2, now longer\n"})
 				},
 				Config: config("alice", "v1"),

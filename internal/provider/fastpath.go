@@ -47,6 +47,9 @@ type fastServer struct {
 	p *AmlProvider
 }
 
+// fastPlans and fastReads count the requests the fast path answered (for the tests).
+var fastPlans, fastReads atomic.Int64
+
 // runStateType is aml_experiment_run's state type, for decoding raw states.
 var runStateType = sync.OnceValue(func() tftypes.Type {
 	ctx := context.Background()
@@ -60,6 +63,7 @@ const experimentRunType = "aml_experiment_run"
 func (s *fastServer) PlanResourceChange(ctx context.Context, req *tfprotov6.PlanResourceChangeRequest) (*tfprotov6.PlanResourceChangeResponse, error) {
 	if req.TypeName == experimentRunType {
 		if eng := s.p.eng.Load(); eng != nil && unchangedRunPlan(ctx, eng, req) {
+			fastPlans.Add(1)
 			return &tfprotov6.PlanResourceChangeResponse{
 				PlannedState:   req.PriorState,
 				PlannedPrivate: req.PriorPrivate,
@@ -76,6 +80,7 @@ func (s *fastServer) PlanResourceChange(ctx context.Context, req *tfprotov6.Plan
 func (s *fastServer) ReadResource(ctx context.Context, req *tfprotov6.ReadResourceRequest) (*tfprotov6.ReadResourceResponse, error) {
 	if req.TypeName == experimentRunType {
 		if eng := s.p.eng.Load(); eng != nil && unchangedRunRecord(ctx, eng, req) {
+			fastReads.Add(1)
 			return &tfprotov6.ReadResourceResponse{NewState: req.CurrentState, Private: req.Private}, nil
 		}
 	}
