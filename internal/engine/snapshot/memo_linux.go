@@ -53,6 +53,14 @@ type memoEntry struct {
 	gen   int // counts the events that touched this tree
 }
 
+// At most this many directories are watched per tree and per process: the
+// watches count against the user's inotify limit (fs.inotify.max_user_watches),
+// which editors and file watchers share. A larger tree is walked every time.
+const (
+	maxWatchesPerTree = 2048
+	maxWatches        = 8192
+)
+
 // watchMask is every event that can change what a walk of the directory finds.
 const watchMask = unix.IN_MODIFY | unix.IN_ATTRIB | unix.IN_CLOSE_WRITE | unix.IN_CREATE | unix.IN_DELETE |
 	unix.IN_DELETE_SELF | unix.IN_MOVE_SELF | unix.IN_MOVED_FROM | unix.IN_MOVED_TO | unix.IN_ONLYDIR
@@ -90,8 +98,12 @@ func (mm *Memo) Build(ctx context.Context, dir string, opts Options) (*Manifest,
 	dev, ino, ok := rootID(abs)
 	var wds []int32
 	watchOK := ok
+	mm.mu.Lock()
+	room := min(maxWatchesPerTree, maxWatches-len(mm.byWD))
+	mm.mu.Unlock()
 	m, err := buildWatched(ctx, dir, opts, func(absDir string) {
-		if !watchOK {
+		if !watchOK || len(wds) >= room {
+			watchOK = false
 			return
 		}
 		wd, err := unix.InotifyAddWatch(mm.fd, absDir, watchMask)

@@ -6,6 +6,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 )
@@ -143,5 +144,38 @@ func remove(t *testing.T, p string) {
 	t.Helper()
 	if err := os.RemoveAll(p); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestMemoLeavesLargeTreesAlone: a tree with more directories than a tree may
+// watch is walked every time, correctly, and holds no watches afterwards.
+func TestMemoLeavesLargeTreesAlone(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	for i := range maxWatchesPerTree + 1 {
+		if err := os.Mkdir(filepath.Join(dir, "d"+strconv.Itoa(i)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(t, filepath.Join(dir, "d7", "f.py"), "f")
+	var mm Memo
+	first, err := mm.Build(ctx, dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := mm.Build(ctx, dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first == second {
+		t.Fatal("a tree over the watch limit was memoized")
+	}
+	if first.Hash != second.Hash || first.Files != 1 {
+		t.Fatalf("manifests %s (%d files) and %s differ", first.Hash, first.Files, second.Hash)
+	}
+	mm.mu.Lock()
+	defer mm.mu.Unlock()
+	if len(mm.byWD) != 0 {
+		t.Fatalf("%d watches left after the tree was given up", len(mm.byWD))
 	}
 }
