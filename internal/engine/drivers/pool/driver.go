@@ -205,9 +205,54 @@ func combine(states []drivers.State) drivers.State {
 	return out
 }
 
+// Wait returns when every rank has ended. It wakes when a rank's supervisor
+// (or the queue, on a requeue) writes a new status into a rank directory
+// (inotify, as hostrun's Wait), and checks every waitCheck besides: that check
+// also reaps dead nodes and scales for a requeued run. Where the OS has no
+// such notification it polls.
 func (e *execution) Wait(ctx context.Context) (drivers.State, error) {
-	return drivers.Poll(ctx, 50*time.Millisecond, 250*time.Millisecond, e.Status)
+	dirs := make([]string, e.h.NodeCount)
+	for rank := range dirs {
+		dirs[rank] = RankDir(e.h.RunDir, rank)
+	}
+	w, err := hostrun.WatchRunStatus(dirs...)
+	if err != nil {
+		return drivers.Poll(ctx, 50*time.Millisecond, waitCheck, e.Status)
+	}
+	defer w.Close()
+	var last drivers.State
+	t := time.NewTimer(waitCheck)
+	defer t.Stop()
+	for {
+		st, err := e.Status(ctx)
+		switch {
+		case err == nil:
+			last = st
+			if st.Status.Terminal() {
+				return st, nil
+			}
+		case !drivers.IsUnreachable(err):
+			return last, err
+		}
+		select {
+		case <-ctx.Done():
+			return last, ctx.Err()
+		case <-w.C():
+		case <-t.C:
+		}
+		if !t.Stop() {
+			select {
+			case <-t.C:
+			default:
+			}
+		}
+		t.Reset(waitCheck)
+	}
 }
+
+// waitCheck bounds how long Wait goes without looking at the run when no
+// status write woke it (a lost node, a supervisor that died silently).
+var waitCheck = 250 * time.Millisecond
 
 func (e *execution) Logs(ctx context.Context, offset int64) ([]byte, int64, error) {
 	return hostrun.Open(e.h.RunDir).Logs(ctx, offset)
