@@ -109,6 +109,7 @@ func (d *Driver) Start(ctx context.Context, spec drivers.RunSpec) (drivers.Handl
 	for rank := 0; rank < k; rank++ {
 		_ = hostrun.ResetForRequeue(RankDir(runDir, rank), "queued on pool "+d.Pool.Name)
 	}
+	d.Pool.Ring()
 	if err := d.Pool.EnsureNodes(ctx); err != nil {
 		return nil, err
 	}
