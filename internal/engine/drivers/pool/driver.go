@@ -218,7 +218,7 @@ func (e *execution) Wait(ctx context.Context) (drivers.State, error) {
 	}
 	w, err := hostrun.WatchRunStatus(dirs...)
 	if err != nil {
-		return drivers.Poll(ctx, 50*time.Millisecond, waitCheck, e.Status)
+		return drivers.Poll(ctx, pollFirst, waitCheck, e.Status)
 	}
 	defer w.Close()
 	var last drivers.State
@@ -253,7 +253,11 @@ func (e *execution) Wait(ctx context.Context) (drivers.State, error) {
 
 // waitCheck bounds how long Wait goes without looking at the run when no
 // status write woke it (a lost node, a supervisor that died silently).
-var waitCheck = 250 * time.Millisecond
+// Without notifications Wait polls, from pollFirst up to waitCheck.
+var (
+	waitCheck = 250 * time.Millisecond
+	pollFirst = 50 * time.Millisecond
+)
 
 func (e *execution) Logs(ctx context.Context, offset int64) ([]byte, int64, error) {
 	return hostrun.Open(e.h.RunDir).Logs(ctx, offset)

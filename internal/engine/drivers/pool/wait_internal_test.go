@@ -14,11 +14,12 @@ import (
 )
 
 // Wait learns a rank's end from the status write itself: with the periodic
-// check an hour away, only the notification can return it.
+// check (and the polling fallback) an hour away, only the notification can
+// return it before the test's deadline.
 func TestWaitWokenByStatusWrite(t *testing.T) {
-	old := waitCheck
-	waitCheck = time.Hour
-	t.Cleanup(func() { waitCheck = old })
+	oldCheck, oldFirst := waitCheck, pollFirst
+	waitCheck, pollFirst = time.Hour, time.Hour
+	t.Cleanup(func() { waitCheck, pollFirst = oldCheck, oldFirst })
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	s, err := store.Create(ctx, filepath.Join(t.TempDir(), "ws"), store.Meta{Name: "wait"})
