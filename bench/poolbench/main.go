@@ -352,7 +352,7 @@ func pass(args []string) (*Result, error) {
 	}
 
 	// Queue timestamps (enqueued, claimed) are in the store until the drain.
-	s, err := store.Open(ctx, ws.ID)
+	s, err := store.Open(ctx, ws.Dir)
 	if err != nil {
 		return nil, err
 	}

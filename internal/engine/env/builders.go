@@ -26,13 +26,28 @@ func DiscoverTools(pathEnv string) Tools {
 	if p, err := lookPathIn("uv", pathEnv); err == nil && works(p, "--version") {
 		t.UV = p
 	}
+	t.Conda = findConda(pathEnv)
+	return t
+}
+
+// discoverTools is DiscoverTools with a working uv kept by pr (probes.go).
+func discoverTools(pathEnv string, pr *prober) Tools {
+	var t Tools
+	if p, err := lookPathIn("uv", pathEnv); err == nil && pr.works(p, "--version") {
+		t.UV = p
+	}
+	t.Conda = findConda(pathEnv)
+	return t
+}
+
+// findConda looks for the conda tools on pathEnv (a lookup, nothing is run).
+func findConda(pathEnv string) string {
 	for _, name := range CondaTools {
 		if p, err := lookPathIn(name, pathEnv); err == nil {
-			t.Conda = p
-			break
+			return p
 		}
 	}
-	return t
+	return ""
 }
 
 // works filters out shims (pyenv's among them) that exist but cannot run.

@@ -93,11 +93,29 @@ func (e *BuildError) Unwrap() error { return e.Err }
 // environment is not in the cache: conda, mamba or micromamba for conda
 // packages, else uv when the host has it, else venv+pip.
 func BuilderFor(e Environment, pathEnv string) string {
+	return Cache{}.BuilderFor(e, pathEnv)
+}
+
+// BuilderFor is the package's BuilderFor with the `uv --version` check kept in
+// the cache's probe file, so naming the builder of a cache hit starts nothing.
+func (c Cache) BuilderFor(e Environment, pathEnv string) string {
 	conda := CondaDependencies{}
 	if py := e.Py(); py.Conda != nil {
 		conda = *py.Conda
 	}
-	return builderName(conda, DiscoverTools(pathEnv))
+	pr := c.prober()
+	name := builderName(conda, discoverTools(pathEnv, pr))
+	if _, err := os.Stat(c.Root); err == nil {
+		pr.save() // never the first thing in a new cache root
+	}
+	return name
+}
+
+func (c Cache) prober() *prober {
+	if c.Root == "" {
+		return nil
+	}
+	return newProber(c.Root)
 }
 
 func builderName(conda CondaDependencies, tools Tools) string {
@@ -118,17 +136,21 @@ func (c Cache) Ensure(ctx context.Context, e Environment, pathEnv string, log io
 	if py.Conda != nil {
 		conda = *py.Conda
 	}
-	tools := DiscoverTools(pathEnv)
+	// A cache hit runs nothing: the base interpreter's probe comes from the
+	// probe file unless the interpreter changed (probes.go), and the builders
+	// are only looked for (and `uv --version` run) when there is a build.
 	var plat Platform
 	var base Interpreter
+	pr := c.prober()
 	if len(conda.CondaPackages) > 0 {
-		if tools.Conda == "" {
+		condaTool := findConda(pathEnv)
+		if condaTool == "" {
 			return nil, condaMissing(conda.CondaPackages, pathEnv)
 		}
-		plat = Platform{OS: runtime.GOOS, Arch: runtime.GOARCH, Python: conda.PythonVersion, ABI: "conda:" + filepath.Base(tools.Conda)}
+		plat = Platform{OS: runtime.GOOS, Arch: runtime.GOARCH, Python: conda.PythonVersion, ABI: "conda:" + filepath.Base(condaTool)}
 	} else {
 		var err error
-		base, err = FindInterpreter(ctx, conda.PythonVersion, pathEnv)
+		base, err = findInterpreter(ctx, conda.PythonVersion, pathEnv, pr)
 		if err != nil {
 			return nil, err
 		}
@@ -137,7 +159,8 @@ func (c Cache) Ensure(ctx context.Context, e Environment, pathEnv string, log io
 	key := Key(e, plat)
 	dir := filepath.Join(c.Root, dirName(key))
 	res := &Result{Dir: dir, Key: key, Python: filepath.Join(dir, "bin", "python")}
-	if ready(dir) {
+	if ready(dir) && usable(dir) {
+		pr.save()
 		res.CacheHit = true
 		touch(filepath.Join(dir, lastUsedFile))
 		return res, nil
@@ -150,18 +173,26 @@ func (c Cache) Ensure(ctx context.Context, e Environment, pathEnv string, log io
 		return nil, fmt.Errorf("waiting for the environment build lock: %w", err)
 	}
 	defer unlock()
-	if ready(dir) { // built by someone else while we waited
+	if ready(dir) && usable(dir) { // built by someone else while we waited
+		pr.save()
 		res.CacheHit = true
 		touch(filepath.Join(dir, lastUsedFile))
 		return res, nil
+	}
+	var out bytes.Buffer
+	w := io.MultiWriter(&out, log)
+	if ready(dir) {
+		// Complete once, but its interpreter is gone (the base Python it links
+		// to was removed, or the directory was damaged): build it again.
+		_, err := os.Stat(res.Python)
+		fmt.Fprintf(w, "aml: environment %s is broken (%v); building it again\n", key, err)
 	}
 	// A directory without the marker is a crashed build: start over.
 	if err := os.RemoveAll(dir); err != nil {
 		return nil, err
 	}
+	tools := DiscoverTools(pathEnv)
 	start := time.Now()
-	var out bytes.Buffer
-	w := io.MultiWriter(&out, log)
 	b := builder{tools: tools, dir: dir, log: w, env: buildEnv(pathEnv)}
 	res.Builder = builderName(conda, tools)
 	switch res.Builder {
@@ -190,6 +221,7 @@ func (c Cache) Ensure(ctx context.Context, e Environment, pathEnv string, log io
 		return nil, err
 	}
 	touch(filepath.Join(dir, lastUsedFile))
+	pr.save() // only now: a failed build leaves nothing in the cache
 	if c.MaxBytes > 0 {
 		_, _ = c.Evict(ctx, dir)
 	}
@@ -199,6 +231,14 @@ func (c Cache) Ensure(ctx context.Context, e Environment, pathEnv string, log io
 func ready(dir string) bool {
 	_, err := os.Stat(filepath.Join(dir, completeMarker))
 	return err == nil
+}
+
+// usable is the cheap check of a complete environment: its interpreter is
+// there and, through any symlink to the base Python, a regular executable file.
+// (Starting it would cost as much as the run's own start-up.)
+func usable(dir string) bool {
+	fi, err := os.Stat(filepath.Join(dir, "bin", "python"))
+	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
 }
 
 func touch(path string) {

@@ -716,3 +716,44 @@ func TestEviction(t *testing.T) {
 		t.Errorf("rebuilt A at %s, want %s", again.Dir, a.Dir)
 	}
 }
+
+// A complete environment whose interpreter is gone (the base Python it links
+// to was removed) is noticed by a stat, without starting anything, and built
+// again; a cache hit leaves the probe file beside the environments.
+func TestEnsureRebuildsBrokenEnvironment(t *testing.T) {
+	t.Parallel()
+	pathEnv := pipPath(t)
+	ctx := ctxFor(t, 2*time.Minute)
+	links := wheels(t)
+	cache := env.Cache{Root: filepath.Join(t.TempDir(), "envs")}
+	def := offline(links, "tinypkg==1.0")
+	a, err := cache.Ensure(ctx, def, pathEnv, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(cache.Root, ".probes.json")); err != nil {
+		t.Errorf("no probe file after a build: %v", err)
+	}
+	py := filepath.Join(a.Dir, "bin", "python")
+	if err := os.Remove(py); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(t.TempDir(), "gone", "python3"), py); err != nil {
+		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	b, err := cache.Ensure(ctx, def, pathEnv, &log)
+	if err != nil {
+		t.Fatalf("Ensure of a broken environment: %v\n%s", err, log.String())
+	}
+	if b.CacheHit || b.Key != a.Key || !strings.Contains(log.String(), "is broken") {
+		t.Errorf("broken environment: %+v, want a rebuild of %s logged as broken:\n%s", b, a.Key, log.String())
+	}
+	if v := importVersion(t, b.Python, "tinypkg"); v != "1.0" {
+		t.Errorf("rebuilt environment: tinypkg %q", v)
+	}
+	c, err := cache.Ensure(ctx, def, pathEnv, &bytes.Buffer{})
+	if err != nil || !c.CacheHit {
+		t.Errorf("after the rebuild: %+v, %v; want a cache hit", c, err)
+	}
+}

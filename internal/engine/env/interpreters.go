@@ -3,7 +3,6 @@ package env
 import (
 	"context"
 	"fmt"
-	"github.com/openaml/terraform-provider-aml/internal/engine/field"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/openaml/terraform-provider-aml/internal/engine/field"
 )
 
 // Interpreter is one Python found on a host.
@@ -25,6 +26,10 @@ var pythonName = regexp.MustCompile(`^python(3(\.\d+)?)?$`)
 // DiscoverInterpreters lists the Pythons on pathEnv (python, python3, python3.N),
 // one per version, in PATH order.
 func DiscoverInterpreters(ctx context.Context, pathEnv string) []Interpreter {
+	return discoverInterpreters(ctx, pathEnv, nil)
+}
+
+func discoverInterpreters(ctx context.Context, pathEnv string, pr *prober) []Interpreter {
 	var out []Interpreter
 	seen := map[string]bool{}
 	for _, dir := range filepath.SplitList(pathEnv) {
@@ -37,7 +42,7 @@ func DiscoverInterpreters(ctx context.Context, pathEnv string) []Interpreter {
 				continue
 			}
 			p := filepath.Join(dir, de.Name())
-			in, err := probePython(ctx, p)
+			in, err := pr.python(ctx, p)
 			if err != nil || seen[in.Version] {
 				continue
 			}
@@ -48,18 +53,23 @@ func DiscoverInterpreters(ctx context.Context, pathEnv string) []Interpreter {
 	return out
 }
 
-// probePython asks an interpreter for its version and ABI in one start-up.
-func probePython(ctx context.Context, path string) (Interpreter, error) {
+// probePython asks an interpreter for its version, ABI and own binary
+// (sys.executable) in one start-up.
+func probePython(ctx context.Context, path string) (Interpreter, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, path, "-c",
 		"import sys, sysconfig; print('%d.%d.%d' % sys.version_info[:3]); "+
-			"print(sysconfig.get_config_var('SOABI') or '%s-%d%d' % (sys.implementation.name, *sys.version_info[:2]))").Output()
+			"print(sysconfig.get_config_var('SOABI') or '%s-%d%d' % (sys.implementation.name, *sys.version_info[:2])); "+
+			"print(sys.executable)").Output()
 	if err != nil {
-		return Interpreter{}, err
+		return Interpreter{}, "", err
 	}
-	version, abi, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
-	return Interpreter{Path: path, Version: version, ABI: strings.TrimSpace(abi)}, nil
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	for len(lines) < 3 {
+		lines = append(lines, "")
+	}
+	return Interpreter{Path: path, Version: strings.TrimSpace(lines[0]), ABI: strings.TrimSpace(lines[1])}, strings.TrimSpace(lines[2]), nil
 }
 
 // VersionMatches reports whether a full version satisfies a requested one
@@ -71,6 +81,12 @@ func VersionMatches(want, have string) bool {
 // FindInterpreter picks the first Python on pathEnv that provides want (any
 // python3 when want is empty); the error lists what was found.
 func FindInterpreter(ctx context.Context, want, pathEnv string) (Interpreter, error) {
+	return findInterpreter(ctx, want, pathEnv, nil)
+}
+
+// findInterpreter is FindInterpreter with probe answers kept by pr (see
+// probes.go): a cache hit starts no interpreter when nothing about it changed.
+func findInterpreter(ctx context.Context, want, pathEnv string, pr *prober) (Interpreter, error) {
 	// The usual names first: one start-up in the common case (a cache hit
 	// should not probe every python on PATH).
 	names := []string{"python3", "python"}
@@ -81,12 +97,12 @@ func FindInterpreter(ctx context.Context, want, pathEnv string) (Interpreter, er
 	}
 	for _, name := range names {
 		if p, err := lookPathIn(name, pathEnv); err == nil {
-			if in, err := probePython(ctx, p); err == nil && strings.HasPrefix(in.Version, "3.") && VersionMatches(want, in.Version) {
+			if in, err := pr.python(ctx, p); err == nil && strings.HasPrefix(in.Version, "3.") && VersionMatches(want, in.Version) {
 				return in, nil
 			}
 		}
 	}
-	found := DiscoverInterpreters(ctx, pathEnv)
+	found := discoverInterpreters(ctx, pathEnv, pr)
 	for _, in := range found {
 		if VersionMatches(want, in.Version) && strings.HasPrefix(in.Version, "3.") {
 			return in, nil

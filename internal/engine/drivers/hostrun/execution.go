@@ -316,3 +316,33 @@ func moveArtifacts(dir, outputs string) []string {
 	move(dir, outputs, 0)
 	return warnings
 }
+
+// FileWatch wakes C (at most one pending signal) when one of the watched files
+// is written and closed or renamed into place; see WatchFiles.
+type FileWatch struct{ w *statusWatch }
+
+// C is ready after a watched file changed.
+func (w *FileWatch) C() <-chan struct{} { return w.w.C }
+
+// Close stops the watch.
+func (w *FileWatch) Close() error { return w.w.Close() }
+
+// WatchFiles watches files (their directories must exist) for the writes that
+// the supervisor's status updates and a pool's queue bell make. It fails where
+// the OS has no such notification (then callers poll).
+func WatchFiles(paths ...string) (*FileWatch, error) {
+	w, err := watchStatus(paths...)
+	if err != nil {
+		return nil, err
+	}
+	return &FileWatch{w}, nil
+}
+
+// WatchRunStatus is WatchFiles on the status files of run directories.
+func WatchRunStatus(dirs ...string) (*FileWatch, error) {
+	paths := make([]string, len(dirs))
+	for i, d := range dirs {
+		paths[i] = Layout{Dir: d}.Status()
+	}
+	return WatchFiles(paths...)
+}

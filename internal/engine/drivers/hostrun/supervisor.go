@@ -307,7 +307,7 @@ func (s *supervisor) cancelRequest(grace time.Duration) (time.Duration, string) 
 // A cancel during the build stops it. ok is false when the run has ended.
 func (s *supervisor) prepare(logf *os.File, sigs <-chan os.Signal) (python string, release func(), code int, ok bool) {
 	es := s.spec.Environment
-	s.st.Builder = env.BuilderFor(es.Definition, es.PathEnv)
+	s.st.Builder = env.Cache{Root: es.CacheRoot}.BuilderFor(es.Definition, es.PathEnv)
 	var res *env.Result
 	code, ok = s.buildUnderCancel(logf, sigs, "Python environment", func(ctx context.Context, blog io.Writer) (err error) {
 		res, err = env.Cache{Root: es.CacheRoot, MaxBytes: es.CacheMaxBytes}.Ensure(ctx, es.Definition, es.PathEnv, blog)

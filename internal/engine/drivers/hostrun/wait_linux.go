@@ -10,8 +10,8 @@ import (
 )
 
 // statusWatch signals on C (at most one pending signal) each time a file named
-// like the watched status file is created, written and closed, or renamed into
-// its directory: the supervisor writes every status to a temporary file and
+// like a watched file is created, written and closed, or renamed into its
+// directory: the supervisor writes every status to a temporary file and
 // renames it into place (writeJSONAtomic). Other files of the directory (the
 // metrics a script appends to, the spec) do not wake it.
 type statusWatch struct {
@@ -20,22 +20,31 @@ type statusWatch struct {
 	done chan struct{}
 }
 
-func watchStatus(path string) (*statusWatch, error) {
+func watchStatus(paths ...string) (*statusWatch, error) {
 	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := unix.InotifyAddWatch(fd, filepath.Dir(path), unix.IN_MOVED_TO|unix.IN_CLOSE_WRITE|unix.IN_CREATE); err != nil {
-		unix.Close(fd)
-		return nil, err
+	names := map[string]bool{}
+	dirs := map[string]bool{}
+	for _, path := range paths {
+		names[filepath.Base(path)] = true
+		if dirs[filepath.Dir(path)] {
+			continue
+		}
+		dirs[filepath.Dir(path)] = true
+		if _, err := unix.InotifyAddWatch(fd, filepath.Dir(path), unix.IN_MOVED_TO|unix.IN_CLOSE_WRITE|unix.IN_CREATE); err != nil {
+			unix.Close(fd)
+			return nil, err
+		}
 	}
 	// Non-blocking, so the runtime poller owns it and Close ends a pending Read.
 	w := &statusWatch{C: make(chan struct{}, 1), f: os.NewFile(uintptr(fd), "inotify"), done: make(chan struct{})}
-	go w.read([]byte(filepath.Base(path)))
+	go w.read(names)
 	return w, nil
 }
 
-func (w *statusWatch) read(name []byte) {
+func (w *statusWatch) read(names map[string]bool) {
 	defer close(w.done)
 	buf := make([]byte, 64*(unix.SizeofInotifyEvent+unix.NAME_MAX+1))
 	for {
@@ -48,7 +57,7 @@ func (w *statusWatch) read(name []byte) {
 			end := min(off+unix.SizeofInotifyEvent+nameLen, n)
 			got := bytes.TrimRight(buf[off+unix.SizeofInotifyEvent:end], "\x00")
 			mask := binary.NativeEndian.Uint32(buf[off+4 : off+8])
-			if bytes.Equal(got, name) || mask&unix.IN_Q_OVERFLOW != 0 {
+			if names[string(got)] || mask&unix.IN_Q_OVERFLOW != 0 {
 				select {
 				case w.C <- struct{}{}:
 				default:

@@ -109,6 +109,7 @@ func (d *Driver) Start(ctx context.Context, spec drivers.RunSpec) (drivers.Handl
 	for rank := 0; rank < k; rank++ {
 		_ = hostrun.ResetForRequeue(RankDir(runDir, rank), "queued on pool "+d.Pool.Name)
 	}
+	d.Pool.Ring()
 	if err := d.Pool.EnsureNodes(ctx); err != nil {
 		return nil, err
 	}
@@ -205,9 +206,58 @@ func combine(states []drivers.State) drivers.State {
 	return out
 }
 
+// Wait returns when every rank has ended. It wakes when a rank's supervisor
+// (or the queue, on a requeue) writes a new status into a rank directory
+// (inotify, as hostrun's Wait), and checks every waitCheck besides: that check
+// also reaps dead nodes and scales for a requeued run. Where the OS has no
+// such notification it polls.
 func (e *execution) Wait(ctx context.Context) (drivers.State, error) {
-	return drivers.Poll(ctx, 50*time.Millisecond, 250*time.Millisecond, e.Status)
+	dirs := make([]string, e.h.NodeCount)
+	for rank := range dirs {
+		dirs[rank] = RankDir(e.h.RunDir, rank)
+	}
+	w, err := hostrun.WatchRunStatus(dirs...)
+	if err != nil {
+		return drivers.Poll(ctx, pollFirst, waitCheck, e.Status)
+	}
+	defer w.Close()
+	var last drivers.State
+	t := time.NewTimer(waitCheck)
+	defer t.Stop()
+	for {
+		st, err := e.Status(ctx)
+		switch {
+		case err == nil:
+			last = st
+			if st.Status.Terminal() {
+				return st, nil
+			}
+		case !drivers.IsUnreachable(err):
+			return last, err
+		}
+		select {
+		case <-ctx.Done():
+			return last, ctx.Err()
+		case <-w.C():
+		case <-t.C:
+		}
+		if !t.Stop() {
+			select {
+			case <-t.C:
+			default:
+			}
+		}
+		t.Reset(waitCheck)
+	}
 }
+
+// waitCheck bounds how long Wait goes without looking at the run when no
+// status write woke it (a lost node, a supervisor that died silently).
+// Without notifications Wait polls, from pollFirst up to waitCheck.
+var (
+	waitCheck = 250 * time.Millisecond
+	pollFirst = 50 * time.Millisecond
+)
 
 func (e *execution) Logs(ctx context.Context, offset int64) ([]byte, int64, error) {
 	return hostrun.Open(e.h.RunDir).Logs(ctx, offset)

@@ -91,8 +91,23 @@ func (n *node) loop(ctx context.Context) int {
 	lastMaintain, lastBeat := time.Time{}, time.Time{}
 	t := time.NewTicker(tick)
 	defer t.Stop()
+	// The queue bell wakes an idle node the moment a run is queued; without
+	// it (no inotify) the node finds the run at its next tick.
+	var bell <-chan struct{}
+	_ = os.MkdirAll(n.p.logDir(), 0o755)
+	if w, err := hostrun.WatchFiles(n.p.bellPath()); err == nil {
+		defer w.Close()
+		bell = w.C()
+	} else {
+		n.log.Printf("no queue bell (%v): looking for runs every %s", err, tick)
+	}
+	// The first pass runs at once: a node started for a queued run claims it
+	// without waiting a tick.
+	now := make(chan struct{}, 1)
+	now <- struct{}{}
 	for {
 		select {
+		case <-now:
 		case <-ctx.Done():
 			n.log.Printf("signalled: stopping")
 			n.stopCurrent(run.ReasonCanceled)
@@ -101,6 +116,10 @@ func (n *node) loop(ctx context.Context) int {
 		case <-t.C:
 		case <-n.exitCh():
 			n.cur.exited = true
+		case <-bell:
+			if n.cur != nil && !n.cur.exited {
+				continue // busy: the bell is for idle nodes
+			}
 		}
 		// The lease is written every HeartbeatEvery; in between the row is only read.
 		var row store.NodeRow

@@ -101,13 +101,36 @@ func RankDir(runDir string, rank int) string {
 
 func (p *Pool) logDir() string { return filepath.Join(p.Store.Dir, "pools", p.Name) }
 
+// bellFile is the pool's queue bell: written after a run is queued (or queued
+// again), so idle nodes of this machine, which watch it, claim at once instead
+// of at their next tick. The tick stays as the fallback.
+const bellFile = "queue.bell"
+
+func (p *Pool) bellPath() string { return filepath.Join(p.logDir(), bellFile) }
+
+// Ring tells the pool's idle nodes that something was queued.
+func (p *Pool) Ring() {
+	if err := os.WriteFile(p.bellPath(), nil, 0o644); err != nil {
+		if os.MkdirAll(p.logDir(), 0o755) == nil {
+			_ = os.WriteFile(p.bellPath(), nil, 0o644)
+		}
+	}
+}
+
 // Reap removes dead nodes and requeues (once) or fails their runs.
 func (p *Pool) Reap(ctx context.Context) error {
 	lost, err := p.Store.ReapNodes(ctx, p.Name, LeaseTimeout, nodeAlive)
 	if err != nil {
 		return err
 	}
+	requeued := false
+	defer func() {
+		if requeued {
+			p.Ring()
+		}
+	}()
 	for _, l := range lost {
+		requeued = requeued || l.Requeued
 		q, err := p.Store.QueueEntry(ctx, l.RunID)
 		if err != nil {
 			return err
