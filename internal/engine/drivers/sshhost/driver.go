@@ -54,6 +54,7 @@ var _ drivers.Driver = (*Driver)(nil)
 // Paths on the host.
 func (d *Driver) blobsRoot() string            { return path.Join(d.Root, "blobs") }
 func (d *Driver) envRoot() string              { return path.Join(d.Root, "envs") }
+func (d *Driver) sparesRoot() string           { return path.Join(d.Root, "spares") }
 func (d *Driver) RunDir(runID string) string   { return path.Join(d.Root, "runs", runID) }
 func (d *Driver) localDir(runID string) string { return d.LocalRunsRoot + "/" + runID }
 
@@ -429,6 +430,9 @@ func (d *Driver) stage(ctx context.Context, spec drivers.RunSpec, cmd string) (h
 	}
 	req.Manifest = nil // sent by blobs-missing, kept on the host
 	req.BlobsRoot, req.EnvRoot, req.EnvCacheBytes = d.blobsRoot(), d.envRoot(), d.EnvCacheBytes
+	// The host keeps a spare copy of the last snapshot it staged, built after
+	// the launch, and patches the next run directory from it.
+	req.SpareRoot = d.sparesRoot()
 	var inner json.RawMessage
 	if err := d.call(ctx, hostagent.StartRequest{Stage: &req, ManifestFile: manifestFile}, &inner, cmd); err != nil {
 		return req, nil, err

@@ -136,7 +136,8 @@ func TestAgentStagedOnDemand(t *testing.T) {
 }
 
 // Start sends the manifest once (to blobs-missing, which keeps it for start),
-// in three sessions, and leaves no manifest file behind.
+// in three sessions, and leaves no manifest file behind; the host builds a
+// spare tree of the snapshot for the next run.
 func TestStartKeepsTheManifestForStart(t *testing.T) {
 	d, srv := newDriver(t)
 	ctx := context.Background()
@@ -174,8 +175,20 @@ func TestStartKeepsTheManifestForStart(t *testing.T) {
 	if n := sessionsSince(srv, before); n != 3 && strings.Contains(srv.Log(), "Starting session: command") {
 		t.Errorf("start took %d SSH sessions, want 3 (blobs-missing, blobs-receive, start)", n)
 	}
-	if des, err := os.ReadDir(filepath.Join(d.Root, "manifests")); err != nil || len(des) != 0 {
-		t.Errorf("manifests left on the host: %v, %v", des, err)
+	// The spare tree's builder, in the background, takes the manifest over
+	// and removes it once done.
+	for i := 0; ; i++ {
+		des, err := os.ReadDir(filepath.Join(d.Root, "manifests"))
+		if err == nil && len(des) == 0 {
+			break
+		}
+		if i == 200 {
+			t.Fatalf("manifests left on the host: %v, %v", des, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if des, err := os.ReadDir(filepath.Join(d.Root, "spares")); err != nil || len(des) != 2 { // the tree and builder.log
+		t.Errorf("spares on the host: %v, %v", des, err)
 	}
 	ex, err := d.Recover(ctx, h)
 	if err != nil {

@@ -17,9 +17,11 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
@@ -37,7 +39,7 @@ const (
 )
 
 // Commands lists what Main understands (for usage text).
-var Commands = []string{"probe", "prepare-env", "blobs-missing", "blobs-receive", "stage", "start", "status", "cancel", "logs", "collect", "pack", "ranks", "write-file"}
+var Commands = []string{"probe", "prepare-env", "blobs-missing", "blobs-receive", "stage", "start", "status", "cancel", "logs", "collect", "pack", "ranks", "write-file", "spare-build"}
 
 // Main runs one host command. args[0] is the command.
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -152,14 +154,26 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 		}
 		req, manifestFile, err := DecodeStart(raw)
 		if manifestFile != "" {
-			// Used once: staged or not, a retry sends it again.
-			defer os.Remove(manifestFile)
+			// Used once: staged or not, a retry sends it again. A spare
+			// tree's builder takes it over (and removes it).
+			defer func() {
+				if manifestFile != "" {
+					os.Remove(manifestFile)
+				}
+			}()
 		}
 		if err != nil {
 			return err
 		}
 		if err := hostrun.Stage(ctx, req); err != nil {
 			return err
+		}
+		if req.SpareRoot != "" {
+			// The next run's tree, built in the background (a failure
+			// costs that run a full materialization, nothing else).
+			if spawnSpareBuilder(req, manifestFile) {
+				manifestFile = ""
+			}
 		}
 		if cmd == "stage" { // launched by someone else (a batch system)
 			_, err := stdout.Write([]byte("{}\n"))
@@ -217,6 +231,20 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 			}
 			return out.Encode(c)
 		}
+	case "spare-build":
+		// spare-build <blobs-root> <spares-root> <manifest-file>: started
+		// detached by stage/start; removes the manifest file when done.
+		if len(args) != 3 {
+			return fmt.Errorf("%w: spare-build <blobs-root> <spares-root> <manifest-file>", errUsage)
+		}
+		defer os.Remove(args[2])
+		// Behind the run it follows, which is what the host is for.
+		_ = syscall.Setpriority(syscall.PRIO_PROCESS, 0, 10)
+		m, err := LoadManifest(args[2])
+		if err != nil {
+			return err
+		}
+		return snapshot.BlobStore{Root: args[0]}.BuildSpare(ctx, m, args[1])
 	case "pack":
 		if len(args) != 1 {
 			return fmt.Errorf("%w: pack <run-dir>", errUsage)
@@ -225,6 +253,54 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 	default:
 		return fmt.Errorf("%w: unknown command %q (want one of %s)", errUsage, cmd, strings.Join(Commands, ", "))
 	}
+}
+
+// spawnSpareBuilder starts `agent spare-build` detached (its own session, no
+// stdio of this command, so the SSH session ends without it) for the run's
+// manifest: manifestFile, which the builder then removes, or, when the
+// manifest came inline, a copy saved under the spares root. It reports whether
+// the builder took manifestFile over.
+func spawnSpareBuilder(req hostrun.StageRequest, manifestFile string) bool {
+	exe, err := os.Executable()
+	if err != nil {
+		return false
+	}
+	if err := os.MkdirAll(req.SpareRoot, 0o700); err != nil {
+		return false
+	}
+	own := manifestFile
+	if own == "" {
+		raw, err := json.Marshal(req.Manifest)
+		if err != nil {
+			return false
+		}
+		own = filepath.Join(req.SpareRoot, req.RunID+".manifest")
+		if err := SaveManifest(own, raw); err != nil {
+			return false
+		}
+	}
+	logPath := filepath.Join(req.SpareRoot, "builder.log")
+	if st, err := os.Stat(logPath); err == nil && st.Size() > 1<<20 {
+		_ = os.Remove(logPath)
+	}
+	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return false
+	}
+	defer log.Close()
+	cmd := exec.Command(exe, "agent", "spare-build", req.BlobsRoot, req.SpareRoot, own)
+	cmd.Dir = req.SpareRoot
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.Env = append(os.Environ(), "AML_AGENT=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		if own != manifestFile {
+			os.Remove(own)
+		}
+		return false
+	}
+	_ = cmd.Process.Release()
+	return manifestFile != ""
 }
 
 func recoverFrom(stdin io.Reader) (drivers.Execution, error) {
