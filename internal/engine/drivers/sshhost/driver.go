@@ -112,8 +112,9 @@ func agentCmd(bin string, args []string) string {
 	return "sh -c " + remote.ShellQuote(strings.Join(q, " "))
 }
 
-// streamInput is a call's stdin produced by a function, once per attempt.
-type streamInput func(w io.Writer) error
+// streamInput is a call's stdin produced by a function, once per attempt. Its
+// context ends when the attempt's command has ended.
+type streamInput func(ctx context.Context, w io.Writer) error
 
 // stdinSource opens a call's stdin, afresh for each attempt. done releases
 // it once the command has ended; it returns the producer's error, if any.
@@ -130,13 +131,15 @@ func inputOf(in any) (stdinSource, error) {
 		return func() (io.Reader, func() error) {
 			pr, pw := io.Pipe()
 			werr := make(chan error, 1)
+			sctx, stop := context.WithCancel(context.Background())
 			go func() {
-				err := v(pw)
+				err := v(sctx, pw)
 				pw.CloseWithError(err)
 				werr <- err
 			}()
 			return pr, func() error {
 				// Unblock the producer if the command stopped reading.
+				stop()
 				pr.CloseWithError(errStdinClosed)
 				if err := <-werr; err != nil && !errors.Is(err, errStdinClosed) {
 					return err
@@ -415,29 +418,98 @@ func (d *Driver) Call(ctx context.Context, in, out any, args ...string) error {
 	return d.call(ctx, in, out, args...)
 }
 
+// stage sends the manifest and the blobs the host lacks and stages (cmd
+// "stage") or starts (cmd "start") the run, in one SSH session (`agent push`):
+// the host answers which blobs it lacks as soon as it has read the request,
+// and they follow on the same stdin.
 func (d *Driver) stage(ctx context.Context, spec drivers.RunSpec, cmd string) (hostrun.StageRequest, json.RawMessage, error) {
-	manifestFile := d.manifestFile(spec.RunID)
-	var missing []string
 	req := hostrun.NewStageRequest(spec, d.RunDir(spec.RunID))
-	if err := d.call(ctx, spec.Manifest, &missing, "blobs-missing", d.blobsRoot(), manifestFile); err != nil {
-		return req, nil, err
-	}
-	if len(missing) > 0 {
-		send := streamInput(func(w io.Writer) error { return hostagent.SendBlobs(d.Blobs, missing, w) })
-		if err := d.call(ctx, send, nil, "blobs-receive", d.blobsRoot()); err != nil {
-			return req, nil, fmt.Errorf("uploading %d file(s) of the snapshot: %w", len(missing), err)
-		}
-	}
-	req.Manifest = nil // sent by blobs-missing, kept on the host
 	req.BlobsRoot, req.EnvRoot, req.EnvCacheBytes = d.blobsRoot(), d.envRoot(), d.EnvCacheBytes
 	// The host keeps a spare copy of the last snapshot it staged, built after
 	// the launch, and patches the next run directory from it.
 	req.SpareRoot = d.sparesRoot()
-	var inner json.RawMessage
-	if err := d.call(ctx, hostagent.StartRequest{Stage: &req, ManifestFile: manifestFile}, &inner, cmd); err != nil {
+	head, err := hostagent.EncodeInput(hostagent.StartRequest{Stage: &req})
+	if err != nil {
 		return req, nil, err
 	}
+	reply := &pushReply{got: make(chan []string, 1)}
+	var sent int
+	send := streamInput(func(sctx context.Context, w io.Writer) error {
+		if _, err := fmt.Fprintf(w, "%d\n", len(head)); err != nil {
+			return err
+		}
+		if _, err := w.Write(head); err != nil {
+			return err
+		}
+		var missing []string
+		select {
+		case missing = <-reply.got:
+		case <-sctx.Done():
+			return errStdinClosed
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		sent = len(missing)
+		return hostagent.SendBlobs(d.Blobs, missing, w)
+	})
+	err = d.call(ctx, send, reply, "push", cmd, d.blobsRoot(), d.manifestFile(spec.RunID))
+	var ee *remote.ExitError
+	if errors.As(err, &ee) && ee.Status == hostagent.ExitFieldError {
+		var fe field.Error
+		if jerr := json.Unmarshal(reply.rest.Bytes(), &fe); jerr == nil && fe.Attr != "" {
+			return req, nil, &fe
+		}
+	}
+	if err != nil {
+		if sent > 0 {
+			err = fmt.Errorf("uploading %d file(s) of the snapshot and staging the run: %w", sent, err)
+		}
+		return req, nil, err
+	}
+	if !reply.replied {
+		return req, nil, fmt.Errorf("on %s: agent push answered nothing", d.Endpoint.Key())
+	}
+	inner := json.RawMessage(bytes.TrimSpace(reply.rest.Bytes()))
+	if !json.Valid(inner) {
+		return req, nil, fmt.Errorf("on %s: agent push answered %q", d.Endpoint.Key(), truncate(string(inner), 200))
+	}
+	req.Manifest = spec.Manifest
 	return req, inner, nil
+}
+
+// pushReply reads `agent push`'s stdout: its first line (the blobs the host
+// lacks) goes to got, once; the rest is kept.
+type pushReply struct {
+	got     chan []string
+	line    []byte
+	replied bool
+	rest    bytes.Buffer
+}
+
+func (r *pushReply) Write(p []byte) (int, error) {
+	if r.replied {
+		return r.rest.Write(p)
+	}
+	n := len(p)
+	i := bytes.IndexByte(p, '\n')
+	if i < 0 {
+		r.line = append(r.line, p...)
+		return n, nil
+	}
+	r.line = append(r.line, p[:i]...)
+	r.replied = true
+	var pr hostagent.PushReply
+	if err := json.Unmarshal(r.line, &pr); err != nil {
+		// Not a reply (a field error, say): keep it all for the caller.
+		r.rest.Write(r.line)
+		r.rest.WriteByte('\n')
+		r.rest.Write(p[i+1:])
+		close(r.got)
+		return n, nil
+	}
+	r.got <- pr.Missing
+	r.rest.Write(p[i+1:])
+	return n, nil
 }
 
 // Recover re-attaches to a run from its handle (no connection is made yet).

@@ -135,9 +135,9 @@ func TestAgentStagedOnDemand(t *testing.T) {
 	}
 }
 
-// Start sends the manifest once (to blobs-missing, which keeps it for start),
-// in three sessions, and leaves no manifest file behind; the host builds a
-// spare tree of the snapshot for the next run.
+// Start sends the manifest once, the blobs the host lacks and starts the run
+// in one session, and leaves no manifest file behind; the host builds a spare
+// tree of the snapshot for the next run.
 func TestStartKeepsTheManifestForStart(t *testing.T) {
 	d, srv := newDriver(t)
 	ctx := context.Background()
@@ -172,8 +172,8 @@ func TestStartKeepsTheManifestForStart(t *testing.T) {
 	if err != nil {
 		t.Fatalf("start: %v\n%s", err, srv.LogTail())
 	}
-	if n := sessionsSince(srv, before); n != 3 && strings.Contains(srv.Log(), "Starting session: command") {
-		t.Errorf("start took %d SSH sessions, want 3 (blobs-missing, blobs-receive, start)", n)
+	if n := sessionsSince(srv, before); n != 1 && strings.Contains(srv.Log(), "Starting session: command") {
+		t.Errorf("start took %d SSH sessions, want 1 (push: blobs-missing, blobs-receive and start)", n)
 	}
 	// The spare tree's builder, in the background, takes the manifest over
 	// and removes it once done.

@@ -39,7 +39,7 @@ const (
 )
 
 // Commands lists what Main understands (for usage text).
-var Commands = []string{"probe", "prepare-env", "blobs-missing", "blobs-receive", "stage", "start", "status", "cancel", "logs", "collect", "pack", "ranks", "write-file", "spare-build"}
+var Commands = []string{"probe", "prepare-env", "blobs-missing", "blobs-receive", "stage", "start", "status", "cancel", "logs", "collect", "pack", "ranks", "write-file", "spare-build", "push"}
 
 // Main runs one host command. args[0] is the command.
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -153,42 +153,18 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 			return err
 		}
 		req, manifestFile, err := DecodeStart(raw)
-		if manifestFile != "" {
-			// Used once: staged or not, a retry sends it again. A spare
-			// tree's builder takes it over (and removes it).
-			defer func() {
-				if manifestFile != "" {
-					os.Remove(manifestFile)
-				}
-			}()
+		return stageAndStart(ctx, cmd, req, manifestFile, err, stdout)
+	case "push":
+		// push <stage|start> <blobs-root> <save-manifest-to>: blobs-missing,
+		// blobs-receive and stage/start in one session. Stdin: a decimal
+		// length and a newline, that many bytes of a StartRequest with the
+		// manifest inline (JSON, plain or gzipped), then a gzipped tar of
+		// blobs (ReceiveBlobs). Stdout: {"missing": [...]} and a newline as
+		// soon as the request is read, then what stage/start writes.
+		if len(args) != 3 || (args[0] != "stage" && args[0] != "start") {
+			return fmt.Errorf("%w: push <stage|start> <blobs-root> <save-manifest-to> < request", errUsage)
 		}
-		if err != nil {
-			return err
-		}
-		if err := hostrun.Stage(ctx, req); err != nil {
-			return err
-		}
-		if req.SpareRoot != "" {
-			// The next run's tree, built in the background (a failure
-			// costs that run a full materialization, nothing else).
-			if spawnSpareBuilder(req, manifestFile) {
-				manifestFile = ""
-			}
-		}
-		if cmd == "stage" { // launched by someone else (a batch system)
-			_, err := stdout.Write([]byte("{}\n"))
-			return err
-		}
-		exe, err := os.Executable()
-		if err != nil {
-			return err
-		}
-		h, err := hostrun.Launch([]string{exe, "agent"}, req.RunDir)
-		if err != nil {
-			return err
-		}
-		_, err = stdout.Write(append(h, '\n'))
-		return err
+		return push(ctx, args[0], snapshot.BlobStore{Root: args[1]}, args[2], stdin, stdout)
 	case "status", "cancel", "logs", "collect":
 		ex, err := recoverFrom(stdin)
 		if err != nil {
@@ -253,6 +229,110 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 	default:
 		return fmt.Errorf("%w: unknown command %q (want one of %s)", errUsage, cmd, strings.Join(Commands, ", "))
 	}
+}
+
+// pushRequestMax bounds a push request's header (a manifest of 2,000 files is
+// about 300 KB of JSON before gzip).
+const pushRequestMax = 256 << 20
+
+// PushReply is the first line a push writes.
+type PushReply struct {
+	Missing []string `json:"missing"`
+}
+
+func push(ctx context.Context, cmd string, blobs snapshot.BlobStore, manifestFile string, stdin io.Reader, stdout io.Writer) error {
+	br := bufio.NewReaderSize(stdin, 64<<10)
+	line, err := br.ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("reading the push request: %w", err)
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(line), 10, 64)
+	if err != nil || n <= 0 || n > pushRequestMax {
+		return fmt.Errorf("%w: push request length %q", errUsage, strings.TrimSpace(line))
+	}
+	head := make([]byte, n)
+	if _, err := io.ReadFull(br, head); err != nil {
+		return fmt.Errorf("reading the push request: %w", err)
+	}
+	raw, err := readInput(bytes.NewReader(head), 0)
+	if err != nil {
+		return err
+	}
+	req, _, err := DecodeStart(raw)
+	if err != nil {
+		return err
+	}
+	if req.Manifest == nil {
+		return errors.New("the push request has no manifest")
+	}
+	missing := blobs.Missing(req.Manifest)
+	if missing == nil {
+		missing = []string{}
+	}
+	if err := json.NewEncoder(stdout).Encode(PushReply{Missing: missing}); err != nil {
+		return err
+	}
+	// Kept for the spare tree's builder.
+	mraw, err := json.Marshal(req.Manifest)
+	if err != nil {
+		return err
+	}
+	if err := SaveManifest(manifestFile, mraw); err != nil {
+		return err
+	}
+	got, err := ReceiveBlobs(blobs, br)
+	if err != nil {
+		os.Remove(manifestFile)
+		return fmt.Errorf("receiving %d file(s) of the snapshot: %w", len(missing), err)
+	}
+	if got < len(missing) {
+		os.Remove(manifestFile)
+		return fmt.Errorf("receiving the snapshot: %d of %d missing file(s) arrived", got, len(missing))
+	}
+	req.BlobsRoot = blobs.Root
+	return stageAndStart(ctx, cmd, req, manifestFile, nil, stdout)
+}
+
+// stageAndStart is stage/start of a decoded request (decodeErr: DecodeStart's
+// error); manifestFile, if any, is removed unless a spare tree's builder
+// takes it over.
+func stageAndStart(ctx context.Context, cmd string, req hostrun.StageRequest, manifestFile string, decodeErr error, stdout io.Writer) error {
+	if manifestFile != "" {
+		// Used once: staged or not, a retry sends it again. A spare
+		// tree's builder takes it over (and removes it).
+		defer func() {
+			if manifestFile != "" {
+				os.Remove(manifestFile)
+			}
+		}()
+	}
+	if decodeErr != nil {
+		return decodeErr
+	}
+	if err := hostrun.Stage(ctx, req); err != nil {
+		return err
+	}
+	if req.SpareRoot != "" {
+		// The next run's tree, built in the background (a failure
+		// costs that run a full materialization, nothing else).
+		if spawnSpareBuilder(req, manifestFile) {
+			manifestFile = ""
+		}
+	}
+	if cmd == "stage" { // launched by someone else (a batch system)
+		_, err := stdout.Write([]byte("{}\n"))
+		return err
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	h, err := hostrun.Launch([]string{exe, "agent"}, req.RunDir)
+	if err != nil {
+		return err
+	}
+	_, err = stdout.Write(append(h, '\n'))
+	return err
 }
 
 // spawnSpareBuilder starts `agent spare-build` detached (its own session, no
