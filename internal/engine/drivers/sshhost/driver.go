@@ -535,10 +535,43 @@ func (e *execution) Status(ctx context.Context) (drivers.State, error) {
 	return st, err
 }
 
-// Wait polls the host. A lost connection does not end the wait: the run goes
-// on on the host, and the pool redials until ctx ends.
+// waitBound is how long one `agent wait` blocks on the host before it answers
+// with the run still going (and is asked again).
+const waitBound = 20 * time.Second
+
+// Wait asks the host to answer when the run has ended (`agent wait`, which
+// learns it from the supervisor's status file as it is written), in calls of
+// at most waitBound, so it learns of the end at once instead of polling. A
+// lost connection does not end the wait: the run goes on on the host, and the
+// pool redials, with backoff, until ctx ends.
 func (e *execution) Wait(ctx context.Context) (drivers.State, error) {
-	return drivers.Poll(ctx, 100*time.Millisecond, time.Second, e.Status)
+	const first, most = 100 * time.Millisecond, time.Second
+	delay := first
+	var last drivers.State
+	bound := strconv.FormatFloat(waitBound.Seconds(), 'f', -1, 64)
+	for {
+		var st drivers.State
+		err := e.d.call(ctx, []byte(e.h.Inner), &st, "wait", bound)
+		switch {
+		case ctx.Err() != nil:
+			return last, ctx.Err()
+		case err == nil:
+			last = st
+			if st.Status.Terminal() {
+				return st, nil
+			}
+			delay = first
+			continue
+		case !drivers.IsUnreachable(err):
+			return last, err
+		}
+		select {
+		case <-ctx.Done():
+			return last, ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(delay*3/2, most)
+	}
 }
 
 func (e *execution) Logs(ctx context.Context, offset int64) ([]byte, int64, error) {

@@ -208,3 +208,41 @@ func TestStartKeepsTheManifestForStart(t *testing.T) {
 		t.Fatalf("output: %q, %v", b, err)
 	}
 }
+
+// Wait learns of the end from the host (agent wait) instead of polling: a run
+// of a second takes one session to wait for, not one per poll.
+func TestWaitAsksTheHostOnce(t *testing.T) {
+	d, srv := newDriver(t)
+	ctx := context.Background()
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "x.txt"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := snapshot.Build(ctx, src, snapshot.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Blobs.Ingest(ctx, src, m); err != nil {
+		t.Fatal(err)
+	}
+	h, err := d.Start(ctx, drivers.RunSpec{RunID: "exp_1_wait", Manifest: m, Blobs: d.Blobs,
+		Program: drivers.Program{Command: []string{"sh", "-c", "sleep 1"}}, Grace: time.Second})
+	if err != nil {
+		t.Fatalf("start: %v\n%s", err, srv.LogTail())
+	}
+	ex, err := d.Recover(ctx, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := sessions(srv)
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	t0 := time.Now()
+	st, err := ex.Wait(wctx)
+	if err != nil || st.Status != run.Completed {
+		t.Fatalf("run ended %+v, %v", st, err)
+	}
+	if n := sessionsSince(srv, before); n != 1 && strings.Contains(srv.Log(), "Starting session: command") {
+		t.Errorf("waiting %v for the run took %d SSH sessions, want 1", time.Since(t0).Round(time.Millisecond), n)
+	}
+}

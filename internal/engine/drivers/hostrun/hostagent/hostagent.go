@@ -39,7 +39,7 @@ const (
 )
 
 // Commands lists what Main understands (for usage text).
-var Commands = []string{"probe", "prepare-env", "blobs-missing", "blobs-receive", "stage", "start", "status", "cancel", "logs", "collect", "pack", "ranks", "write-file", "spare-build", "push"}
+var Commands = []string{"probe", "prepare-env", "blobs-missing", "blobs-receive", "stage", "start", "status", "cancel", "logs", "collect", "pack", "ranks", "write-file", "spare-build", "push", "wait"}
 
 // Main runs one host command. args[0] is the command.
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -165,7 +165,7 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 			return fmt.Errorf("%w: push <stage|start> <blobs-root> <save-manifest-to> < request", errUsage)
 		}
 		return push(ctx, args[0], snapshot.BlobStore{Root: args[1]}, args[2], stdin, stdout)
-	case "status", "cancel", "logs", "collect":
+	case "status", "cancel", "logs", "collect", "wait":
 		ex, err := recoverFrom(stdin)
 		if err != nil {
 			return err
@@ -173,6 +173,29 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 		switch cmd {
 		case "status":
 			st, err := ex.Status(ctx)
+			if err != nil {
+				return err
+			}
+			return out.Encode(st)
+		case "wait":
+			// wait <max-seconds> < handle.json: the status once the run has
+			// ended, or when max-seconds have passed, whichever is first
+			// (the engine asks again). It learns of the end from the
+			// supervisor's status file as it is written (see
+			// hostrun's Wait), so the engine does not poll.
+			if len(args) != 1 {
+				return fmt.Errorf("%w: wait <max-seconds> < handle.json", errUsage)
+			}
+			secs, err := strconv.ParseFloat(args[0], 64)
+			if err != nil || secs <= 0 || secs > 3600 {
+				return fmt.Errorf("%w: max-seconds %q", errUsage, args[0])
+			}
+			wctx, cancel := context.WithTimeout(ctx, time.Duration(secs*float64(time.Second)))
+			defer cancel()
+			st, err := ex.Wait(wctx)
+			if err != nil && wctx.Err() != nil {
+				st, err = ex.Status(ctx) // the bound: how it is now
+			}
 			if err != nil {
 				return err
 			}
