@@ -587,16 +587,14 @@ func (e *execution) Cancel(ctx context.Context, grace time.Duration, reason stri
 // DefaultCollectMaxBytes bounds what a host may send back as outputs and logs.
 const DefaultCollectMaxBytes = 2 << 30
 
-// Collect reads metrics on the host, then brings logs/ and outputs/ back into
-// the run's local directory, checking every path. A collection limit ends the
-// transfer (both ends: the remote command is stopped), keeps what came and
-// says in Warnings what was left on the host and where. The output listing is
-// what is on the engine host afterwards.
+// Collect reads metrics on the host and brings logs/ and outputs/ back into
+// the run's local directory, checking every path, in one session (`agent
+// collect-pack`: the metrics on one line, then the archive). A collection
+// limit ends the transfer (both ends: the remote command is stopped), keeps
+// what came and says in Warnings what was left on the host and where. The
+// output listing is what is on the engine host afterwards.
 func (e *execution) Collect(ctx context.Context) (drivers.Collected, error) {
 	var c drivers.Collected
-	if err := e.d.call(ctx, []byte(e.h.Inner), &c, "collect"); err != nil {
-		return c, err
-	}
 	if err := os.MkdirAll(e.h.LocalDir, 0o755); err != nil {
 		return c, err
 	}
@@ -618,9 +616,19 @@ func (e *execution) Collect(ctx context.Context) (drivers.Collected, error) {
 		}
 		done <- err
 	}()
-	err := e.d.call(pctx, nil, pw, "pack", e.h.RunDir)
+	head := &firstLine{rest: pw}
+	err := e.d.call(pctx, []byte(e.h.Inner), head, "collect-pack", e.h.RunDir)
 	pw.CloseWithError(err)
 	uerr := <-done
+	if !head.done {
+		if err == nil {
+			err = fmt.Errorf("on %s: agent collect-pack answered nothing", e.d.Endpoint.Key())
+		}
+		return c, err
+	}
+	if jerr := json.Unmarshal(head.line, &c); jerr != nil {
+		return c, fmt.Errorf("on %s: agent collect-pack answered %q: %w", e.d.Endpoint.Key(), truncate(string(head.line), 200), jerr)
+	}
 	var le *hostagent.LimitError
 	switch {
 	case errors.As(uerr, &le):
@@ -636,6 +644,38 @@ func (e *execution) Collect(ctx context.Context) (drivers.Collected, error) {
 		return c, err
 	}
 	return c, nil
+}
+
+// firstLine keeps what is written up to the first newline and passes the rest
+// on (collect-pack: the metrics, then the archive).
+type firstLine struct {
+	line []byte
+	done bool
+	rest io.Writer
+}
+
+// firstLineMax bounds the line (a run's metrics).
+const firstLineMax = 256 << 20
+
+func (f *firstLine) Write(p []byte) (int, error) {
+	n := len(p)
+	if !f.done {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			if len(f.line)+len(p) > firstLineMax {
+				return 0, errors.New("collect-pack: the metrics line is too long")
+			}
+			f.line = append(f.line, p...)
+			return n, nil
+		}
+		f.line, f.done, p = append(f.line, p[:i]...), true, p[i+1:]
+	}
+	if len(p) > 0 {
+		if _, err := f.rest.Write(p); err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
 }
 
 func truncate(s string, n int) string {

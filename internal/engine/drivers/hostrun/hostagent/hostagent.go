@@ -39,7 +39,7 @@ const (
 )
 
 // Commands lists what Main understands (for usage text).
-var Commands = []string{"probe", "prepare-env", "blobs-missing", "blobs-receive", "stage", "start", "status", "cancel", "logs", "collect", "pack", "ranks", "write-file", "spare-build", "push", "wait"}
+var Commands = []string{"probe", "prepare-env", "blobs-missing", "blobs-receive", "stage", "start", "status", "cancel", "logs", "collect", "pack", "ranks", "write-file", "spare-build", "push", "wait", "collect-pack"}
 
 // Main runs one host command. args[0] is the command.
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -165,7 +165,7 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 			return fmt.Errorf("%w: push <stage|start> <blobs-root> <save-manifest-to> < request", errUsage)
 		}
 		return push(ctx, args[0], snapshot.BlobStore{Root: args[1]}, args[2], stdin, stdout)
-	case "status", "cancel", "logs", "collect", "wait":
+	case "status", "cancel", "logs", "collect", "wait", "collect-pack":
 		ex, err := recoverFrom(stdin)
 		if err != nil {
 			return err
@@ -223,6 +223,20 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 			}
 			_, err = stdout.Write(b)
 			return err
+		case "collect-pack":
+			// collect-pack <run-dir> < handle.json: collect's answer on one
+			// line, then what pack writes, in one session.
+			if len(args) != 1 {
+				return fmt.Errorf("%w: collect-pack <run-dir> < handle.json", errUsage)
+			}
+			c, err := ex.Collect(ctx)
+			if err != nil {
+				return err
+			}
+			if err := out.Encode(c); err != nil {
+				return err
+			}
+			return Pack(args[0], stdout)
 		default: // collect
 			c, err := ex.Collect(ctx)
 			if err != nil {
