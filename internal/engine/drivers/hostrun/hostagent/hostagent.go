@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -429,31 +430,94 @@ func recoverFrom(stdin io.Reader) (drivers.Execution, error) {
 }
 
 // ReceiveBlobs stores every entry of a gzipped tar whose names are sha256 hex
-// values, verifying each on arrival. It returns how many it stored.
+// values, verifying each on arrival. It returns how many it stored. Small
+// blobs are stored by a few workers while the archive is read on (storing a
+// file is mostly waiting for the file system); large ones as they are read.
 func ReceiveBlobs(b snapshot.BlobStore, r io.Reader) (int, error) {
 	zr, err := gzip.NewReader(bufio.NewReader(r))
 	if err != nil {
 		return 0, err
 	}
 	tr := tar.NewReader(zr)
-	n := 0
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return n, nil
-		}
-		if err != nil {
-			return n, err
-		}
-		if h.Typeflag != tar.TypeReg {
-			return n, fmt.Errorf("blob archive entry %q is not a regular file", h.Name)
-		}
-		if err := b.Put(h.Name, tr); err != nil {
-			return n, err
-		}
-		n++
+	type blob struct {
+		name string
+		data []byte
 	}
+	work := make(chan blob, 2*receiveWorkers)
+	var (
+		mu       sync.Mutex
+		firstErr error
+		stored   int
+		wg       sync.WaitGroup
+	)
+	fail := func(err error) {
+		mu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		mu.Unlock()
+	}
+	failed := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return firstErr != nil
+	}
+	for range receiveWorkers {
+		wg.Go(func() {
+			for bl := range work {
+				if err := b.Put(bl.name, bytes.NewReader(bl.data)); err != nil {
+					fail(err)
+					continue
+				}
+				mu.Lock()
+				stored++
+				mu.Unlock()
+			}
+		})
+	}
+	readErr := func() error {
+		for !failed() {
+			h, err := tr.Next()
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if h.Typeflag != tar.TypeReg {
+				return fmt.Errorf("blob archive entry %q is not a regular file", h.Name)
+			}
+			if h.Size > receiveInMemoryMax {
+				if err := b.Put(h.Name, tr); err != nil {
+					return err
+				}
+				mu.Lock()
+				stored++
+				mu.Unlock()
+				continue
+			}
+			data := make([]byte, h.Size)
+			if _, err := io.ReadFull(tr, data); err != nil {
+				return err
+			}
+			work <- blob{h.Name, data}
+		}
+		return nil
+	}()
+	close(work)
+	wg.Wait()
+	if readErr != nil {
+		fail(readErr)
+	}
+	return stored, firstErr
 }
+
+// receiveWorkers store received blobs at the same time; receiveInMemoryMax is
+// the largest blob handed to them (larger ones are stored as they are read).
+const (
+	receiveWorkers     = 8
+	receiveInMemoryMax = 1 << 20
+)
 
 // SendBlobs writes the named blobs of b as a gzipped tar (the other side of
 // ReceiveBlobs).
