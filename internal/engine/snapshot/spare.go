@@ -37,9 +37,13 @@ import (
 // directory's names; ctime cannot be set by an unprivileged process): such a
 // tree is thrown away and the run materialized from the blobs as before. Only
 // file systems that report ctime and inode numbers (Linux, the BSDs, macOS)
-// get spare trees.
+// get spare trees. A builder publishes its tree only once the file system's
+// clock has moved past every ctime it recorded, so a change made afterwards
+// shows even where timestamps are coarse. Like the blob store's hash check,
+// this guards against accidents: a process of the same user that means harm
+// could as well rewrite meta.json, the blobs or the agent itself.
 
-// SpareReady is the suffix of a ready spare tree's directory under the spares root.
+// spareReady is the suffix of a ready spare tree's directory under the spares root.
 const spareReady = ".ready"
 
 type spareStat struct {
@@ -98,6 +102,9 @@ func (b BlobStore) BuildSpare(ctx context.Context, m *Manifest, spares string) e
 	if err != nil {
 		return err
 	}
+	if err := waitClockPast(tmp, meta); err != nil {
+		return err
+	}
 	raw, err := json.Marshal(meta)
 	if err != nil {
 		return err
@@ -111,6 +118,32 @@ func (b BlobStore) BuildSpare(ctx context.Context, m *Manifest, spares string) e
 	ok = true
 	pruneSpares(spares, id+spareReady)
 	return nil
+}
+
+// waitClockPast returns once a file created in dir gets a ctime later than
+// every ctime meta records (a second at most).
+func waitClockPast(dir string, meta *spareMeta) error {
+	var newest int64
+	for _, st := range meta.Files {
+		newest = max(newest, st.CtimeNs)
+	}
+	marker := filepath.Join(dir, "clock")
+	defer os.Remove(marker)
+	for i := 0; i < 1000; i++ {
+		_ = os.Remove(marker)
+		if err := os.WriteFile(marker, nil, 0o600); err != nil {
+			return err
+		}
+		fi, err := os.Lstat(marker)
+		if err != nil {
+			return err
+		}
+		if statOf(fi).CtimeNs > newest {
+			return nil
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return errors.New("snapshot: the file system's clock does not move; no spare tree")
 }
 
 // spareTag names a manifest in a spare tree's id.
