@@ -17,6 +17,11 @@
 set -euo pipefail
 
 N=${BENCH_N:-3}
+# The shaped link (section 4b): BENCH_SHAPED=0 leaves it out; BENCH_SHAPED_N repetitions.
+SHAPED=${BENCH_SHAPED:-1}
+SN=${BENCH_SHAPED_N:-3}
+RATE_MBIT=${BENCH_SHAPED_MBIT:-20}
+DELAY=${BENCH_SHAPED_DELAY:-25ms}
 CMD_TIMEOUT=${BENCH_CMD_TIMEOUT:-120}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -31,6 +36,7 @@ skip() {
 need() { command -v "$1" >/dev/null 2>&1 || die "$1 is required on PATH"; }
 
 case $N in '' | *[!0-9]* | 0) die "BENCH_N must be a positive integer, got '$N'" ;; esac
+case $SN in '' | *[!0-9]* | 0) die "BENCH_SHAPED_N must be a positive integer, got '$SN'" ;; esac
 
 TF=${TF_ACC_TERRAFORM_PATH:-}
 [ -n "$TF" ] && [ -x "$TF" ] || TF=$(command -v terraform 2>/dev/null || command -v tofu 2>/dev/null || true)
@@ -56,15 +62,15 @@ provider_bin=$(compgen -G "$plugins/registry.terraform.io/openaml/aml/*/$os_arch
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/aml-sshbench.XXXXXX")
 # The throwaway user's home is inside: it must be able to traverse the path.
 chmod 755 "$tmp"
-sshd_pid="" proxy_pid=""
+sshd_pid="" proxy_pid="" sproxy_pid=""
 alive() { [ -r "/proc/$1/stat" ] && ! awk '{ sub(/.*\) /, ""); exit ($1 == "Z") ? 0 : 1 }' "/proc/$1/stat"; }
 cleanup() {
   local rc=$? pids i
   set +e
-  if [ -n "$proxy_pid" ]; then
-    kill "$proxy_pid" 2>/dev/null
-    wait "$proxy_pid" 2>/dev/null
-  fi
+  for i in $proxy_pid $sproxy_pid; do
+    kill "$i" 2>/dev/null
+    wait "$i" 2>/dev/null
+  done
   if [ -n "$sshd_pid" ]; then
     # The helper stops sshd by PID, kills the throwaway user's processes (the runs), deletes the user.
     kill -TERM "$sshd_pid" 2>/dev/null
@@ -78,7 +84,7 @@ cleanup() {
   if [ "${BENCH_KEEP:-}" = 1 ]; then
     local keep
     keep=$(mktemp -d "${TMPDIR:-/tmp}/aml-sshbench-kept.XXXXXX")
-    cp -R "$tmp/logs" "$tmp/times" "$tmp/tf-aml" "$tmp/tf-base" "$keep/" 2>/dev/null
+    cp -R "$tmp/logs" "$tmp/times" "$tmp"/tf-* "$keep/" 2>/dev/null
     rm -rf "$keep"/tf-*/.terraform
     echo "bench/ssh: kept configs, logs and timings in $keep (BENCH_KEEP=1)" >&2
   fi
@@ -151,10 +157,11 @@ proxy_pid=$!
 wait_line "$proxy_pid" "$tmp/proxy.json" proxy
 PORT=$(json "$tmp/proxy.json" port)
 CTL=$(json "$tmp/proxy.json" control)
+CUR_CTL=$CTL # the proxy that measure reads: the loopback one, later the shaped one
 
-# counters: "up down conns" from the proxy, after every connection has closed (10 s at most).
+# counters: "up down conns" from the proxy at CUR_CTL, after every connection has closed (10 s at most).
 counters() {
-  python3 - "$CTL" <<'EOF'
+  python3 - "$CUR_CTL" <<'EOF'
 import json, sys, urllib.request
 s = json.load(urllib.request.urlopen(f"http://{sys.argv[1]}/stats?settle=10s", timeout=15))
 if s["active"]:
@@ -204,7 +211,12 @@ EDITED=pkg03/mod07/f11.txt
 install -d -o "$HUSER" -g "$HGROUP" "$HHOME/base"
 
 mkdir -p "$tmp/tf-aml" "$tmp/tf-base"
-cat >"$tmp/tf-aml/main.tf" <<EOF
+# aml_config DIR PORT WORKSPACE SRC [REMOTE_ROOT]: ours' configuration.
+aml_config() {
+  local rr=""
+  [ -z "${5:-}" ] || rr="remote_root  = \"$5\""
+  mkdir -p "$1"
+  cat >"$1/main.tf" <<EOF
 terraform {
   required_providers {
     aml = {
@@ -220,17 +232,18 @@ provider "aml" {
 
 resource "aml_workspace" "ws" {
   name         = "sshbench"
-  storage_path = "$tmp/ws"
+  storage_path = "$3"
 }
 
 resource "aml_remote_compute" "host" {
   workspace_id = aml_workspace.ws.id
   name         = "bench-host"
   address      = "127.0.0.1"
-  ssh_port     = $PORT
+  ssh_port     = $2
   username     = "$HUSER"
   private_key  = file("$KEY")
   host_key     = "$HOSTKEY"
+  $rr
 }
 
 resource "aml_run_configuration" "py" {
@@ -249,7 +262,7 @@ resource "aml_run_configuration" "py" {
 resource "aml_experiment_run" "train" {
   workspace_id         = aml_workspace.ws.id
   experiment_name      = "sshbench"
-  source_directory     = "$tmp/src-aml"
+  source_directory     = "$4"
   script               = "train.py"
   compute_target       = aml_remote_compute.host.name
   run_configuration_id = aml_run_configuration.py.id
@@ -271,6 +284,8 @@ output "duration_seconds" {
   value = aml_experiment_run.train.duration_seconds
 }
 EOF
+}
+aml_config "$tmp/tf-aml" "$PORT" "$tmp/ws" "$tmp/src-aml"
 cat >"$tmp/tf-base/main.tf" <<EOF
 locals {
   src = "$tmp/src-base"
@@ -315,16 +330,17 @@ apply_failed() { # contender log
 }
 
 prev_run_id=""
-# check CONTENDER LOG WHAT: the script really ran (again).
+# check CONTENDER LOG WHAT DIR: the script really ran (again).
 check_ran() {
-  local c=$1 log=$2 what=$3
-  if [ "$c" = aml ]; then
+  local c=$1 log=$2 what=$3 dir=$4
+  if [[ $c == aml* ]]; then
     local id status ran dur
-    (cd "$tmp/tf-aml" && tf output -json) >"$tmp/logs/aml-outputs.json"
+    (cd "$dir" && tf output -json) >"$tmp/logs/aml-outputs.json"
     read -r id status ran dur < <(python3 -c 'import json, sys
 o = json.load(open(sys.argv[1]))
 print(o["run_id"]["value"], o["status"]["value"], o["ran"]["value"], o["duration_seconds"]["value"])' "$tmp/logs/aml-outputs.json")
     if [ "$what" = "apply (rerun)" ]; then echo "$dur" >>"$T/aml-run-duration"; fi
+    if [ "$what" = "apply (s-rerun)" ]; then echo "$dur" >>"$T/aml-s-run-duration"; fi
     [ "$id" != "$prev_run_id" ] || die "aml $what kept run id $id: the script did not run again"
     [ "$status" = Completed ] || die "aml $what: run $id ended $status"
     [ "$ran" = 1 ] || die "aml $what: metric ran = $ran, expected 1"
@@ -335,24 +351,34 @@ print(o["run_id"]["value"], o["status"]["value"], o["ran"]["value"], o["duration
   fi
 }
 
-# measure CONTENDER TAG [REP]: one timed apply, with the proxy's byte counters read around it.
-measure() {
-  local c=$1 tag=$2 log u0 d0 n0 u1 d1 n1
-  log=$tmp/logs/$c-apply-$tag${3:+-$3}.log
+# measure_cmd NAME TAG LOG CMD...: time CMD (output to LOG) with the current proxy's byte counters
+# read around it; appends to $T/NAME-TAG-{sec,up,down,conns}. Returns CMD's status.
+measure_cmd() {
+  local c=$1 tag=$2 log=$3 u0 d0 n0 u1 d1 n1 rc=0
+  shift 3
   read -r u0 d0 n0 < <(counters)
-  [[ $u0 =~ ^[0-9]+$ ]] || die "could not read the proxy's counters (see $tmp/logs/proxy.err)"
-  (cd "$tmp/tf-$c" && timed "$T/$c-$tag-sec" tf apply -auto-approve -input=false -no-color >"$log" 2>&1) ||
-    apply_failed "$c" "$log"
+  [[ $u0 =~ ^[0-9]+$ ]] || die "could not read the proxy's counters (see $tmp/logs/proxy*.err)"
+  timed "$T/$c-$tag-sec" "$@" >"$log" 2>&1 || rc=$?
   read -r u1 d1 n1 < <(counters)
-  [[ $u1 =~ ^[0-9]+$ ]] || die "could not read the proxy's counters (see $tmp/logs/proxy.err)"
+  [[ $u1 =~ ^[0-9]+$ ]] || die "could not read the proxy's counters (see $tmp/logs/proxy*.err)"
   echo $((u1 - u0)) >>"$T/$c-$tag-up"
   echo $((d1 - d0)) >>"$T/$c-$tag-down"
   echo $((n1 - n0)) >>"$T/$c-$tag-conns"
-  if [ "$tag" = rerun ]; then
+  return $rc
+}
+
+# measure CONTENDER TAG [REP [DIR]]: one timed apply in DIR (default tf-CONTENDER), with the
+# current proxy's byte counters read around it.
+measure() {
+  local c=$1 tag=$2 dir=${4:-$tmp/tf-$1} log
+  log=$tmp/logs/$c-apply-$tag${3:+-$3}.log
+  (cd "$dir" && measure_cmd "$c" "$tag" "$log" tf apply -auto-approve -input=false -no-color) ||
+    apply_failed "$c" "$log"
+  if [[ $tag == *rerun ]]; then
     grep -q 'Resources: 1 added, 0 changed, 1 destroyed' "$log" ||
       { tail -30 "$log" >&2; die "$c re-run did not replace exactly one resource"; }
   fi
-  check_ran "$c" "$log" "apply ($tag)"
+  check_ran "$c" "$log" "apply ($tag)" "$dir"
 }
 
 # First apply: everything is sent (for ours: attach, which stages the agent binary, then the run).
@@ -373,6 +399,91 @@ done
 # Check the baseline really left the tree where remote-exec ran it.
 [ -f "$HHOME/base/src-base/$EDITED" ] || die "baseline: $HHOME/base/src-base/$EDITED missing on the host"
 cmp -s "$tmp/src-base/$EDITED" "$HHOME/base/src-base/$EDITED" || die "baseline: the edited file on the host differs"
+
+
+# ---------------------------------------------------------------------------------------------
+# The shaped link: the same sshd behind a second proxy that models a slower network
+# ---------------------------------------------------------------------------------------------
+if [ "$SHAPED" = 1 ]; then
+  command -v ssh >/dev/null 2>&1 || die "ssh (openssh-client) is required for the shaped link's tar | ssh contender"
+  "$tmp/bin/proxy" -target "127.0.0.1:$SSHD_PORT" -rate-mbit "$RATE_MBIT" -delay "$DELAY" \
+    >"$tmp/sproxy.json" 2>"$tmp/logs/sproxy.err" &
+  sproxy_pid=$!
+  wait_line "$sproxy_pid" "$tmp/sproxy.json" sproxy
+  SPORT=$(json "$tmp/sproxy.json" port)
+  CUR_CTL=$(json "$tmp/sproxy.json" control)
+  printf '[127.0.0.1]:%s %s\n' "$SPORT" "$HOSTKEY" >"$tmp/known_hosts"
+  sshc=(ssh -F /dev/null -p "$SPORT" -i "$KEY" -o IdentitiesOnly=yes -o BatchMode=yes -o UserKnownHostsFile="$tmp/known_hosts"
+    -o StrictHostKeyChecking=yes -o ControlMaster=no -o ControlPath=none "$HUSER@127.0.0.1")
+
+  # Agent staging, once per host and provider binary: attaching a host whose remote_root has no
+  # agent, against sending the same binary with `ssh host 'cat > file'`.
+  say "shaped link ($RATE_MBIT Mbit/s, +$DELAY each way): attaching a host, which stages the agent (one sample each)"
+  cp -R "$tmp/src" "$tmp/src-aml-s"
+  aml_config "$tmp/tf-aml-s" "$SPORT" "$tmp/ws-s" "$tmp/src-aml-s" "$HHOME/.aml-shaped"
+  (cd "$tmp/tf-aml-s" && tf init -input=false -no-color >"$tmp/logs/aml-s-init.log" 2>&1) ||
+    { tail -20 "$tmp/logs/aml-s-init.log" >&2; die "terraform init failed for the aml-s config"; }
+  (cd "$tmp/tf-aml-s" && measure_cmd aml s-stage "$tmp/logs/aml-s-stage.log" \
+    tf apply -auto-approve -input=false -no-color -target=aml_remote_compute.host) ||
+    apply_failed aml-s "$tmp/logs/aml-s-stage.log"
+  measure_cmd cat s-stage "$tmp/logs/cat-s-stage.log" "${sshc[@]}" 'cat > agent-copy' <"$provider_bin" ||
+    { tail "$tmp/logs/cat-s-stage.log" >&2; die "ssh cat > agent-copy failed"; }
+  [ "$(stat -c %s "$HHOME/agent-copy")" = "$(stat -c %s "$provider_bin")" ] || die "ssh cat: the copy differs in size"
+  rm -f "$HHOME/agent-copy"
+  # The first real apply of this config (the run) is not timed: the first-apply row below has
+  # its own fresh hosts roots.
+  say "shaped link: first run of the staged config (not timed)"
+  (cd "$tmp/tf-aml-s" && tf apply -auto-approve -input=false -no-color >"$tmp/logs/aml-s-first.log" 2>&1) ||
+    apply_failed aml-s "$tmp/logs/aml-s-first.log"
+  check_ran aml-s "$tmp/logs/aml-s-first.log" "first apply" "$tmp/tf-aml-s"
+
+  # First apply, agent already staged: a fresh workspace and remote_root each time (so the host has
+  # none of the snapshot's blobs), whose bin/ is a copy of the staged agent; against tar | ssh of
+  # the same tree into a fresh directory.
+  for rep in $(seq 1 "$SN"); do
+    cp -R "$tmp/src" "$tmp/src-f$rep"
+    aml_config "$tmp/tf-aml-f$rep" "$SPORT" "$tmp/ws-f$rep" "$tmp/src-f$rep" "$HHOME/.aml-f$rep"
+    install -d -o "$HUSER" -g "$HGROUP" "$HHOME/.aml-f$rep"
+    cp -a "$HHOME/.aml/bin" "$HHOME/.aml-f$rep/bin"
+    (cd "$tmp/tf-aml-f$rep" && tf init -input=false -no-color >"$tmp/logs/aml-f$rep-init.log" 2>&1) ||
+      { tail -20 "$tmp/logs/aml-f$rep-init.log" >&2; die "terraform init failed for the aml-f$rep config"; }
+  done
+  cp -R "$tmp/src" "$tmp/src-tar"
+  for rep in $(seq 1 "$SN"); do
+    say "shaped link: first apply (agent staged) and tar | ssh: repetition $rep/$SN"
+    if [ $((rep % 2)) = 1 ]; then order="aml tar"; else order="tar aml"; fi
+    for c in $order; do
+      if [ "$c" = aml ]; then
+        measure aml s-first "$rep" "$tmp/tf-aml-f$rep"
+      else
+        measure_cmd tar s-first "$tmp/logs/tar-s-first-$rep.log" \
+          bash -c 'set -o pipefail; tar -C "$1" -cf - . | "${@:3}" "mkdir -p $2 && tar -C $2 -xf -"' _ \
+          "$tmp/src-tar" "tar-$rep" "${sshc[@]}" ||
+          { tail "$tmp/logs/tar-s-first-$rep.log" >&2; die "tar | ssh failed"; }
+        [ "$(find "$HHOME/tar-$rep" -type f | wc -l)" = "$tree_files" ] || die "tar | ssh: files missing on the host"
+      fi
+    done
+  done
+
+  # Re-runs after a one-file change: ours (its own staged config) against the baseline's config
+  # with its connection switched to the shaped proxy (a connection block change replaces nothing).
+  sed -i "s/^    port        = $PORT\$/    port        = $SPORT/" "$tmp/tf-base/main.tf"
+  grep -q "port        = $SPORT" "$tmp/tf-base/main.tf" || die "could not point the baseline at the shaped proxy"
+  for rep in $(seq 1 "$SN"); do
+    say "shaped link: one file changed, apply: repetition $rep/$SN"
+    if [ $((rep % 2)) = 1 ]; then order="aml base"; else order="base aml"; fi
+    for c in $order; do
+      if [ "$c" = aml ]; then
+        printf 'edited by the benchmark: shaped %s repetition %s\n' "$c" "$rep" >>"$tmp/src-aml-s/$EDITED"
+        measure aml s-rerun "$rep" "$tmp/tf-aml-s"
+      else
+        printf 'edited by the benchmark: shaped %s repetition %s\n' "$c" "$rep" >>"$tmp/src-base/$EDITED"
+        measure base s-rerun "$rep"
+      fi
+    done
+  done
+  cmp -s "$tmp/src-base/$EDITED" "$HHOME/base/src-base/$EDITED" || die "baseline (shaped): the edited file on the host differs"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Table
@@ -409,3 +520,26 @@ echo "- The run's own \`duration_seconds\` on the host (as the provider records 
 echo "- ours' re-run bytes are $(ratio "$(median "$T/aml-rerun-up")" "$manifest_json") the size of the tree's snapshot manifest as JSON ($(human "$manifest_json") for $manifest_files files); the changed file itself is $(human "$(stat -c %s "$tmp/src-aml/$EDITED")") after the last edit."
 echo "- The cold apply of ours attaches the host, which stages the provider binary on it as the agent ($(human "$agent_bytes"), once per host and provider version): most of its cold bytes. The snapshot's blobs go as one compressed tar; base64 text compresses only to about 3/4, so compression helps ours little here."
 [ -z "$NOTE" ] || echo "- sshd: $NOTE"
+
+if [ "$SHAPED" = 1 ]; then
+  row() { # LABEL A B: seconds and bytes rows of contenders A and B (files $T/A-sec, $T/A-up)
+    printf '| %s: seconds | %s | %s | %s |\n' "$1" \
+      "$(cell "$T/$2-sec")" "$(cell "$T/$3-sec")" "$(ratio "$(median "$T/$2-sec")" "$(median "$T/$3-sec")")"
+    printf '| %s: bytes sent to the host | %s | %s | %s |\n' "$1" \
+      "$(bcell "$T/$2-up")" "$(bcell "$T/$3-up")" "$(ratio "$(median "$T/$2-up")" "$(median "$T/$3-up")")"
+  }
+  echo
+  echo "### Training on an SSH host over a shaped link ($RATE_MBIT Mbit/s, +$DELAY each way)"
+  echo
+  echo "Median of $SN repetitions (min–max), contenders interleaved, order alternating; agent staging is one sample each. The same sshd, behind a second proxy that limits each direction to $RATE_MBIT Mbit/s and delays it by $DELAY."
+  echo
+  echo "| measurement | aml provider | the other contender | ours / other |"
+  echo "|---|---:|---:|---:|"
+  row 'one file changed, `terraform apply`, vs terraform_data + file + remote-exec' aml-s-rerun base-s-rerun
+  row 'first apply (agent staged), vs `tar -cf - . \| ssh host '"'"'mkdir -p d \&\& tar -C d -xf -'"'"'`' aml-s-first tar-s-first
+  row 'staging the agent: attach a new host (`-target=aml_remote_compute.host`), vs `ssh host '"'"'cat > file'"'"' < provider`' aml-s-stage cat-s-stage
+  echo
+  echo "- Re-runs: ours is its own config (workspace, \`remote_root\` ~/.aml-shaped) attached through the shaped proxy; the baseline is the loopback section's config with its \`connection\` port switched to the shaped proxy (which replaces nothing). Each repetition appends one line to \`$EDITED\` first. The run's own \`duration_seconds\`: median $(cell "$T/aml-s-run-duration") s."
+  echo "- First apply, agent staged: each repetition of ours is a new config, workspace and \`remote_root\` (so the host has none of the snapshot's blobs) whose \`bin/\` already holds the staged agent (copied on the host, untimed); it attaches the host (probe), sends the manifest and every blob (one gzipped tar) and runs \`train.py\`. The contender sends the same $tree_files files with \`tar | ssh\` into a new directory and runs nothing. Bytes back from the host (median): ours $(human "$(med "$T/aml-s-first-down")"), tar $(human "$(med "$T/tar-s-first-down")")."
+  echo "- Staging: attaching a host whose \`remote_root\` has no agent uploads the provider binary ($(human "$agent_bytes")) and probes the host; the contender is one \`ssh host 'cat > file'\` of the same binary. This happens once per host and provider binary."
+fi

@@ -16,6 +16,17 @@
 // with running totals since start. GET /stats?settle=5s first waits (at most that long) until
 // no connection is open, so the totals include everything a finished command sent. It stops on
 // SIGTERM or SIGINT. Loopback only.
+//
+// Shaped mode models a slower link between the clients and the host:
+//
+//	proxy -target 127.0.0.1:PORT -rate-mbit 20 -delay 25ms
+//
+// Each direction is one link shared by every connection (as one network path would be): bytes
+// leave at most -rate-mbit megabits per second, in the order they arrived, and each chunk is
+// delivered -delay after it has left (so a round trip costs 2 × delay on top of the transfer
+// time). The link's queue holds up to 1 MiB per connection and direction; beyond that the
+// proxy stops reading from the sender, so TCP's own flow control takes over. Without the flags
+// it forwards as fast as loopback goes.
 package main
 
 import (
@@ -35,8 +46,10 @@ import (
 
 var (
 	up, down, conns, active atomic.Int64
-	idleMu                  sync.Mutex
-	idle                    = sync.NewCond(&idleMu)
+	// upLink and downLink are the shaped directions (nil: not shaped).
+	upLink, downLink *link
+	idleMu           sync.Mutex
+	idle             = sync.NewCond(&idleMu)
 )
 
 type counter struct {
@@ -52,7 +65,17 @@ func (c counter) Write(p []byte) (int, error) {
 
 func main() {
 	target := flag.String("target", "", "host:port to forward to (sshd)")
+	rateMbit := flag.Float64("rate-mbit", 0, "shape each direction to this many megabits per second (0: unshaped)")
+	delay := flag.Duration("delay", 0, "with -rate-mbit: one-way delay added to each direction")
 	flag.Parse()
+	if *rateMbit < 0 || *delay < 0 {
+		fmt.Fprintln(os.Stderr, "proxy: -rate-mbit and -delay must not be negative")
+		os.Exit(2)
+	}
+	if *rateMbit > 0 || *delay > 0 {
+		bps := *rateMbit * 1e6 / 8
+		upLink, downLink = &link{bytesPerSec: bps, delay: *delay}, &link{bytesPerSec: bps, delay: *delay}
+	}
 	if *target == "" {
 		fmt.Fprintln(os.Stderr, "usage: proxy -target HOST:PORT")
 		os.Exit(2)
@@ -85,7 +108,8 @@ func main() {
 	})
 	go func() { _ = http.Serve(ctl, mux) }()
 
-	b, _ := json.Marshal(map[string]any{"port": ln.Addr().(*net.TCPAddr).Port, "control": ctl.Addr().String()})
+	b, _ := json.Marshal(map[string]any{"port": ln.Addr().(*net.TCPAddr).Port, "control": ctl.Addr().String(),
+		"rate_mbit": *rateMbit, "delay_ms": delay.Milliseconds()})
 	fmt.Println(string(b))
 
 	sigs := make(chan os.Signal, 1)
@@ -138,8 +162,13 @@ func serve(client net.Conn, target string) {
 	}
 	defer server.Close()
 	done := make(chan struct{}, 2)
-	pipe := func(dst, src net.Conn, n *atomic.Int64) {
-		_, err := io.Copy(counter{dst, n}, src)
+	pipe := func(dst, src net.Conn, n *atomic.Int64, l *link) {
+		var err error
+		if l == nil {
+			_, err = io.Copy(counter{dst, n}, src)
+		} else {
+			err = l.copy(counter{dst, n}, src, func() { _ = client.Close(); _ = server.Close() })
+		}
 		if err != nil {
 			// A broken direction ends the connection.
 			_ = client.Close()
@@ -149,8 +178,78 @@ func serve(client net.Conn, target string) {
 		}
 		done <- struct{}{}
 	}
-	go pipe(server, client, &up)
-	go pipe(client, server, &down)
+	go pipe(server, client, &up, upLink)
+	go pipe(client, server, &down, downLink)
 	<-done
 	<-done
+}
+
+// link is one shaped direction: a rate limit and a delay, shared by every connection.
+type link struct {
+	bytesPerSec float64 // 0: no rate limit
+	delay       time.Duration
+	mu          sync.Mutex
+	free        time.Time // when the link has sent everything queued so far
+}
+
+// chunk is data read from the sender, due at the receiver at due.
+type chunk struct {
+	b   []byte
+	due time.Time
+}
+
+// schedule reserves the link for n bytes and returns when they arrive at the other end.
+func (l *link) schedule(n int) time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	if l.free.Before(now) {
+		l.free = now
+	}
+	if l.bytesPerSec > 0 {
+		l.free = l.free.Add(time.Duration(float64(n) / l.bytesPerSec * float64(time.Second)))
+	}
+	return l.free.Add(l.delay)
+}
+
+// copy forwards src to dst through the link until src ends; it returns the first error. A failed
+// write calls abort (which closes both connections, so the read ends too).
+func (l *link) copy(dst io.Writer, src io.Reader, abort func()) error {
+	const chunkSize = 16 << 10
+	q := make(chan chunk, (1<<20)/chunkSize) // about 1 MiB queued per connection and direction
+	werr := make(chan error, 1)
+	go func() {
+		var err error
+		for c := range q {
+			if err != nil {
+				continue // drain: the reader stops at its next read
+			}
+			if d := time.Until(c.due); d > 0 {
+				time.Sleep(d)
+			}
+			if _, err = dst.Write(c.b); err != nil {
+				abort()
+			}
+		}
+		werr <- err
+	}()
+	var rerr error
+	for {
+		b := make([]byte, chunkSize)
+		n, err := src.Read(b)
+		if n > 0 {
+			q <- chunk{b: b[:n], due: l.schedule(n)}
+		}
+		if err != nil {
+			if err != io.EOF {
+				rerr = err
+			}
+			break
+		}
+	}
+	close(q)
+	if err := <-werr; err != nil {
+		return err
+	}
+	return rerr
 }

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/field"
@@ -30,25 +31,37 @@ func DiscoverInterpreters(ctx context.Context, pathEnv string) []Interpreter {
 }
 
 func discoverInterpreters(ctx context.Context, pathEnv string, pr *prober) []Interpreter {
-	var out []Interpreter
-	seen := map[string]bool{}
+	var paths []string
 	for _, dir := range filepath.SplitList(pathEnv) {
 		entries, err := os.ReadDir(dir)
 		if err != nil {
 			continue
 		}
 		for _, de := range entries {
-			if !pythonName.MatchString(de.Name()) {
-				continue
+			if pythonName.MatchString(de.Name()) {
+				paths = append(paths, filepath.Join(dir, de.Name()))
 			}
-			p := filepath.Join(dir, de.Name())
-			in, err := pr.python(ctx, p)
-			if err != nil || seen[in.Version] {
-				continue
-			}
-			seen[in.Version] = true
-			out = append(out, in)
 		}
+	}
+	// Asked all at once (each mostly waits for its start-up), kept in PATH order.
+	found := make([]*Interpreter, len(paths))
+	var wg sync.WaitGroup
+	for i, p := range paths {
+		wg.Go(func() {
+			if in, err := pr.python(ctx, p); err == nil {
+				found[i] = &in
+			}
+		})
+	}
+	wg.Wait()
+	var out []Interpreter
+	seen := map[string]bool{}
+	for _, in := range found {
+		if in == nil || seen[in.Version] {
+			continue
+		}
+		seen[in.Version] = true
+		out = append(out, *in)
 	}
 	return out
 }

@@ -150,6 +150,7 @@ var (
 // prober answers probes from memory, then from file (when set), then by
 // running the program. save writes new answers back to file.
 type prober struct {
+	mu      sync.Mutex // interpreters are probed in parallel (discoverInterpreters)
 	file    string
 	disk    map[string]probeEntry
 	loaded  bool
@@ -174,6 +175,8 @@ func (p *prober) lookup(key, fp string) (probeEntry, bool) {
 	if p == nil || p.file == "" {
 		return probeEntry{}, false
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if !p.loaded {
 		p.loaded = true
 		if b, err := os.ReadFile(p.file); err == nil {
@@ -197,6 +200,8 @@ func (p *prober) store(key string, e probeEntry) {
 	if p == nil || p.file == "" {
 		return
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.disk == nil {
 		p.disk = map[string]probeEntry{}
 	}
@@ -207,7 +212,12 @@ func (p *prober) store(key string, e probeEntry) {
 // save writes the file (a temp file renamed into place, so a reader never sees
 // half of it). A lost race with another process only costs a probe later.
 func (p *prober) save() {
-	if p == nil || p.file == "" || !p.changed {
+	if p == nil || p.file == "" {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.changed {
 		return
 	}
 	b, err := json.Marshal(p.disk)

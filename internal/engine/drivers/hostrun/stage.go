@@ -33,6 +33,10 @@ type StageRequest struct {
 	EnvCacheBytes  int64              `json:"env_cache_bytes,omitempty"`
 	MaxDurationSec float64            `json:"max_duration_seconds,omitempty"`
 	GraceSec       float64            `json:"grace_seconds"`
+	// SpareRoot, when set, is where spare trees of earlier snapshots are kept
+	// on this host (see snapshot.BlobStore.MaterializeFromSpare): the run
+	// directory is then patched from one when there is one.
+	SpareRoot string `json:"spare_root,omitempty"`
 }
 
 // NewStageRequest fills a StageRequest from a driver's RunSpec; the caller sets
@@ -143,7 +147,12 @@ func Stage(ctx context.Context, req StageRequest) (err error) {
 		}
 	}()
 	blobs := snapshot.BlobStore{Root: req.BlobsRoot}
-	if err := blobs.Materialize(ctx, req.Manifest, l.Dir); err != nil {
+	if req.SpareRoot != "" {
+		_, err = blobs.MaterializeFromSpare(ctx, req.Manifest, l.Dir, req.SpareRoot)
+	} else {
+		err = blobs.Materialize(ctx, req.Manifest, l.Dir)
+	}
+	if err != nil {
 		return fmt.Errorf("staging snapshot: %w", err)
 	}
 	for _, dir := range []string{l.Outputs(), l.Logs(), l.HelperLib()} {

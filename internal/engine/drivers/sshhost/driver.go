@@ -54,6 +54,7 @@ var _ drivers.Driver = (*Driver)(nil)
 // Paths on the host.
 func (d *Driver) blobsRoot() string            { return path.Join(d.Root, "blobs") }
 func (d *Driver) envRoot() string              { return path.Join(d.Root, "envs") }
+func (d *Driver) sparesRoot() string           { return path.Join(d.Root, "spares") }
 func (d *Driver) RunDir(runID string) string   { return path.Join(d.Root, "runs", runID) }
 func (d *Driver) localDir(runID string) string { return d.LocalRunsRoot + "/" + runID }
 
@@ -111,8 +112,9 @@ func agentCmd(bin string, args []string) string {
 	return "sh -c " + remote.ShellQuote(strings.Join(q, " "))
 }
 
-// streamInput is a call's stdin produced by a function, once per attempt.
-type streamInput func(w io.Writer) error
+// streamInput is a call's stdin produced by a function, once per attempt. Its
+// context ends when the attempt's command has ended.
+type streamInput func(ctx context.Context, w io.Writer) error
 
 // stdinSource opens a call's stdin, afresh for each attempt. done releases
 // it once the command has ended; it returns the producer's error, if any.
@@ -129,13 +131,15 @@ func inputOf(in any) (stdinSource, error) {
 		return func() (io.Reader, func() error) {
 			pr, pw := io.Pipe()
 			werr := make(chan error, 1)
+			sctx, stop := context.WithCancel(context.Background())
 			go func() {
-				err := v(pw)
+				err := v(sctx, pw)
 				pw.CloseWithError(err)
 				werr <- err
 			}()
 			return pr, func() error {
 				// Unblock the producer if the command stopped reading.
+				stop()
 				pr.CloseWithError(errStdinClosed)
 				if err := <-werr; err != nil && !errors.Is(err, errStdinClosed) {
 					return err
@@ -414,26 +418,98 @@ func (d *Driver) Call(ctx context.Context, in, out any, args ...string) error {
 	return d.call(ctx, in, out, args...)
 }
 
+// stage sends the manifest and the blobs the host lacks and stages (cmd
+// "stage") or starts (cmd "start") the run, in one SSH session (`agent push`):
+// the host answers which blobs it lacks as soon as it has read the request,
+// and they follow on the same stdin.
 func (d *Driver) stage(ctx context.Context, spec drivers.RunSpec, cmd string) (hostrun.StageRequest, json.RawMessage, error) {
-	manifestFile := d.manifestFile(spec.RunID)
-	var missing []string
 	req := hostrun.NewStageRequest(spec, d.RunDir(spec.RunID))
-	if err := d.call(ctx, spec.Manifest, &missing, "blobs-missing", d.blobsRoot(), manifestFile); err != nil {
+	req.BlobsRoot, req.EnvRoot, req.EnvCacheBytes = d.blobsRoot(), d.envRoot(), d.EnvCacheBytes
+	// The host keeps a spare copy of the last snapshot it staged, built after
+	// the launch, and patches the next run directory from it.
+	req.SpareRoot = d.sparesRoot()
+	head, err := hostagent.EncodeInput(hostagent.StartRequest{Stage: &req})
+	if err != nil {
 		return req, nil, err
 	}
-	if len(missing) > 0 {
-		send := streamInput(func(w io.Writer) error { return hostagent.SendBlobs(d.Blobs, missing, w) })
-		if err := d.call(ctx, send, nil, "blobs-receive", d.blobsRoot()); err != nil {
-			return req, nil, fmt.Errorf("uploading %d file(s) of the snapshot: %w", len(missing), err)
+	reply := &pushReply{got: make(chan []string, 1)}
+	var sent int
+	send := streamInput(func(sctx context.Context, w io.Writer) error {
+		if _, err := fmt.Fprintf(w, "%d\n", len(head)); err != nil {
+			return err
+		}
+		if _, err := w.Write(head); err != nil {
+			return err
+		}
+		var missing []string
+		select {
+		case missing = <-reply.got:
+		case <-sctx.Done():
+			return errStdinClosed
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		sent = len(missing)
+		return hostagent.SendBlobs(d.Blobs, missing, w)
+	})
+	err = d.call(ctx, send, reply, "push", cmd, d.blobsRoot(), d.manifestFile(spec.RunID))
+	var ee *remote.ExitError
+	if errors.As(err, &ee) && ee.Status == hostagent.ExitFieldError {
+		var fe field.Error
+		if jerr := json.Unmarshal(reply.rest.Bytes(), &fe); jerr == nil && fe.Attr != "" {
+			return req, nil, &fe
 		}
 	}
-	req.Manifest = nil // sent by blobs-missing, kept on the host
-	req.BlobsRoot, req.EnvRoot, req.EnvCacheBytes = d.blobsRoot(), d.envRoot(), d.EnvCacheBytes
-	var inner json.RawMessage
-	if err := d.call(ctx, hostagent.StartRequest{Stage: &req, ManifestFile: manifestFile}, &inner, cmd); err != nil {
+	if err != nil {
+		if sent > 0 {
+			err = fmt.Errorf("uploading %d file(s) of the snapshot and staging the run: %w", sent, err)
+		}
 		return req, nil, err
 	}
+	if !reply.replied {
+		return req, nil, fmt.Errorf("on %s: agent push answered nothing", d.Endpoint.Key())
+	}
+	inner := json.RawMessage(bytes.TrimSpace(reply.rest.Bytes()))
+	if !json.Valid(inner) {
+		return req, nil, fmt.Errorf("on %s: agent push answered %q", d.Endpoint.Key(), truncate(string(inner), 200))
+	}
+	req.Manifest = spec.Manifest
 	return req, inner, nil
+}
+
+// pushReply reads `agent push`'s stdout: its first line (the blobs the host
+// lacks) goes to got, once; the rest is kept.
+type pushReply struct {
+	got     chan []string
+	line    []byte
+	replied bool
+	rest    bytes.Buffer
+}
+
+func (r *pushReply) Write(p []byte) (int, error) {
+	if r.replied {
+		return r.rest.Write(p)
+	}
+	n := len(p)
+	i := bytes.IndexByte(p, '\n')
+	if i < 0 {
+		r.line = append(r.line, p...)
+		return n, nil
+	}
+	r.line = append(r.line, p[:i]...)
+	r.replied = true
+	var pr hostagent.PushReply
+	if err := json.Unmarshal(r.line, &pr); err != nil {
+		// Not a reply (a field error, say): keep it all for the caller.
+		r.rest.Write(r.line)
+		r.rest.WriteByte('\n')
+		r.rest.Write(p[i+1:])
+		close(r.got)
+		return n, nil
+	}
+	r.got <- pr.Missing
+	r.rest.Write(p[i+1:])
+	return n, nil
 }
 
 // Recover re-attaches to a run from its handle (no connection is made yet).
@@ -459,10 +535,43 @@ func (e *execution) Status(ctx context.Context) (drivers.State, error) {
 	return st, err
 }
 
-// Wait polls the host. A lost connection does not end the wait: the run goes
-// on on the host, and the pool redials until ctx ends.
+// waitBound is how long one `agent wait` blocks on the host before it answers
+// with the run still going (and is asked again).
+const waitBound = 20 * time.Second
+
+// Wait asks the host to answer when the run has ended (`agent wait`, which
+// learns it from the supervisor's status file as it is written), in calls of
+// at most waitBound, so it learns of the end at once instead of polling. A
+// lost connection does not end the wait: the run goes on on the host, and the
+// pool redials, with backoff, until ctx ends.
 func (e *execution) Wait(ctx context.Context) (drivers.State, error) {
-	return drivers.Poll(ctx, 100*time.Millisecond, time.Second, e.Status)
+	const first, most = 100 * time.Millisecond, time.Second
+	delay := first
+	var last drivers.State
+	bound := strconv.FormatFloat(waitBound.Seconds(), 'f', -1, 64)
+	for {
+		var st drivers.State
+		err := e.d.call(ctx, []byte(e.h.Inner), &st, "wait", bound)
+		switch {
+		case ctx.Err() != nil:
+			return last, ctx.Err()
+		case err == nil:
+			last = st
+			if st.Status.Terminal() {
+				return st, nil
+			}
+			delay = first
+			continue
+		case !drivers.IsUnreachable(err):
+			return last, err
+		}
+		select {
+		case <-ctx.Done():
+			return last, ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(delay*3/2, most)
+	}
 }
 
 func (e *execution) Logs(ctx context.Context, offset int64) ([]byte, int64, error) {
@@ -478,16 +587,14 @@ func (e *execution) Cancel(ctx context.Context, grace time.Duration, reason stri
 // DefaultCollectMaxBytes bounds what a host may send back as outputs and logs.
 const DefaultCollectMaxBytes = 2 << 30
 
-// Collect reads metrics on the host, then brings logs/ and outputs/ back into
-// the run's local directory, checking every path. A collection limit ends the
-// transfer (both ends: the remote command is stopped), keeps what came and
-// says in Warnings what was left on the host and where. The output listing is
-// what is on the engine host afterwards.
+// Collect reads metrics on the host and brings logs/ and outputs/ back into
+// the run's local directory, checking every path, in one session (`agent
+// collect-pack`: the metrics on one line, then the archive). A collection
+// limit ends the transfer (both ends: the remote command is stopped), keeps
+// what came and says in Warnings what was left on the host and where. The
+// output listing is what is on the engine host afterwards.
 func (e *execution) Collect(ctx context.Context) (drivers.Collected, error) {
 	var c drivers.Collected
-	if err := e.d.call(ctx, []byte(e.h.Inner), &c, "collect"); err != nil {
-		return c, err
-	}
 	if err := os.MkdirAll(e.h.LocalDir, 0o755); err != nil {
 		return c, err
 	}
@@ -509,9 +616,19 @@ func (e *execution) Collect(ctx context.Context) (drivers.Collected, error) {
 		}
 		done <- err
 	}()
-	err := e.d.call(pctx, nil, pw, "pack", e.h.RunDir)
+	head := &firstLine{rest: pw}
+	err := e.d.call(pctx, []byte(e.h.Inner), head, "collect-pack", e.h.RunDir)
 	pw.CloseWithError(err)
 	uerr := <-done
+	if !head.done {
+		if err == nil {
+			err = fmt.Errorf("on %s: agent collect-pack answered nothing", e.d.Endpoint.Key())
+		}
+		return c, err
+	}
+	if jerr := json.Unmarshal(head.line, &c); jerr != nil {
+		return c, fmt.Errorf("on %s: agent collect-pack answered %q: %w", e.d.Endpoint.Key(), truncate(string(head.line), 200), jerr)
+	}
 	var le *hostagent.LimitError
 	switch {
 	case errors.As(uerr, &le):
@@ -527,6 +644,38 @@ func (e *execution) Collect(ctx context.Context) (drivers.Collected, error) {
 		return c, err
 	}
 	return c, nil
+}
+
+// firstLine keeps what is written up to the first newline and passes the rest
+// on (collect-pack: the metrics, then the archive).
+type firstLine struct {
+	line []byte
+	done bool
+	rest io.Writer
+}
+
+// firstLineMax bounds the line (a run's metrics).
+const firstLineMax = 256 << 20
+
+func (f *firstLine) Write(p []byte) (int, error) {
+	n := len(p)
+	if !f.done {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			if len(f.line)+len(p) > firstLineMax {
+				return 0, errors.New("collect-pack: the metrics line is too long")
+			}
+			f.line = append(f.line, p...)
+			return n, nil
+		}
+		f.line, f.done, p = append(f.line, p[:i]...), true, p[i+1:]
+	}
+	if len(p) > 0 {
+		if _, err := f.rest.Write(p); err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
 }
 
 func truncate(s string, n int) string {

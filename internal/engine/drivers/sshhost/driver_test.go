@@ -135,8 +135,9 @@ func TestAgentStagedOnDemand(t *testing.T) {
 	}
 }
 
-// Start sends the manifest once (to blobs-missing, which keeps it for start),
-// in three sessions, and leaves no manifest file behind.
+// Start sends the manifest once, the blobs the host lacks and starts the run
+// in one session, and leaves no manifest file behind; the host builds a spare
+// tree of the snapshot for the next run.
 func TestStartKeepsTheManifestForStart(t *testing.T) {
 	d, srv := newDriver(t)
 	ctx := context.Background()
@@ -171,11 +172,23 @@ func TestStartKeepsTheManifestForStart(t *testing.T) {
 	if err != nil {
 		t.Fatalf("start: %v\n%s", err, srv.LogTail())
 	}
-	if n := sessionsSince(srv, before); n != 3 && strings.Contains(srv.Log(), "Starting session: command") {
-		t.Errorf("start took %d SSH sessions, want 3 (blobs-missing, blobs-receive, start)", n)
+	if n := sessionsSince(srv, before); n != 1 && strings.Contains(srv.Log(), "Starting session: command") {
+		t.Errorf("start took %d SSH sessions, want 1 (push: blobs-missing, blobs-receive and start)", n)
 	}
-	if des, err := os.ReadDir(filepath.Join(d.Root, "manifests")); err != nil || len(des) != 0 {
-		t.Errorf("manifests left on the host: %v, %v", des, err)
+	// The spare tree's builder, in the background, takes the manifest over
+	// and removes it once done.
+	for i := 0; ; i++ {
+		des, err := os.ReadDir(filepath.Join(d.Root, "manifests"))
+		if err == nil && len(des) == 0 {
+			break
+		}
+		if i == 200 {
+			t.Fatalf("manifests left on the host: %v, %v", des, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if des, err := os.ReadDir(filepath.Join(d.Root, "spares")); err != nil || len(des) != 2 { // the tree and builder.log
+		t.Errorf("spares on the host: %v, %v", des, err)
 	}
 	ex, err := d.Recover(ctx, h)
 	if err != nil {
@@ -193,5 +206,43 @@ func TestStartKeepsTheManifestForStart(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(c.OutputsPath, "copy.txt")); err != nil || string(b) != "file 13\n" {
 		t.Fatalf("output: %q, %v", b, err)
+	}
+}
+
+// Wait learns of the end from the host (agent wait) instead of polling: a run
+// of a second takes one session to wait for, not one per poll.
+func TestWaitAsksTheHostOnce(t *testing.T) {
+	d, srv := newDriver(t)
+	ctx := context.Background()
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "x.txt"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := snapshot.Build(ctx, src, snapshot.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Blobs.Ingest(ctx, src, m); err != nil {
+		t.Fatal(err)
+	}
+	h, err := d.Start(ctx, drivers.RunSpec{RunID: "exp_1_wait", Manifest: m, Blobs: d.Blobs,
+		Program: drivers.Program{Command: []string{"sh", "-c", "sleep 1"}}, Grace: time.Second})
+	if err != nil {
+		t.Fatalf("start: %v\n%s", err, srv.LogTail())
+	}
+	ex, err := d.Recover(ctx, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := sessions(srv)
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	t0 := time.Now()
+	st, err := ex.Wait(wctx)
+	if err != nil || st.Status != run.Completed {
+		t.Fatalf("run ended %+v, %v", st, err)
+	}
+	if n := sessionsSince(srv, before); n != 1 && strings.Contains(srv.Log(), "Starting session: command") {
+		t.Errorf("waiting %v for the run took %d SSH sessions, want 1", time.Since(t0).Round(time.Millisecond), n)
 	}
 }

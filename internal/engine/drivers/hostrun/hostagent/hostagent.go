@@ -17,9 +17,12 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
@@ -37,7 +40,7 @@ const (
 )
 
 // Commands lists what Main understands (for usage text).
-var Commands = []string{"probe", "prepare-env", "blobs-missing", "blobs-receive", "stage", "start", "status", "cancel", "logs", "collect", "pack", "ranks", "write-file"}
+var Commands = []string{"probe", "prepare-env", "blobs-missing", "blobs-receive", "stage", "start", "status", "cancel", "logs", "collect", "pack", "ranks", "write-file", "spare-build", "push", "wait", "collect-pack"}
 
 // Main runs one host command. args[0] is the command.
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -151,31 +154,19 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 			return err
 		}
 		req, manifestFile, err := DecodeStart(raw)
-		if manifestFile != "" {
-			// Used once: staged or not, a retry sends it again.
-			defer os.Remove(manifestFile)
+		return stageAndStart(ctx, cmd, req, manifestFile, err, stdout)
+	case "push":
+		// push <stage|start> <blobs-root> <save-manifest-to>: blobs-missing,
+		// blobs-receive and stage/start in one session. Stdin: a decimal
+		// length and a newline, that many bytes of a StartRequest with the
+		// manifest inline (JSON, plain or gzipped), then a gzipped tar of
+		// blobs (ReceiveBlobs). Stdout: {"missing": [...]} and a newline as
+		// soon as the request is read, then what stage/start writes.
+		if len(args) != 3 || (args[0] != "stage" && args[0] != "start") {
+			return fmt.Errorf("%w: push <stage|start> <blobs-root> <save-manifest-to> < request", errUsage)
 		}
-		if err != nil {
-			return err
-		}
-		if err := hostrun.Stage(ctx, req); err != nil {
-			return err
-		}
-		if cmd == "stage" { // launched by someone else (a batch system)
-			_, err := stdout.Write([]byte("{}\n"))
-			return err
-		}
-		exe, err := os.Executable()
-		if err != nil {
-			return err
-		}
-		h, err := hostrun.Launch([]string{exe, "agent"}, req.RunDir)
-		if err != nil {
-			return err
-		}
-		_, err = stdout.Write(append(h, '\n'))
-		return err
-	case "status", "cancel", "logs", "collect":
+		return push(ctx, args[0], snapshot.BlobStore{Root: args[1]}, args[2], stdin, stdout)
+	case "status", "cancel", "logs", "collect", "wait", "collect-pack":
 		ex, err := recoverFrom(stdin)
 		if err != nil {
 			return err
@@ -183,6 +174,29 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 		switch cmd {
 		case "status":
 			st, err := ex.Status(ctx)
+			if err != nil {
+				return err
+			}
+			return out.Encode(st)
+		case "wait":
+			// wait <max-seconds> < handle.json: the status once the run has
+			// ended, or when max-seconds have passed, whichever is first
+			// (the engine asks again). It learns of the end from the
+			// supervisor's status file as it is written (see
+			// hostrun's Wait), so the engine does not poll.
+			if len(args) != 1 {
+				return fmt.Errorf("%w: wait <max-seconds> < handle.json", errUsage)
+			}
+			secs, err := strconv.ParseFloat(args[0], 64)
+			if err != nil || secs <= 0 || secs > 3600 {
+				return fmt.Errorf("%w: max-seconds %q", errUsage, args[0])
+			}
+			wctx, cancel := context.WithTimeout(ctx, time.Duration(secs*float64(time.Second)))
+			defer cancel()
+			st, err := ex.Wait(wctx)
+			if err != nil && wctx.Err() != nil {
+				st, err = ex.Status(ctx) // the bound: how it is now
+			}
 			if err != nil {
 				return err
 			}
@@ -210,6 +224,20 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 			}
 			_, err = stdout.Write(b)
 			return err
+		case "collect-pack":
+			// collect-pack <run-dir> < handle.json: collect's answer on one
+			// line, then what pack writes, in one session.
+			if len(args) != 1 {
+				return fmt.Errorf("%w: collect-pack <run-dir> < handle.json", errUsage)
+			}
+			c, err := ex.Collect(ctx)
+			if err != nil {
+				return err
+			}
+			if err := out.Encode(c); err != nil {
+				return err
+			}
+			return Pack(args[0], stdout)
 		default: // collect
 			c, err := ex.Collect(ctx)
 			if err != nil {
@@ -217,6 +245,20 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 			}
 			return out.Encode(c)
 		}
+	case "spare-build":
+		// spare-build <blobs-root> <spares-root> <manifest-file>: started
+		// detached by stage/start; removes the manifest file when done.
+		if len(args) != 3 {
+			return fmt.Errorf("%w: spare-build <blobs-root> <spares-root> <manifest-file>", errUsage)
+		}
+		defer os.Remove(args[2])
+		// Behind the run it follows, which is what the host is for.
+		_ = syscall.Setpriority(syscall.PRIO_PROCESS, 0, 10)
+		m, err := LoadManifest(args[2])
+		if err != nil {
+			return err
+		}
+		return snapshot.BlobStore{Root: args[0]}.BuildSpare(ctx, m, args[1])
 	case "pack":
 		if len(args) != 1 {
 			return fmt.Errorf("%w: pack <run-dir>", errUsage)
@@ -225,6 +267,158 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 	default:
 		return fmt.Errorf("%w: unknown command %q (want one of %s)", errUsage, cmd, strings.Join(Commands, ", "))
 	}
+}
+
+// pushRequestMax bounds a push request's header (a manifest of 2,000 files is
+// about 300 KB of JSON before gzip).
+const pushRequestMax = 256 << 20
+
+// PushReply is the first line a push writes.
+type PushReply struct {
+	Missing []string `json:"missing"`
+}
+
+func push(ctx context.Context, cmd string, blobs snapshot.BlobStore, manifestFile string, stdin io.Reader, stdout io.Writer) error {
+	br := bufio.NewReaderSize(stdin, 64<<10)
+	line, err := br.ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("reading the push request: %w", err)
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(line), 10, 64)
+	if err != nil || n <= 0 || n > pushRequestMax {
+		return fmt.Errorf("%w: push request length %q", errUsage, strings.TrimSpace(line))
+	}
+	head := make([]byte, n)
+	if _, err := io.ReadFull(br, head); err != nil {
+		return fmt.Errorf("reading the push request: %w", err)
+	}
+	raw, err := readInput(bytes.NewReader(head), 0)
+	if err != nil {
+		return err
+	}
+	req, _, err := DecodeStart(raw)
+	if err != nil {
+		return err
+	}
+	if req.Manifest == nil {
+		return errors.New("the push request has no manifest")
+	}
+	missing := blobs.Missing(req.Manifest)
+	if missing == nil {
+		missing = []string{}
+	}
+	if err := json.NewEncoder(stdout).Encode(PushReply{Missing: missing}); err != nil {
+		return err
+	}
+	// Kept for the spare tree's builder.
+	mraw, err := json.Marshal(req.Manifest)
+	if err != nil {
+		return err
+	}
+	if err := SaveManifest(manifestFile, mraw); err != nil {
+		return err
+	}
+	got, err := ReceiveBlobs(blobs, br)
+	if err != nil {
+		os.Remove(manifestFile)
+		return fmt.Errorf("receiving %d file(s) of the snapshot: %w", len(missing), err)
+	}
+	if got < len(missing) {
+		os.Remove(manifestFile)
+		return fmt.Errorf("receiving the snapshot: %d of %d missing file(s) arrived", got, len(missing))
+	}
+	req.BlobsRoot = blobs.Root
+	return stageAndStart(ctx, cmd, req, manifestFile, nil, stdout)
+}
+
+// stageAndStart is stage/start of a decoded request (decodeErr: DecodeStart's
+// error); manifestFile, if any, is removed unless a spare tree's builder
+// takes it over.
+func stageAndStart(ctx context.Context, cmd string, req hostrun.StageRequest, manifestFile string, decodeErr error, stdout io.Writer) error {
+	if manifestFile != "" {
+		// Used once: staged or not, a retry sends it again. A spare
+		// tree's builder takes it over (and removes it).
+		defer func() {
+			if manifestFile != "" {
+				os.Remove(manifestFile)
+			}
+		}()
+	}
+	if decodeErr != nil {
+		return decodeErr
+	}
+	if err := hostrun.Stage(ctx, req); err != nil {
+		return err
+	}
+	if req.SpareRoot != "" {
+		// The next run's tree, built in the background (a failure
+		// costs that run a full materialization, nothing else).
+		if spawnSpareBuilder(req, manifestFile) {
+			manifestFile = ""
+		}
+	}
+	if cmd == "stage" { // launched by someone else (a batch system)
+		_, err := stdout.Write([]byte("{}\n"))
+		return err
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	h, err := hostrun.Launch([]string{exe, "agent"}, req.RunDir)
+	if err != nil {
+		return err
+	}
+	_, err = stdout.Write(append(h, '\n'))
+	return err
+}
+
+// spawnSpareBuilder starts `agent spare-build` detached (its own session, no
+// stdio of this command, so the SSH session ends without it) for the run's
+// manifest: manifestFile, which the builder then removes, or, when the
+// manifest came inline, a copy saved under the spares root. It reports whether
+// the builder took manifestFile over.
+func spawnSpareBuilder(req hostrun.StageRequest, manifestFile string) bool {
+	exe, err := os.Executable()
+	if err != nil {
+		return false
+	}
+	if err := os.MkdirAll(req.SpareRoot, 0o700); err != nil {
+		return false
+	}
+	own := manifestFile
+	if own == "" {
+		raw, err := json.Marshal(req.Manifest)
+		if err != nil {
+			return false
+		}
+		own = filepath.Join(req.SpareRoot, req.RunID+".manifest")
+		if err := SaveManifest(own, raw); err != nil {
+			return false
+		}
+	}
+	logPath := filepath.Join(req.SpareRoot, "builder.log")
+	if st, err := os.Stat(logPath); err == nil && st.Size() > 1<<20 {
+		_ = os.Remove(logPath)
+	}
+	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return false
+	}
+	defer log.Close()
+	cmd := exec.Command(exe, "agent", "spare-build", req.BlobsRoot, req.SpareRoot, own)
+	cmd.Dir = req.SpareRoot
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.Env = append(os.Environ(), "AML_AGENT=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		if own != manifestFile {
+			os.Remove(own)
+		}
+		return false
+	}
+	_ = cmd.Process.Release()
+	return manifestFile != ""
 }
 
 func recoverFrom(stdin io.Reader) (drivers.Execution, error) {
@@ -236,31 +430,94 @@ func recoverFrom(stdin io.Reader) (drivers.Execution, error) {
 }
 
 // ReceiveBlobs stores every entry of a gzipped tar whose names are sha256 hex
-// values, verifying each on arrival. It returns how many it stored.
+// values, verifying each on arrival. It returns how many it stored. Small
+// blobs are stored by a few workers while the archive is read on (storing a
+// file is mostly waiting for the file system); large ones as they are read.
 func ReceiveBlobs(b snapshot.BlobStore, r io.Reader) (int, error) {
 	zr, err := gzip.NewReader(bufio.NewReader(r))
 	if err != nil {
 		return 0, err
 	}
 	tr := tar.NewReader(zr)
-	n := 0
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return n, nil
-		}
-		if err != nil {
-			return n, err
-		}
-		if h.Typeflag != tar.TypeReg {
-			return n, fmt.Errorf("blob archive entry %q is not a regular file", h.Name)
-		}
-		if err := b.Put(h.Name, tr); err != nil {
-			return n, err
-		}
-		n++
+	type blob struct {
+		name string
+		data []byte
 	}
+	work := make(chan blob, 2*receiveWorkers)
+	var (
+		mu       sync.Mutex
+		firstErr error
+		stored   int
+		wg       sync.WaitGroup
+	)
+	fail := func(err error) {
+		mu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		mu.Unlock()
+	}
+	failed := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return firstErr != nil
+	}
+	for range receiveWorkers {
+		wg.Go(func() {
+			for bl := range work {
+				if err := b.Put(bl.name, bytes.NewReader(bl.data)); err != nil {
+					fail(err)
+					continue
+				}
+				mu.Lock()
+				stored++
+				mu.Unlock()
+			}
+		})
+	}
+	readErr := func() error {
+		for !failed() {
+			h, err := tr.Next()
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if h.Typeflag != tar.TypeReg {
+				return fmt.Errorf("blob archive entry %q is not a regular file", h.Name)
+			}
+			if h.Size > receiveInMemoryMax {
+				if err := b.Put(h.Name, tr); err != nil {
+					return err
+				}
+				mu.Lock()
+				stored++
+				mu.Unlock()
+				continue
+			}
+			data := make([]byte, h.Size)
+			if _, err := io.ReadFull(tr, data); err != nil {
+				return err
+			}
+			work <- blob{h.Name, data}
+		}
+		return nil
+	}()
+	close(work)
+	wg.Wait()
+	if readErr != nil {
+		fail(readErr)
+	}
+	return stored, firstErr
 }
+
+// receiveWorkers store received blobs at the same time; receiveInMemoryMax is
+// the largest blob handed to them (larger ones are stored as they are read).
+const (
+	receiveWorkers     = 8
+	receiveInMemoryMax = 1 << 20
+)
 
 // SendBlobs writes the named blobs of b as a gzipped tar (the other side of
 // ReceiveBlobs).

@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun"
+	"github.com/openaml/terraform-provider-aml/internal/engine/env"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
 )
 
@@ -259,5 +261,87 @@ func TestStartRemovesTheManifestFile(t *testing.T) {
 	}
 	if _, err := os.Stat(saved); err == nil {
 		t.Fatal("the manifest file was left behind")
+	}
+}
+
+// push reads its request, answers which blobs the host lacks, receives them
+// from the same stdin, verified, and stages the run.
+func TestPushStagesInOneSession(t *testing.T) {
+	engineBlobs := snapshot.BlobStore{Root: t.TempDir()}
+	m := testManifest(t, 12, &engineBlobs)
+	hostBlobs := snapshot.BlobStore{Root: t.TempDir()}
+	// The host has all but two of them.
+	for i, e := range m.Entries {
+		if i == 3 || i == 8 {
+			continue
+		}
+		f, err := os.Open(engineBlobs.Path(e.SHA256))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := hostBlobs.Put(e.SHA256, f); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+	runDir := filepath.Join(t.TempDir(), "runs", "run1")
+	req := hostrun.StageRequest{RunID: "run1", RunDir: runDir, Manifest: m, Launch: env.Launch{Interpreter: "python3"}, Program: drivers.Program{Script: "d0/f000.txt"}}
+	head, err := EncodeInput(StartRequest{Stage: &req})
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := filepath.Join(t.TempDir(), "manifests", "run1.manifest")
+	request := func(blobs []string) *bytes.Buffer {
+		var in bytes.Buffer
+		fmt.Fprintf(&in, "%d\n", len(head))
+		in.Write(head)
+		if blobs != nil {
+			if err := SendBlobs(engineBlobs, blobs, &in); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return &in
+	}
+	want := []string{m.Entries[3].SHA256, m.Entries[8].SHA256}
+	slices.Sort(want)
+
+	// Without the blobs: refused, nothing staged.
+	var out, errOut bytes.Buffer
+	in := request([]string{})
+	if code := Main([]string{"push", "stage", hostBlobs.Root, saved}, in, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "0 of 2 missing") {
+		t.Fatalf("without the blobs: code %d, stderr %q", code, errOut.String())
+	}
+	if _, err := os.Stat(runDir); err == nil {
+		t.Fatal("a run directory was staged without its blobs")
+	}
+
+	out.Reset()
+	errOut.Reset()
+	if code := Main([]string{"push", "stage", hostBlobs.Root, saved}, request(want), &out, &errOut); code != 0 {
+		t.Fatalf("code %d, stderr %q", code, errOut.String())
+	}
+	first, rest, _ := strings.Cut(out.String(), "\n")
+	var reply PushReply
+	if err := json.Unmarshal([]byte(first), &reply); err != nil || !slices.Equal(reply.Missing, want) {
+		t.Fatalf("reply %q (%v), want missing %v", first, err, want)
+	}
+	if strings.TrimSpace(rest) != "{}" {
+		t.Fatalf("after the reply: %q, want {}", rest)
+	}
+	if b, err := os.ReadFile(filepath.Join(runDir, "d2", "f008.txt")); err != nil || string(b) != "file 8\n" {
+		t.Fatalf("staged file: %q, %v", b, err)
+	}
+	for _, sha := range want {
+		if !hostBlobs.Has(sha) {
+			t.Fatalf("blob %s not stored on the host", sha)
+		}
+	}
+	if _, err := os.Stat(saved); err == nil {
+		t.Fatal("the manifest file was left behind")
+	}
+
+	// A length that is not one is a usage error.
+	if code := Main([]string{"push", "stage", hostBlobs.Root, saved}, strings.NewReader("x\n{}"), &out, &errOut); code != ExitUsage {
+		t.Fatalf("bad length: code %d", code)
 	}
 }
