@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
 
+	"github.com/openaml/terraform-provider-aml/internal/engine"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/testutil"
 )
@@ -254,6 +255,7 @@ func TestAccCompute_killedAgentRequeues(t *testing.T) {
 						r, err := e.ReadRun(ctx, runID)
 						return err == nil && r.Status == run.Running, err
 					}); err != nil {
+						logPoolRun(t, e, runID, wsDir)
 						t.Fatal(err)
 					}
 					pid := poolNodePID(t, wsDir)
@@ -264,7 +266,11 @@ func TestAccCompute_killedAgentRequeues(t *testing.T) {
 						r, err := e.ReadRun(ctx, runID)
 						return err == nil && r.Status.Terminal(), err
 					}); err != nil {
+						logPoolRun(t, e, runID, wsDir)
 						t.Fatal(err)
+					}
+					if r, err := e.ReadRun(ctx, runID); err == nil && r.Status != run.Completed {
+						logPoolRun(t, e, runID, wsDir)
 					}
 				},
 				RefreshState: true,
@@ -276,6 +282,24 @@ func TestAccCompute_killedAgentRequeues(t *testing.T) {
 		},
 	})
 	assertNoNodeAgents(t, wsDir)
+}
+
+// logPoolRun logs what explains a pool run's course: its record, the node
+// agents' logs and the run directory's control files and logs.
+func logPoolRun(t *testing.T, e *engine.Engine, runID, wsDir string) {
+	t.Helper()
+	if r, err := e.ReadRun(context.Background(), runID); err == nil {
+		t.Logf("run %s: %s (%s) %q", runID, r.Status, r.FailureReason, r.Message)
+	}
+	var files []string
+	for _, pattern := range []string{"pools/cpu-cluster/*.log", "runs/*/.aml/*.json", "runs/*/.aml/*.log", "runs/*/logs/*"} {
+		m, _ := filepath.Glob(filepath.Join(wsDir, filepath.FromSlash(pattern)))
+		files = append(files, m...)
+	}
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		t.Logf("%s:\n%s", f, b)
+	}
 }
 
 // poolNodePID is the pid of the node agent that claimed a run (from its log).

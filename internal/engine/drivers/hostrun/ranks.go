@@ -59,10 +59,15 @@ func SupervisorStarted(runDir string) bool {
 }
 
 // ResetForRequeue kills whatever is left of a previous attempt in the run
-// directory and makes it startable again; logs are kept (appended to).
+// directory and makes it startable again; logs are kept (appended to). A
+// directory whose recorded supervisor is alive belongs to a newer attempt
+// (claimed the moment the run was queued): its status and script are left
+// alone, only the note is logged.
 func ResetForRequeue(runDir string, note string) error {
 	l := Layout{Dir: runDir}
-	if st, err := readStatus(l); err == nil && st != nil {
+	st, err := readStatus(l)
+	live := err == nil && st != nil && st.SupervisorPID > 0 && processAlive(st.SupervisorPID, st.SupervisorTicks)
+	if err == nil && st != nil && !live {
 		if st.ChildPID > 0 {
 			_ = killGroup(st.ChildPID, syscall.SIGKILL)
 		}
@@ -70,10 +75,15 @@ func ResetForRequeue(runDir string, note string) error {
 			reapContainer(runDir)
 		}
 	}
-	_ = os.Remove(l.CancelReq())
+	if !live {
+		_ = os.Remove(l.CancelReq())
+	}
 	if f, err := os.OpenFile(l.StdLog(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err == nil {
 		fmt.Fprintf(f, "\naml: %s\n", note)
 		f.Close()
+	}
+	if live {
+		return nil
 	}
 	return writeJSONAtomic(l.Status(), SupervisorStatus{State: drivers.State{Status: run.Queued, Message: note}})
 }

@@ -90,3 +90,50 @@ func descendants(root int) []int {
 	}
 	return out
 }
+
+// StopTree SIGKILLs the process pid, if it is still the one that started at
+// ticks (0: any), and every process below it, then waits up to limit until
+// none of them can run any more (gone, or a zombie). It reports whether they
+// are all stopped. A process whose main thread has exited shows as a zombie
+// while its other threads still run, and a child's parent-death signal comes
+// only when the thread that started it exits: so a node agent that looks dead
+// may still have a rank supervisor that writes, until this has run.
+func StopTree(pid int, ticks uint64, limit time.Duration) bool {
+	if pid <= 1 {
+		return true
+	}
+	got, _, err := procStart(pid)
+	if err != nil || (ticks != 0 && got != ticks) {
+		return true // gone (or the pid is another process's now)
+	}
+	type proc struct {
+		pid   int
+		ticks uint64
+	}
+	procs := []proc{{pid, got}}
+	for _, d := range descendants(pid) {
+		if t, _, err := procStart(d); err == nil {
+			procs = append(procs, proc{d, t})
+		}
+	}
+	for _, p := range procs {
+		_ = syscall.Kill(p.pid, syscall.SIGKILL)
+	}
+	deadline := time.Now().Add(limit)
+	for {
+		alive := false
+		for _, p := range procs {
+			if processAlive(p.pid, p.ticks) {
+				alive = true
+				break
+			}
+		}
+		if !alive {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

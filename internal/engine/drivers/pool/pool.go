@@ -117,8 +117,30 @@ func (p *Pool) Ring() {
 	}
 }
 
+// fenceWait bounds how long a reaper waits for a lost node's processes to stop.
+var fenceWait = 5 * time.Second
+
 // Reap removes dead nodes and requeues (once) or fails their runs.
+//
+// A lost node of this machine is fenced first: the node agent (if it still
+// runs, say it stopped heartbeating) and every process below it, its rank's
+// supervisor and script, are killed and gone before the run is requeued. A
+// supervisor outliving its node would otherwise record its attempt's end
+// (killed, lost) in the run directory after the requeue, where the next
+// attempt's node and the engine take it for the run's result.
 func (p *Pool) Reap(ctx context.Context) error {
+	nodes, err := p.Store.Nodes(ctx, p.Name)
+	if err != nil {
+		return err
+	}
+	for _, n := range nodes {
+		if n.PID == 0 || !nodeHere(n) || (time.Since(n.HeartbeatAt) <= LeaseTimeout && nodeAlive(n)) {
+			continue
+		}
+		if !hostrun.StopTree(n.PID, n.Ticks, fenceWait) {
+			return nil // not stopped yet: reaped at a later pass
+		}
+	}
 	lost, err := p.Store.ReapNodes(ctx, p.Name, LeaseTimeout, nodeAlive)
 	if err != nil {
 		return err
