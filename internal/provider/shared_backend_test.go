@@ -387,7 +387,11 @@ func TestAccSharedBackendConcurrentApplies(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if out, code := r.tf("apply", "-auto-approve", "-input=false"); code != 0 {
+			// -lock-timeout: Terraform's pg backend takes one database-wide
+			// advisory lock (-1) for a moment on every state lock, also for
+			// states in other schemas, so two runners' locks can meet; a team's
+			// CI sets it for the same reason.
+			if out, code := r.tf("apply", "-auto-approve", "-input=false", "-lock-timeout=60s"); code != 0 {
 				t.Errorf("%s: apply exited %d:\n%s", r.name, code, out)
 			}
 		}()
