@@ -233,6 +233,41 @@ func (e unreachableError) Is(target error) bool { return target == ErrUnreachabl
 // IsUnreachable reports whether err means "unreachable, the run goes on".
 func IsUnreachable(err error) bool { return errors.Is(err, ErrUnreachable) }
 
+// WaitWoken observes a run until it is terminal or ctx ends, looking again
+// whenever wake fires (a notification that the run's status was written) and
+// every check besides (a supervisor that dies without writing is found by
+// status). Unreachable errors do not end the wait.
+func WaitWoken(ctx context.Context, wake <-chan struct{}, check time.Duration, status func(context.Context) (State, error)) (State, error) {
+	var last State
+	t := time.NewTimer(check)
+	defer t.Stop()
+	for {
+		st, err := status(ctx)
+		switch {
+		case err == nil:
+			last = st
+			if st.Status.Terminal() {
+				return st, nil
+			}
+		case !IsUnreachable(err):
+			return last, err
+		}
+		select {
+		case <-ctx.Done():
+			return last, ctx.Err()
+		case <-wake:
+		case <-t.C:
+		}
+		if !t.Stop() {
+			select {
+			case <-t.C:
+			default:
+			}
+		}
+		t.Reset(check)
+	}
+}
+
 // Poll observes a run until it is terminal or ctx ends: quickly at first, the
 // interval growing by half up to most. Unreachable errors do not end the wait.
 func Poll(ctx context.Context, first, most time.Duration, status func(context.Context) (State, error)) (State, error) {

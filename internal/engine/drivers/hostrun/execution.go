@@ -96,25 +96,7 @@ func (e *execution) Wait(ctx context.Context) (drivers.State, error) {
 		return drivers.Poll(ctx, 20*time.Millisecond, waitCheck, e.Status)
 	}
 	defer w.Close()
-	var last drivers.State
-	for {
-		st, err := e.Status(ctx)
-		switch {
-		case err == nil:
-			last = st
-			if st.Status.Terminal() {
-				return st, nil
-			}
-		case !drivers.IsUnreachable(err):
-			return last, err
-		}
-		select {
-		case <-ctx.Done():
-			return last, ctx.Err()
-		case <-w.C:
-		case <-time.After(waitCheck):
-		}
-	}
+	return drivers.WaitWoken(ctx, w.C, waitCheck, e.Status)
 }
 
 // waitCheck is how often Wait looks at a run with no news from its supervisor.

@@ -221,34 +221,7 @@ func (e *execution) Wait(ctx context.Context) (drivers.State, error) {
 		return drivers.Poll(ctx, pollFirst, waitCheck, e.Status)
 	}
 	defer w.Close()
-	var last drivers.State
-	t := time.NewTimer(waitCheck)
-	defer t.Stop()
-	for {
-		st, err := e.Status(ctx)
-		switch {
-		case err == nil:
-			last = st
-			if st.Status.Terminal() {
-				return st, nil
-			}
-		case !drivers.IsUnreachable(err):
-			return last, err
-		}
-		select {
-		case <-ctx.Done():
-			return last, ctx.Err()
-		case <-w.C():
-		case <-t.C:
-		}
-		if !t.Stop() {
-			select {
-			case <-t.C:
-			default:
-			}
-		}
-		t.Reset(waitCheck)
-	}
+	return drivers.WaitWoken(ctx, w.C(), waitCheck, e.Status)
 }
 
 // waitCheck bounds how long Wait goes without looking at the run when no
