@@ -238,26 +238,9 @@ func IsUnreachable(err error) bool { return errors.Is(err, ErrUnreachable) }
 // every check besides (a supervisor that dies without writing is found by
 // status). Unreachable errors do not end the wait.
 func WaitWoken(ctx context.Context, wake <-chan struct{}, check time.Duration, status func(context.Context) (State, error)) (State, error) {
-	var last State
 	t := time.NewTimer(check)
 	defer t.Stop()
-	for {
-		st, err := status(ctx)
-		switch {
-		case err == nil:
-			last = st
-			if st.Status.Terminal() {
-				return st, nil
-			}
-		case !IsUnreachable(err):
-			return last, err
-		}
-		select {
-		case <-ctx.Done():
-			return last, ctx.Err()
-		case <-wake:
-		case <-t.C:
-		}
+	return observe(ctx, status, func() <-chan struct{} {
 		if !t.Stop() {
 			select {
 			case <-t.C:
@@ -265,13 +248,28 @@ func WaitWoken(ctx context.Context, wake <-chan struct{}, check time.Duration, s
 			}
 		}
 		t.Reset(check)
-	}
+		return wake
+	}, func() <-chan time.Time { return t.C })
 }
 
 // Poll observes a run until it is terminal or ctx ends: quickly at first, the
 // interval growing by half up to most. Unreachable errors do not end the wait.
 func Poll(ctx context.Context, first, most time.Duration, status func(context.Context) (State, error)) (State, error) {
 	delay := first
+	var tick <-chan time.Time
+	return observe(ctx, status, func() <-chan struct{} {
+		tick = time.After(delay)
+		if delay < most {
+			delay = min(delay*3/2, most)
+		}
+		return nil
+	}, func() <-chan time.Time { return tick })
+}
+
+// observe is the loop of WaitWoken and Poll: look at the run, return at its end
+// (or on an error that is not "unreachable"), else arm the next look (arm
+// returns a wake channel, nil for none) and wait for it or for the timer.
+func observe(ctx context.Context, status func(context.Context) (State, error), arm func() <-chan struct{}, timer func() <-chan time.Time) (State, error) {
 	var last State
 	for {
 		st, err := status(ctx)
@@ -284,13 +282,12 @@ func Poll(ctx context.Context, first, most time.Duration, status func(context.Co
 		case !IsUnreachable(err):
 			return last, err
 		}
+		wake := arm()
 		select {
 		case <-ctx.Done():
 			return last, ctx.Err()
-		case <-time.After(delay):
-		}
-		if delay < most {
-			delay = min(delay*3/2, most)
+		case <-wake:
+		case <-timer():
 		}
 	}
 }

@@ -25,16 +25,8 @@ func TestReapStopsTheLostNodesRankBeforeRequeue(t *testing.T) {
 	LeaseTimeout = time.Millisecond
 	t.Cleanup(func() { LeaseTimeout = oldLease })
 	ctx := context.Background()
-	s, err := store.Create(ctx, filepath.Join(t.TempDir(), "ws"), store.Meta{Name: "reap"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	spec, _ := json.Marshal(Spec{VMSize: "STANDARD_D1_V2", MaxNodes: 1, IdleSecondsBeforeScaledown: 60})
-	if err := s.PutTarget(ctx, store.TargetRow{Name: "p", Kind: Kind, Spec: spec}); err != nil {
-		t.Fatal(err)
-	}
-	p := &Pool{Store: s, Name: "p"}
+	p := testPool(t, "reap", 1)
+	s := p.Store
 	runDir := filepath.Join(p.RunsRoot(), "run-1")
 	status := hostrun.Layout{Dir: runDir}.Status()
 	if err := os.MkdirAll(filepath.Dir(status), 0o755); err != nil {

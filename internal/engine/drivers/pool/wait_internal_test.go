@@ -22,16 +22,8 @@ func TestWaitWokenByStatusWrite(t *testing.T) {
 	t.Cleanup(func() { waitCheck, pollFirst = oldCheck, oldFirst })
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	s, err := store.Create(ctx, filepath.Join(t.TempDir(), "ws"), store.Meta{Name: "wait"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	spec, _ := json.Marshal(Spec{VMSize: "STANDARD_D1_V2", MaxNodes: 2, IdleSecondsBeforeScaledown: 60})
-	if err := s.PutTarget(ctx, store.TargetRow{Name: "p", Kind: Kind, Spec: spec}); err != nil {
-		t.Fatal(err)
-	}
-	p := &Pool{Store: s, Name: "p"}
+	p := testPool(t, "wait", 2)
+	s := p.Store
 	runDir := filepath.Join(p.RunsRoot(), "run-1")
 	for rank := 0; rank < 2; rank++ {
 		dir := RankDir(runDir, rank)
@@ -64,4 +56,20 @@ func TestWaitWokenByStatusWrite(t *testing.T) {
 	if st.Status != run.Completed {
 		t.Errorf("Wait = %+v, want Completed", st)
 	}
+}
+
+// testPool is a pool "p" of maxNodes nodes in a new workspace store.
+func testPool(t *testing.T, name string, maxNodes int) *Pool {
+	t.Helper()
+	ctx := context.Background()
+	s, err := store.Create(ctx, filepath.Join(t.TempDir(), "ws"), store.Meta{Name: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	spec, _ := json.Marshal(Spec{VMSize: "STANDARD_D1_V2", MaxNodes: maxNodes, IdleSecondsBeforeScaledown: 60})
+	if err := s.PutTarget(ctx, store.TargetRow{Name: "p", Kind: Kind, Spec: spec}); err != nil {
+		t.Fatal(err)
+	}
+	return &Pool{Store: s, Name: "p"}
 }
