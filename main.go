@@ -4,6 +4,7 @@ import (
 	"flag"
 	"log"
 	"os"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 
@@ -22,6 +23,8 @@ func main() {
 		restoreSDKLogEnv()
 		os.Exit(agent.Main(os.Args[2:]))
 	}
+
+	tuneGC()
 
 	var debug bool
 	flag.BoolVar(&debug, "debug", false, "set to true to run the provider with support for debuggers like delve")
@@ -49,6 +52,22 @@ func main() {
 		log.Print(err.Error())
 		os.Exit(1) //nolint:gocritic // the profile of a failed serve is of no use
 	}
+}
+
+// providerGCPercent is the provider's GOGC. Terraform starts the plugin 3–4
+// times per command, each for a few RPCs and 3–10 MB of garbage: at Go's 100 it
+// collected 2–3 times per start (15 ms of CPU in an unchanged plan of one run,
+// which terraform_data and a plugin that never reaches 4 MB do not pay). At 400
+// a start never does, and a long apply keeps at most five times its live heap.
+const providerGCPercent = 400
+
+// tuneGC sets providerGCPercent, unless the user set GOGC (or GOMEMLIMIT) for the
+// process themselves.
+func tuneGC() {
+	if os.Getenv("GOGC") != "" || os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	debug.SetGCPercent(providerGCPercent)
 }
 
 // startCPUProfile starts a CPU profile written to <prefix>.<pid>.pprof; nil when it

@@ -28,11 +28,18 @@ import (
 // stat. Without inotify (another OS, no instances or watches left) it is
 // Build. The zero Memo is ready to use; manifests it returns are shared and
 // must not be modified.
+//
+// A tree is watched from its third Build on (plainBuilds): the first two are
+// plain Builds. The kernel makes a process that drops inotify watches wait for
+// a grace period (about 20 ms, at exit too), and terraform waits for the
+// plugin's exit: a run planned for replacement is hashed twice by the plan
+// and twice by the apply, which must not pay it for nothing.
 type Memo struct {
 	mu      sync.Mutex
 	initErr error
 	fd      int // inotify instance, -1 when none
 	started bool
+	seen    map[memoKey]int // plain Builds of each tree so far
 	byKey   map[memoKey]*memoEntry
 	byWD    map[int32][]*memoEntry
 }
@@ -69,10 +76,13 @@ const watchMask = unix.IN_MODIFY | unix.IN_ATTRIB | unix.IN_CLOSE_WRITE | unix.I
 // since this Memo last built it with the same options.
 func (mm *Memo) Build(ctx context.Context, dir string, opts Options) (*Manifest, error) {
 	abs, err := filepath.Abs(dir)
-	if err != nil || mm == nil || !mm.start() {
+	if err != nil || mm == nil {
 		return Build(ctx, dir, opts)
 	}
 	key := memoKey{dir: abs, opts: opts}
+	if mm.plainBuild(key) || !mm.start() {
+		return Build(ctx, dir, opts)
+	}
 	mm.mu.Lock()
 	mm.drainLocked()
 	e := mm.byKey[key]
@@ -129,6 +139,23 @@ func (mm *Memo) Build(ctx context.Context, dir string, opts Options) (*Manifest,
 	}
 	e.m, e.dev, e.ino, e.valid = m, dev, ino, true
 	return m, nil
+}
+
+// plainBuilds is how many Builds of a tree are plain before it is watched.
+const plainBuilds = 2
+
+// plainBuild reports whether this Build of key is to be a plain one, and counts it.
+func (mm *Memo) plainBuild(key memoKey) bool {
+	mm.mu.Lock()
+	defer mm.mu.Unlock()
+	if mm.seen[key] >= plainBuilds {
+		return false
+	}
+	if mm.seen == nil {
+		mm.seen = map[memoKey]int{}
+	}
+	mm.seen[key]++
+	return true
 }
 
 func (mm *Memo) start() bool {

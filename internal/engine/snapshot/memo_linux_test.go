@@ -22,6 +22,20 @@ func TestMemoSeesEveryChange(t *testing.T) {
 	var mm Memo
 	opts := Options{StatCacheDir: filepath.Join(root, "cache")}
 
+	var plain *Manifest
+	for i := range plainBuilds {
+		m, err := mm.Build(ctx, dir, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if mm.started {
+			t.Fatalf("Build %d of a tree started inotify: it is watched after %d plain ones", i+1, plainBuilds)
+		}
+		if plain != nil && m == plain {
+			t.Fatal("a plain Build answered from memory")
+		}
+		plain = m
+	}
 	first, err := mm.Build(ctx, dir, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -30,8 +44,11 @@ func TestMemoSeesEveryChange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if again != first {
-		t.Fatalf("unchanged tree: a new manifest (%s), want the memoized one", again.Hash)
+	if again != first || first == plain || plain.Hash != first.Hash {
+		t.Fatalf("unchanged tree: manifests %p %p %p (%s %s), want the second memoized", plain, first, again, plain.Hash, again.Hash)
+	}
+	for range plainBuilds { // other options: plain builds of their own
+		_, _ = mm.Build(ctx, dir, Options{})
 	}
 	if other, _ := mm.Build(ctx, dir, Options{}); other == first {
 		t.Fatal("other options answered from the memo of different ones")
@@ -101,6 +118,7 @@ func TestMemoConcurrentBuilds(t *testing.T) {
 		t.Fatal(err)
 	}
 	var mm Memo
+	warm(t, &mm, dir)
 	got := make([]*Manifest, 10)
 	var wg sync.WaitGroup
 	for i := range got {
@@ -122,6 +140,16 @@ func TestMemoConcurrentBuilds(t *testing.T) {
 		}
 		if m != got[0] {
 			t.Fatalf("build %d walked the tree again", i)
+		}
+	}
+}
+
+// warm makes the plain Builds after which mm watches dir.
+func warm(t *testing.T, mm *Memo, dir string) {
+	t.Helper()
+	for range plainBuilds {
+		if _, err := mm.Build(context.Background(), dir, Options{}); err != nil {
+			t.Fatal(err)
 		}
 	}
 }
@@ -159,6 +187,7 @@ func TestMemoLeavesLargeTreesAlone(t *testing.T) {
 	}
 	write(t, filepath.Join(dir, "d7", "f.py"), "f")
 	var mm Memo
+	warm(t, &mm, dir)
 	first, err := mm.Build(ctx, dir, Options{})
 	if err != nil {
 		t.Fatal(err)
