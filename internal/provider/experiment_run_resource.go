@@ -31,6 +31,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"github.com/hashicorp/terraform-plugin-framework/types/basetypes"
+	"github.com/hashicorp/terraform-plugin-go/tftypes"
 	"github.com/hashicorp/terraform-plugin-log/tflog"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine"
@@ -141,10 +142,8 @@ func (r *ExperimentRunResource) Schema(ctx context.Context, req resource.SchemaR
 			"script": schema.StringAttribute{
 				Optional: true, PlanModifiers: replaceStr,
 				MarkdownDescription: "Python script to run, relative to `source_directory`, with the run configuration's interpreter. Exactly one of `script` and `command`.",
-				Validators: []validator.String{
-					stringvalidator.LengthAtLeast(1),
-					stringvalidator.ExactlyOneOf(path.MatchRoot("script"), path.MatchRoot("command")),
-				},
+				// Exactly one of script and command: ValidateConfig.
+				Validators: []validator.String{stringvalidator.LengthAtLeast(1)},
 			},
 			"command": schema.ListAttribute{
 				ElementType: types.StringType, Optional: true, PlanModifiers: replaceList,
@@ -277,19 +276,54 @@ func (r *ExperimentRunResource) Configure(ctx context.Context, req resource.Conf
 
 // ValidateConfig ties run_based_compute to compute_target = "amlcompute".
 func (r *ExperimentRunResource) ValidateConfig(ctx context.Context, req resource.ValidateConfigRequest, resp *resource.ValidateConfigResponse) {
-	var m ExperimentRunResourceModel
-	resp.Diagnostics.Append(req.Config.Get(ctx, &m)...)
-	if resp.Diagnostics.HasError() || m.ComputeTarget.IsUnknown() || m.RunBasedCompute.IsUnknown() {
+	// The few attributes checked here are read from the raw value: decoding
+	// the whole model (Config.Get) and the ExactlyOneOf validator's walks of
+	// the configuration were half of this resource's validation CPU, which
+	// terraform asks for twice per run in every plan.
+	var attrs map[string]tftypes.Value
+	if err := req.Config.Raw.As(&attrs); err != nil || attrs == nil {
 		return
 	}
-	runBased := m.ComputeTarget.ValueString() == engine.RunBasedTarget
+	validateProgramChoice(attrs, &resp.Diagnostics)
+	target, runBasedBlock := attrs["compute_target"], attrs["run_based_compute"]
+	if !target.IsKnown() || !runBasedBlock.IsKnown() {
+		return
+	}
+	var targetName string
+	if !target.IsNull() {
+		_ = target.As(&targetName)
+	}
+	runBased := targetName == engine.RunBasedTarget
 	switch {
-	case runBased && m.RunBasedCompute.IsNull():
+	case runBased && runBasedBlock.IsNull():
 		resp.Diagnostics.AddAttributeError(path.Root("run_based_compute"), "Missing run_based_compute",
 			`run_based_compute: compute_target = "amlcompute" creates a pool for this run; say which with a block run_based_compute { vm_size = "...", max_nodes = N }`)
-	case !runBased && !m.RunBasedCompute.IsNull():
+	case !runBased && !runBasedBlock.IsNull():
 		resp.Diagnostics.AddAttributeError(path.Root("run_based_compute"), "Unexpected run_based_compute",
-			fmt.Sprintf(`run_based_compute: only used with compute_target = "amlcompute", not %q`, m.ComputeTarget.ValueString()))
+			fmt.Sprintf(`run_based_compute: only used with compute_target = "amlcompute", not %q`, targetName))
+	}
+}
+
+// validateProgramChoice requires exactly one of script and command, as
+// stringvalidator.ExactlyOneOf on script did (same diagnostics, on script),
+// once both are known.
+func validateProgramChoice(attrs map[string]tftypes.Value, diags *diag.Diagnostics) {
+	set := 0
+	for _, name := range []string{"script", "command"} {
+		v := attrs[name]
+		if !v.IsKnown() {
+			return
+		}
+		if !v.IsNull() {
+			set++
+		}
+	}
+	const choice = "one (and only one) of [script,command] is required"
+	switch set {
+	case 0:
+		diags.AddAttributeError(path.Root("script"), "Invalid Attribute Combination", "No attribute specified when "+choice)
+	case 2:
+		diags.AddAttributeError(path.Root("script"), "Invalid Attribute Combination", "2 attributes specified when "+choice)
 	}
 }
 

@@ -47,16 +47,23 @@ type fastServer struct {
 	p *AmlProvider
 }
 
-// fastPlans and fastReads count the requests the fast path answered (for the tests).
-var fastPlans, fastReads atomic.Int64
+// fastPlans, fastReads and fastUpgrades count the requests the fast path
+// answered (for the tests).
+var fastPlans, fastReads, fastUpgrades atomic.Int64
 
-// runStateType is aml_experiment_run's state type, for decoding raw states.
-var runStateType = sync.OnceValue(func() tftypes.Type {
+// runSchema is aml_experiment_run's state type, for decoding raw states, and
+// its schema version.
+var runSchema = sync.OnceValues(func() (tftypes.Type, int64) {
 	ctx := context.Background()
 	var resp resource.SchemaResponse
 	(&ExperimentRunResource{}).Schema(ctx, resource.SchemaRequest{}, &resp)
-	return resp.Schema.Type().TerraformType(ctx)
+	return resp.Schema.Type().TerraformType(ctx), resp.Schema.Version
 })
+
+func runStateType() tftypes.Type {
+	ty, _ := runSchema()
+	return ty
+}
 
 const experimentRunType = "aml_experiment_run"
 
@@ -71,6 +78,27 @@ func (s *fastServer) PlanResourceChange(ctx context.Context, req *tfprotov6.Plan
 		}
 	}
 	return s.ProviderServer.PlanResourceChange(ctx, req)
+}
+
+// UpgradeResourceState of an aml_experiment_run state already at the schema's
+// version is the framework's passthrough (decode the JSON state with the
+// schema's type, unknown attributes ignored; encode it back), with the type
+// built once per process instead of on every request (terraform asks for every
+// run of every plan). Any other version, and any state that does not decode,
+// goes to the framework, which upgrades it or words the error.
+func (s *fastServer) UpgradeResourceState(ctx context.Context, req *tfprotov6.UpgradeResourceStateRequest) (*tfprotov6.UpgradeResourceStateResponse, error) {
+	if ty, version := runSchema(); req.TypeName == experimentRunType && req.RawState != nil && req.Version == version {
+		val, err := req.RawState.UnmarshalWithOpts(ty, tfprotov6.UnmarshalOpts{
+			ValueFromJSONOpts: tftypes.ValueFromJSONOpts{IgnoreUndefinedAttributes: true},
+		})
+		if err == nil {
+			if dv, err := tfprotov6.NewDynamicValue(ty, val); err == nil {
+				fastUpgrades.Add(1)
+				return &tfprotov6.UpgradeResourceStateResponse{UpgradedState: &dv}, nil
+			}
+		}
+	}
+	return s.ProviderServer.UpgradeResourceState(ctx, req)
 }
 
 // ReadResource keeps an aml_experiment_run's state as it is, without the
