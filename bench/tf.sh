@@ -147,6 +147,30 @@ resource "floor_null" "r" {
 }
 TF
       ;;
+    wide)
+      cat <<TF
+terraform {
+  required_providers {
+    floor = { source = "openaml/floor" }
+  }
+}
+
+resource "floor_wide" "r" {
+  $each
+  workspace_id         = "0f8fad5b-d9cb-469f-a165-70867728950e"
+  experiment_name      = "$shape"
+  source_directory     = "$src"
+  script               = "noop.py"
+  arguments            = ["--i", $key]
+  compute_target       = "local"
+  run_configuration_id = "0f8fad5b-d9cb-469f-a165-70867728950e/runconfigs/py"
+  provisioner "local-exec" {
+    command     = "python3 noop.py --i \${self.arguments[1]}"
+    working_dir = "$src"
+  }
+}
+TF
+      ;;
     data)
       cat <<TF
 resource "terraform_data" "r" {
@@ -162,7 +186,7 @@ TF
   esac
 }
 
-addr() { case $1 in aml | before) echo aml_experiment_run.r ;; floor) echo floor_null.r ;; data) echo terraform_data.r ;; esac; }
+addr() { case $1 in aml | before) echo aml_experiment_run.r ;; floor) echo floor_null.r ;; wide) echo floor_wide.r ;; data) echo terraform_data.r ;; esac; }
 
 fail() { # log what
   echo "---- last lines of $1" >&2
@@ -307,6 +331,27 @@ if [ "$BIG" -gt 0 ]; then
   printf -- '- Unchanged plan per run (median / count): %s-run sweep: aml %s, floor %s, terraform_data %s; %s-run sweep: aml %s, floor %s, terraform_data %s.\n' \
     "$SWEEP" "$(per_run "$T/aml-sweep-plan" "$SWEEP")" "$(per_run "$T/floor-sweep-plan" "$SWEEP")" "$(per_run "$T/data-sweep-plan" "$SWEEP")" \
     "$BIG" "$(per_run "$T/aml-big-plan" "$BIG")" "$(per_run "$T/floor-big-plan" "$BIG")" "$(per_run "$T/data-big-plan" "$BIG")"
+fi
+if compgen -G "$T/wide-*" >/dev/null; then
+  echo
+  echo "The same rows with \`floor_wide\` (BENCH_CONTENDERS with \`wide\`): the floor provider's do-nothing resource with \`aml_experiment_run\`'s schema, and a local-exec: Terraform's own cost of a state that size."
+  echo
+  echo "| measurement | aml provider | floor_wide (aml's schema) + local-exec | plugin floor + local-exec | aml / wide | wide / floor |"
+  echo "|---|---:|---:|---:|---:|---:|"
+  wrow() { # label key
+    local a="$T/aml-$2" w="$T/wide-$2" f="$T/floor-$2"
+    [ -s "$w" ] || return 0
+    printf '| %s | %s | %s | %s | %s | %s |\n' "$1" "$(cell "$a")" "$(cell "$w")" "$(cell "$f")" \
+      "$(ratio "$(median "$a")" "$(median "$w")")" "$(ratio "$(median "$w")" "$(median "$f")")"
+  }
+  wrow '`apply -replace` of one run' one-apply
+  wrow 'unchanged `plan`, one run' one-plan
+  wrow "first \`apply\` of a $SWEEP-run \`for_each\` sweep" sweep-apply
+  wrow "unchanged \`plan\` of the $SWEEP-run sweep" sweep-plan
+  if [ "$BIG" -gt 0 ]; then
+    wrow "\`apply\` $SWEEP → $BIG runs (one sample)" big-apply
+    wrow "unchanged \`plan\` of a $BIG-run sweep (one sample)" big-plan
+  fi
 fi
 echo
 [ -z "${AML_BEFORE_BIN:-}" ] || echo "- aml, before: the provider build given as AML_BEFORE_BIN, run as a fourth interleaved contender with a workspace of its own."
