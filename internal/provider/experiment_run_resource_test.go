@@ -50,7 +50,7 @@ with open(os.path.join(os.environ["AML_OUTPUTS_DIR"], "model.txt"), "w") as f:
 
 func TestAccExperimentRunResource(t *testing.T) {
 	testAccPreCheck(t)
-	var fastPlans0, fastReads0, fastUpgrades0 int64
+	var fastPlans0, fastReads0, fastUpgrades0, fastValidations0 int64
 	wsDir := filepath.Join(t.TempDir(), "ws")
 	files := map[string]string{
 		"train.py":    envTrainScript("0.93"),
@@ -188,7 +188,7 @@ resource "aml_experiment_run" "train" {
 			},
 			{
 				// Nothing changed: nothing to do, and no re-run.
-				PreConfig: func() { fastPlans0, fastReads0, fastUpgrades0 = provider.FastPathHits() },
+				PreConfig: func() { fastPlans0, fastReads0, fastUpgrades0, fastValidations0 = provider.FastPathHits() },
 				Config:    config("alice", "v1"),
 				ConfigPlanChecks: resource.ConfigPlanChecks{
 					PreApply: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()},
@@ -199,9 +199,10 @@ resource "aml_experiment_run" "train" {
 				PreConfig: func() {
 					// The unchanged run of the step before was planned and
 					// refreshed by the fast path (fastpath.go), not the framework.
-					if plans, reads, upgrades := provider.FastPathHits(); plans == fastPlans0 || reads == fastReads0 || upgrades == fastUpgrades0 {
-						t.Fatalf("unchanged run: fast path answered %d plans, %d refreshes and %d state upgrades, want at least one of each",
-							plans-fastPlans0, reads-fastReads0, upgrades-fastUpgrades0)
+					plans, reads, upgrades, validations := provider.FastPathHits()
+					if plans == fastPlans0 || reads == fastReads0 || upgrades == fastUpgrades0 || validations == fastValidations0 {
+						t.Fatalf("unchanged run: fast path answered %d plans, %d refreshes, %d state upgrades and %d validations, want at least one of each",
+							plans-fastPlans0, reads-fastReads0, upgrades-fastUpgrades0, validations-fastValidations0)
 					}
 					testutil.WriteFiles(t, src, map[string]string{"ignored.txt": "scratch v2, now longer\n"})
 				},

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/hashicorp/terraform-plugin-framework/datasource"
 	"github.com/hashicorp/terraform-plugin-framework/providerserver"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-go/tfprotov6"
@@ -47,9 +48,9 @@ type fastServer struct {
 	p *AmlProvider
 }
 
-// fastPlans, fastReads and fastUpgrades count the requests the fast path
-// answered (for the tests).
-var fastPlans, fastReads, fastUpgrades atomic.Int64
+// fastPlans, fastReads, fastUpgrades and fastValidations count the requests
+// the fast path answered (for the tests).
+var fastPlans, fastReads, fastUpgrades, fastValidations atomic.Int64
 
 // runSchema is aml_experiment_run's state type, for decoding raw states, and
 // its schema version.
@@ -238,3 +239,98 @@ func unchangedRunPlan(ctx context.Context, eng *engine.Engine, req *tfprotov6.Pl
 
 // engineHolder keeps the engine the provider configured, for the fast path.
 type engineHolder = atomic.Pointer[engine.Engine]
+
+// ValidateResourceConfig of an aml_experiment_run is the framework's, run by a
+// second framework server whose aml_experiment_run schema has only the
+// attributes a configuration can set (runConfigSchema): the same validators,
+// ValidateConfig and diagnostics, without walking the 25 results. The
+// framework's validation walks the schema's top-level attributes once per
+// attribute (each value lookup copies the attribute map), so its cost grows
+// with their square; terraform asks for it for every run of every plan. A
+// configuration that sets a result (which terraform refuses before asking) or
+// does not decode goes to the full schema.
+func (s *fastServer) ValidateResourceConfig(ctx context.Context, req *tfprotov6.ValidateResourceConfigRequest) (*tfprotov6.ValidateResourceConfigResponse, error) {
+	if req.TypeName == experimentRunType && req.Config != nil {
+		if cfg, ok := settableOnly(req.Config); ok {
+			fastValidations.Add(1)
+			return runValidationServer().ValidateResourceConfig(ctx, &tfprotov6.ValidateResourceConfigRequest{
+				TypeName: req.TypeName, Config: cfg, ClientCapabilities: req.ClientCapabilities,
+			})
+		}
+	}
+	return s.ProviderServer.ValidateResourceConfig(ctx, req)
+}
+
+// settableRunResource is aml_experiment_run with its computed-only attributes
+// left out of the schema, for validating configurations.
+type settableRunResource struct{ ExperimentRunResource }
+
+func (r *settableRunResource) Schema(ctx context.Context, req resource.SchemaRequest, resp *resource.SchemaResponse) {
+	r.ExperimentRunResource.Schema(ctx, req, resp)
+	for name, a := range resp.Schema.Attributes {
+		if a.IsComputed() && !a.IsOptional() && !a.IsRequired() {
+			delete(resp.Schema.Attributes, name)
+		}
+	}
+}
+
+// validationProvider serves settableRunResource alone, with AmlProvider's
+// name and provider schema; it is never configured.
+type validationProvider struct{ AmlProvider }
+
+func (p *validationProvider) Resources(context.Context) []func() resource.Resource {
+	return []func() resource.Resource{func() resource.Resource { return &settableRunResource{} }}
+}
+
+func (p *validationProvider) DataSources(context.Context) []func() datasource.DataSource { return nil }
+
+var runValidationServer = sync.OnceValue(func() tfprotov6.ProviderServer {
+	return providerserver.NewProtocol6(&validationProvider{})()
+})
+
+// runConfigSchema is settableRunResource's type and the attributes it leaves out.
+var runConfigSchema = sync.OnceValues(func() (tftypes.Object, map[string]bool) {
+	ctx := context.Background()
+	var resp resource.SchemaResponse
+	(&settableRunResource{}).Schema(ctx, resource.SchemaRequest{}, &resp)
+	ty, _ := resp.Schema.Type().TerraformType(ctx).(tftypes.Object)
+	left := map[string]bool{}
+	for name := range runStateType().(tftypes.Object).AttributeTypes {
+		if _, ok := ty.AttributeTypes[name]; !ok {
+			left[name] = true
+		}
+	}
+	return ty, left
+})
+
+// settableOnly re-encodes a run's configuration with runConfigSchema's type;
+// false when it sets a computed-only attribute or does not decode.
+func settableOnly(config *tfprotov6.DynamicValue) (*tfprotov6.DynamicValue, bool) {
+	ty, left := runConfigSchema()
+	val, err := config.Unmarshal(runStateType())
+	if err != nil || !val.IsKnown() || val.IsNull() {
+		return nil, false
+	}
+	var attrs map[string]tftypes.Value
+	if err := val.As(&attrs); err != nil {
+		return nil, false
+	}
+	kept := make(map[string]tftypes.Value, len(ty.AttributeTypes))
+	for name, v := range attrs {
+		if left[name] {
+			if !v.IsNull() {
+				return nil, false
+			}
+			continue
+		}
+		kept[name] = v
+	}
+	if tftypes.ValidateValue(ty, kept) != nil {
+		return nil, false
+	}
+	dv, err := tfprotov6.NewDynamicValue(ty, tftypes.NewValue(ty, kept))
+	if err != nil {
+		return nil, false
+	}
+	return &dv, true
+}

@@ -2,6 +2,9 @@ package provider
 
 import (
 	"context"
+	"fmt"
+	"reflect"
+	"sort"
 	"testing"
 
 	"github.com/hashicorp/terraform-plugin-framework/diag"
@@ -100,6 +103,105 @@ func TestValidateProgramChoice(t *testing.T) {
 		}
 		if got != c.want {
 			t.Errorf("%s: %q, want %q", c.name, got, c.want)
+		}
+	}
+}
+
+// TestFastValidationMatchesFramework: a run configuration validated against
+// the settable-only schema gets exactly the diagnostics the framework gives
+// with the full schema, valid or not, known or not; one that sets a result is
+// left to the full schema.
+func TestFastValidationMatchesFramework(t *testing.T) {
+	ctx := context.Background()
+	srv := NewProtocol6Server("test")().(*fastServer)
+	full := runStateType().(tftypes.Object)
+	str := func(s string) tftypes.Value { return tftypes.NewValue(tftypes.String, s) }
+	strs := func(ss ...string) tftypes.Value {
+		vs := make([]tftypes.Value, len(ss))
+		for i, s := range ss {
+			vs[i] = str(s)
+		}
+		return tftypes.NewValue(tftypes.List{ElementType: tftypes.String}, vs)
+	}
+	object := func(ty tftypes.Object, set map[string]tftypes.Value) tftypes.Value {
+		vals := map[string]tftypes.Value{}
+		for name, aty := range ty.AttributeTypes {
+			if v, ok := set[name]; ok {
+				vals[name] = v
+			} else {
+				vals[name] = tftypes.NewValue(aty, nil)
+			}
+		}
+		return tftypes.NewValue(ty, vals)
+	}
+	rbc := full.AttributeTypes["run_based_compute"].(tftypes.Object)
+	tmo := full.AttributeTypes["timeouts"].(tftypes.Object)
+	base := map[string]tftypes.Value{
+		"workspace_id": str("0f8fad5b-d9cb-469f-a165-70867728950e"), "experiment_name": str("iris"),
+		"source_directory": str("src"), "script": str("train.py"), "run_configuration_id": str("0f8fad5b-d9cb-469f-a165-70867728950e/runconfigs/py"),
+	}
+	with := func(changes map[string]tftypes.Value) tftypes.Value {
+		set := map[string]tftypes.Value{}
+		for k, v := range base {
+			set[k] = v
+		}
+		for k, v := range changes {
+			if v.Type() == nil {
+				delete(set, k)
+			} else {
+				set[k] = v
+			}
+		}
+		return object(full, set)
+	}
+	unset := tftypes.Value{}
+	cases := map[string]tftypes.Value{
+		"valid":                       with(nil),
+		"script and command":          with(map[string]tftypes.Value{"command": strs("python3", "train.py")}),
+		"neither script nor command":  with(map[string]tftypes.Value{"script": unset}),
+		"empty script":                with(map[string]tftypes.Value{"script": str("")}),
+		"empty source_directory":      with(map[string]tftypes.Value{"source_directory": str("")}),
+		"bad experiment name":         with(map[string]tftypes.Value{"experiment_name": str("no spaces please")}),
+		"command unknown":             with(map[string]tftypes.Value{"script": unset, "command": tftypes.NewValue(tftypes.List{ElementType: tftypes.String}, tftypes.UnknownValue)}),
+		"amlcompute without its pool": with(map[string]tftypes.Value{"compute_target": str("amlcompute")}),
+		"pool on local":               with(map[string]tftypes.Value{"run_based_compute": object(rbc, map[string]tftypes.Value{"vm_size": str("STANDARD_D1_V2")})}),
+		"pool without vm_size": with(map[string]tftypes.Value{"compute_target": str("amlcompute"),
+			"run_based_compute": object(rbc, map[string]tftypes.Value{"max_nodes": tftypes.NewValue(tftypes.Number, 0)})}),
+		"bad vm_size": with(map[string]tftypes.Value{"compute_target": str("amlcompute"),
+			"run_based_compute": object(rbc, map[string]tftypes.Value{"vm_size": str("HUGE")})}),
+		"bad timeout":  with(map[string]tftypes.Value{"timeouts": object(tmo, map[string]tftypes.Value{"create": str("soon")})}),
+		"sets a result": with(map[string]tftypes.Value{"status": str("Completed")}),
+	}
+	diagsOf := func(s tfprotov6.ProviderServer, v tftypes.Value) []string {
+		t.Helper()
+		dv, err := tfprotov6.NewDynamicValue(full, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := s.ValidateResourceConfig(ctx, &tfprotov6.ValidateResourceConfigRequest{TypeName: experimentRunType, Config: &dv})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, d := range resp.Diagnostics {
+			out = append(out, fmt.Sprintf("%v %s: %s | %s", d.Severity, d.Attribute, d.Summary, d.Detail))
+		}
+		sort.Strings(out)
+		return out
+	}
+	for name, v := range cases {
+		before := fastValidations.Load()
+		fast := diagsOf(srv, v)
+		tookFast := fastValidations.Load() != before
+		framework := diagsOf(srv.ProviderServer, v)
+		if !reflect.DeepEqual(fast, framework) {
+			t.Errorf("%s: diagnostics differ\nfast:      %q\nframework: %q", name, fast, framework)
+		}
+		if tookFast == (name == "sets a result") {
+			t.Errorf("%s: fast path taken = %v", name, tookFast)
+		}
+		if wantErr := name != "valid" && name != "command unknown"; wantErr != (len(framework) > 0) {
+			t.Errorf("%s: diagnostics %q, want some = %v", name, framework, wantErr)
 		}
 	}
 }
