@@ -169,7 +169,7 @@ func TestFastValidationMatchesFramework(t *testing.T) {
 			"run_based_compute": object(rbc, map[string]tftypes.Value{"max_nodes": tftypes.NewValue(tftypes.Number, 0)})}),
 		"bad vm_size": with(map[string]tftypes.Value{"compute_target": str("amlcompute"),
 			"run_based_compute": object(rbc, map[string]tftypes.Value{"vm_size": str("HUGE")})}),
-		"bad timeout":  with(map[string]tftypes.Value{"timeouts": object(tmo, map[string]tftypes.Value{"create": str("soon")})}),
+		"bad timeout":   with(map[string]tftypes.Value{"timeouts": object(tmo, map[string]tftypes.Value{"create": str("soon")})}),
 		"sets a result": with(map[string]tftypes.Value{"status": str("Completed")}),
 	}
 	diagsOf := func(s tfprotov6.ProviderServer, v tftypes.Value) []string {
