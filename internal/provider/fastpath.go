@@ -243,7 +243,7 @@ type engineHolder = atomic.Pointer[engine.Engine]
 // ValidateResourceConfig of an aml_experiment_run is the framework's, run by a
 // second framework server whose aml_experiment_run schema has only the
 // attributes a configuration can set (runConfigSchema): the same validators,
-// ValidateConfig and diagnostics, without walking the 25 results. The
+// ValidateConfig and diagnostics, without walking the 28 results. The
 // framework's validation walks the schema's top-level attributes once per
 // attribute (each value lookup copies the attribute map), so its cost grows
 // with their square; terraform asks for it for every run of every plan. A
