@@ -13,7 +13,8 @@
 # host side (openssh-client), `make install` done, terraform (or tofu), go, python3. Without
 # root or sshd it prints why and exits 0. Knobs: BENCH_N (repetitions, default 3),
 # BENCH_CMD_TIMEOUT (seconds per terraform command, default 120), BENCH_KEEP=1 (keep the
-# scratch dir's configs and logs: they are copied to a new mktemp dir that is printed).
+# scratch dir's configs and logs: they are copied to a new mktemp dir that is printed), AML_BIN (a
+# provider build to use instead of the installed one, served from a private filesystem mirror).
 set -euo pipefail
 
 N=${BENCH_N:-3}
@@ -54,12 +55,26 @@ export CHECKPOINT_DISABLE=1 TF_IN_AUTOMATION=1
 unset SSH_AUTH_SOCK # key auth only, for both contenders
 
 os_arch="$(go env GOOS)_$(go env GOARCH)"
-plugins="$HOME/.terraform.d/plugins"
-provider_bin=$(compgen -G "$plugins/registry.terraform.io/openaml/aml/*/$os_arch/terraform-provider-aml_v*" | head -1 || true)
-[ -n "$provider_bin" ] ||
-  die "provider not installed under $plugins/registry.terraform.io/openaml/aml/<version>/$os_arch; run 'make install' first"
+if [ -n "${AML_BIN:-}" ]; then
+  # A given build instead of the installed one (e.g. to compare two builds): it is served to
+  # terraform from a private filesystem mirror in the scratch dir.
+  [ -x "$AML_BIN" ] || die "AML_BIN=$AML_BIN is not an executable"
+  provider_bin=$AML_BIN
+else
+  plugins="$HOME/.terraform.d/plugins"
+  provider_bin=$(compgen -G "$plugins/registry.terraform.io/openaml/aml/*/$os_arch/terraform-provider-aml_v*" | head -1 || true)
+  [ -n "$provider_bin" ] ||
+    die "provider not installed under $plugins/registry.terraform.io/openaml/aml/<version>/$os_arch; run 'make install' first"
+fi
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/aml-sshbench.XXXXXX")
+if [ -n "${AML_BIN:-}" ]; then
+  mkdir -p "$tmp/mirror/registry.terraform.io/openaml/aml/0.1.0/$os_arch"
+  cp "$AML_BIN" "$tmp/mirror/registry.terraform.io/openaml/aml/0.1.0/$os_arch/terraform-provider-aml_v0.1.0"
+  provider_bin=$tmp/mirror/registry.terraform.io/openaml/aml/0.1.0/$os_arch/terraform-provider-aml_v0.1.0
+  printf 'provider_installation {\n  filesystem_mirror {\n    path = "%s"\n  }\n}\n' "$tmp/mirror" >"$tmp/tf.rc"
+  export TF_CLI_CONFIG_FILE=$tmp/tf.rc
+fi
 # The throwaway user's home is inside: it must be able to traverse the path.
 chmod 755 "$tmp"
 sshd_pid="" proxy_pid="" sproxy_pid=""
