@@ -390,9 +390,12 @@ func (d *Driver) PrepareEnvironment(ctx context.Context, e env.Environment) (env
 	return l, err
 }
 
-// Start sends the blobs the host lacks, then stages and launches the run there.
-// The manifest crosses the link once, gzipped: `blobs-missing` keeps it on the
-// host for `start`.
+// StreamsSource: Start reads the snapshot's files from the source directory
+// (RunSpec.SourceDir) as it sends them, while the engine stores them locally.
+func (d *Driver) StreamsSource() bool { return true }
+
+// Start sends the blobs the host lacks, then stages and launches the run there
+// (see stage).
 func (d *Driver) Start(ctx context.Context, spec drivers.RunSpec) (drivers.Handle, error) {
 	req, inner, err := d.stage(ctx, spec, "start")
 	if err != nil {
@@ -421,7 +424,11 @@ func (d *Driver) Call(ctx context.Context, in, out any, args ...string) error {
 // stage sends the manifest and the blobs the host lacks and stages (cmd
 // "stage") or starts (cmd "start") the run, in one SSH session (`agent push`):
 // the host answers which blobs it lacks as soon as it has read the request,
-// and they follow on the same stdin.
+// and they follow on the same stdin (read from the source directory when the
+// engine gave one, else from its blob store), then a last line that lets the
+// host launch: sent once spec.Ready, if any, has returned (the engine has
+// stored the snapshot and recorded the run). The host writes the run
+// directory's files as the blobs arrive.
 func (d *Driver) stage(ctx context.Context, spec drivers.RunSpec, cmd string) (hostrun.StageRequest, json.RawMessage, error) {
 	req := hostrun.NewStageRequest(spec, d.RunDir(spec.RunID))
 	req.BlobsRoot, req.EnvRoot, req.EnvCacheBytes = d.blobsRoot(), d.envRoot(), d.EnvCacheBytes
@@ -433,7 +440,10 @@ func (d *Driver) stage(ctx context.Context, spec drivers.RunSpec, cmd string) (h
 		return req, nil, err
 	}
 	reply := &pushReply{got: make(chan []string, 1)}
-	var sent int
+	var (
+		sent              int
+		sendErr, readyErr error
+	)
 	send := streamInput(func(sctx context.Context, w io.Writer) error {
 		if _, err := fmt.Fprintf(w, "%d\n", len(head)); err != nil {
 			return err
@@ -450,9 +460,34 @@ func (d *Driver) stage(ctx context.Context, spec drivers.RunSpec, cmd string) (h
 			return ctx.Err()
 		}
 		sent = len(missing)
-		return hostagent.SendBlobs(d.Blobs, missing, w)
+		if spec.SourceDir != "" {
+			sendErr = hostagent.SendSourceBlobs(spec.SourceDir, spec.Manifest, missing, w)
+		} else {
+			sendErr = hostagent.SendBlobs(d.Blobs, missing, w)
+		}
+		if sendErr != nil {
+			return sendErr
+		}
+		if spec.Ready != nil {
+			if sctx.Err() != nil {
+				return errStdinClosed
+			}
+			if readyErr = spec.Ready(ctx); readyErr != nil {
+				return readyErr
+			}
+		}
+		// The host stages and launches once it reads this line (and,
+		// without it, removes what it has staged).
+		_, err := io.WriteString(w, hostagent.PushGo+"\n")
+		return err
 	})
 	err = d.call(ctx, send, reply, "push", cmd, d.blobsRoot(), d.manifestFile(spec.RunID))
+	switch {
+	case readyErr != nil:
+		return req, nil, readyErr
+	case errors.Is(sendErr, snapshot.ErrSourceChanged):
+		return req, nil, fmt.Errorf("sending the snapshot to %s: %w", d.Endpoint.Key(), sendErr)
+	}
 	var ee *remote.ExitError
 	if errors.As(err, &ee) && ee.Status == hostagent.ExitFieldError {
 		var fe field.Error

@@ -11,6 +11,8 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -318,17 +320,60 @@ func push(ctx context.Context, cmd string, blobs snapshot.BlobStore, manifestFil
 	if err := SaveManifest(manifestFile, mraw); err != nil {
 		return err
 	}
-	got, err := ReceiveBlobs(blobs, br)
-	if err != nil {
+	// Most of the snapshot is coming (a first run here): the run directory
+	// is written as the blobs arrive, from the same bytes, instead of read
+	// back from the store afterwards. Otherwise a spare tree, patched, is
+	// cheaper (Stage).
+	var tree *snapshot.Tree
+	if streamTree(req.Manifest, len(missing)) {
+		if tree, err = blobs.NewTree(req.Manifest, req.RunDir); err != nil {
+			os.Remove(manifestFile)
+			return fmt.Errorf("staging snapshot: %w", err)
+		}
+	}
+	fail := func(err error) error {
 		os.Remove(manifestFile)
-		return fmt.Errorf("receiving %d file(s) of the snapshot: %w", len(missing), err)
+		if tree != nil {
+			_ = os.RemoveAll(req.RunDir)
+		}
+		return err
+	}
+	got, err := ReceiveBlobsTo(blobs, br, tree)
+	if err != nil {
+		return fail(fmt.Errorf("receiving %d file(s) of the snapshot: %w", len(missing), err))
 	}
 	if got < len(missing) {
-		os.Remove(manifestFile)
-		return fmt.Errorf("receiving the snapshot: %d of %d missing file(s) arrived", got, len(missing))
+		return fail(fmt.Errorf("receiving the snapshot: %d of %d missing file(s) arrived", got, len(missing)))
+	}
+	// The engine says when the run may be launched (it has stored the
+	// snapshot and recorded the run); without that line nothing is.
+	if line, err := br.ReadString('\n'); err != nil || strings.TrimSpace(line) != PushGo {
+		return fail(fmt.Errorf("the push was not confirmed (%q, %v): nothing was launched", strings.TrimSpace(line), err))
+	}
+	if tree != nil {
+		if err := tree.Finish(ctx); err != nil {
+			return fail(fmt.Errorf("staging snapshot: %w", err))
+		}
+		req.Materialized = true
 	}
 	req.BlobsRoot = blobs.Root
 	return stageAndStart(ctx, cmd, req, manifestFile, nil, stdout)
+}
+
+// PushGo is the line that ends a push's input: the engine is ready for the
+// run to be launched.
+const PushGo = "go"
+
+// streamTree says whether a push writes the run directory as the blobs
+// arrive: when at least half of the snapshot's contents are missing here.
+func streamTree(m *snapshot.Manifest, missing int) bool {
+	distinct := map[string]bool{}
+	for _, e := range m.Entries {
+		if e.Mode != snapshot.ModeSymlink {
+			distinct[e.SHA256] = true
+		}
+	}
+	return missing > 0 && 2*missing >= len(distinct)
 }
 
 // stageAndStart is stage/start of a decoded request (decodeErr: DecodeStart's
@@ -434,10 +479,19 @@ func recoverFrom(stdin io.Reader) (drivers.Execution, error) {
 // blobs are stored by a few workers while the archive is read on (storing a
 // file is mostly waiting for the file system); large ones as they are read.
 func ReceiveBlobs(b snapshot.BlobStore, r io.Reader) (int, error) {
+	return ReceiveBlobsTo(b, r, nil)
+}
+
+// ReceiveBlobsTo is ReceiveBlobs that also hands each blob it stores, from
+// memory, to tree (when not nil) to write the files it is the content of. It
+// reads r up to the end of the gzip stream and no further when r is a
+// *bufio.Reader (what follows is the caller's).
+func ReceiveBlobsTo(b snapshot.BlobStore, r io.Reader, tree *snapshot.Tree) (int, error) {
 	zr, err := gzip.NewReader(bufio.NewReader(r))
 	if err != nil {
 		return 0, err
 	}
+	zr.Multistream(false)
 	tr := tar.NewReader(zr)
 	type blob struct {
 		name string
@@ -468,6 +522,13 @@ func ReceiveBlobs(b snapshot.BlobStore, r io.Reader) (int, error) {
 				if err := b.Put(bl.name, bytes.NewReader(bl.data)); err != nil {
 					fail(err)
 					continue
+				}
+				if tree != nil {
+					// Stored means verified, unless the store had it.
+					if err := tree.Put(bl.name, bl.data); err != nil {
+						fail(err)
+						continue
+					}
 				}
 				mu.Lock()
 				stored++
@@ -506,6 +567,10 @@ func ReceiveBlobs(b snapshot.BlobStore, r io.Reader) (int, error) {
 	}()
 	close(work)
 	wg.Wait()
+	if readErr == nil && !failed() {
+		// The gzip trailer (checked), and nothing after it.
+		_, readErr = io.Copy(io.Discard, zr)
+	}
 	if readErr != nil {
 		fail(readErr)
 	}
@@ -537,6 +602,91 @@ func SendBlobs(b snapshot.BlobStore, shas []string, w io.Writer) error {
 			_, err = io.Copy(tw, f)
 		}
 		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	return zw.Close()
+}
+
+// SendSourceBlobs is SendBlobs reading each blob from the file of m that has
+// it in the source directory dir, verified against its sha256 as it is sent:
+// a file that no longer matches ends the archive with an error wrapping
+// snapshot.ErrSourceChanged (the receiver, which verifies every blob, stores
+// none of it).
+func SendSourceBlobs(dir string, m *snapshot.Manifest, shas []string, w io.Writer) error {
+	from := make(map[string]string, len(m.Entries))
+	for _, e := range m.Entries {
+		if _, ok := from[e.SHA256]; !ok && e.Mode != snapshot.ModeSymlink {
+			from[e.SHA256] = e.Path
+		}
+	}
+	zw, _ := gzip.NewWriterLevel(w, gzip.BestSpeed)
+	tw := tar.NewWriter(zw)
+	var buf []byte
+	for _, sha := range shas {
+		rel, ok := from[sha]
+		if !ok {
+			return fmt.Errorf("blob %s is not in the snapshot", sha)
+		}
+		rel, err := snapshot.SanitizeRelPath(rel)
+		if err != nil {
+			return fmt.Errorf("snapshot: manifest entry: %w", err)
+		}
+		changed := func(err error) error {
+			if err != nil {
+				return fmt.Errorf("snapshot: %s: %w: %w", rel, snapshot.ErrSourceChanged, err)
+			}
+			return fmt.Errorf("snapshot: %s: %w", rel, snapshot.ErrSourceChanged)
+		}
+		f, err := os.Open(filepath.Join(dir, filepath.FromSlash(rel)))
+		if err != nil {
+			return changed(err)
+		}
+		err = func() error {
+			defer f.Close()
+			st, err := f.Stat()
+			if err != nil {
+				return changed(err)
+			}
+			if !st.Mode().IsRegular() {
+				return changed(nil)
+			}
+			size := st.Size()
+			h := sha256.New()
+			if size <= receiveInMemoryMax {
+				// Read whole and checked before anything is sent.
+				if int64(cap(buf)) < size+1 {
+					buf = make([]byte, size+1)
+				}
+				n, err := io.ReadFull(f, buf[:size+1])
+				if int64(n) != size || (err != io.ErrUnexpectedEOF && err != io.EOF) {
+					return changed(nil)
+				}
+				h.Write(buf[:n])
+				if hex.EncodeToString(h.Sum(nil)) != sha {
+					return changed(nil)
+				}
+				if err := tw.WriteHeader(&tar.Header{Name: sha, Mode: 0o444, Size: size, Typeflag: tar.TypeReg}); err != nil {
+					return err
+				}
+				_, err = tw.Write(buf[:n])
+				return err
+			}
+			if err := tw.WriteHeader(&tar.Header{Name: sha, Mode: 0o444, Size: size, Typeflag: tar.TypeReg}); err != nil {
+				return err
+			}
+			if _, err := io.CopyN(io.MultiWriter(tw, h), f, size); err != nil {
+				return changed(err)
+			}
+			if hex.EncodeToString(h.Sum(nil)) != sha {
+				return changed(nil)
+			}
+			return nil
+		}()
 		if err != nil {
 			return err
 		}
