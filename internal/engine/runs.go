@@ -486,6 +486,23 @@ func (e *Engine) validateSubmission(ctx context.Context, req RunRequest) (*submi
 	if err := CheckProgram(req.Script, req.Command, req.Arguments, req.EnvironmentVariables); err != nil {
 		return nil, err
 	}
+	// The target answers how it provides the environment (a session on an
+	// SSH host, which may connect first) while the source is hashed; its
+	// error comes after the snapshot's, as if asked second.
+	type prepared struct {
+		launch env.Launch
+		err    error
+	}
+	pctx, stopPrepare := context.WithCancel(ctx)
+	prep := make(chan prepared, 1)
+	go func() {
+		l, err := sub.drv.PrepareEnvironment(pctx, rc.Spec.Environment)
+		prep <- prepared{l, err}
+	}()
+	defer func() {
+		stopPrepare()
+		<-prep // nothing runs on after the submission is validated (or not)
+	}()
 	sub.srcDir = e.abs(req.SourceDirectory)
 	if sub.sum, sub.manifest, err = e.PlanSnapshot(ctx, sub.srcDir); err != nil {
 		return nil, err
@@ -498,7 +515,9 @@ func (e *Engine) validateSubmission(ctx context.Context, req RunRequest) (*submi
 			return nil, err
 		}
 	}
-	if sub.launch, err = sub.drv.PrepareEnvironment(ctx, rc.Spec.Environment); err != nil {
+	p := <-prep
+	prep <- p // for the deferred receive
+	if sub.launch, err = p.launch, p.err; err != nil {
 		var fe *FieldError
 		if !errors.As(err, &fe) {
 			return nil, fmt.Errorf("compute target %q: %w", req.ComputeTarget, err)
