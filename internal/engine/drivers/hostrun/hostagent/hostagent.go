@@ -156,7 +156,7 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 			return err
 		}
 		req, manifestFile, err := DecodeStart(raw)
-		return stageAndStart(ctx, cmd, req, manifestFile, err, stdout)
+		return stageAndStart(ctx, cmd, req, manifestFile, err, stdout, false)
 	case "push":
 		// push <stage|start> <blobs-root> <save-manifest-to>: blobs-missing,
 		// blobs-receive and stage/start in one session. Stdin: a decimal
@@ -186,8 +186,10 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 			// (the engine asks again). It learns of the end from the
 			// supervisor's status file as it is written (see
 			// hostrun's Wait), so the engine does not poll.
-			if len(args) != 1 {
-				return fmt.Errorf("%w: wait <max-seconds> < handle.json", errUsage)
+			// With a run directory, a terminal state is followed by what
+			// collect-pack writes for it, in the same session.
+			if len(args) != 1 && len(args) != 2 {
+				return fmt.Errorf("%w: wait <max-seconds> [<run-dir>] < handle.json", errUsage)
 			}
 			secs, err := strconv.ParseFloat(args[0], 64)
 			if err != nil || secs <= 0 || secs > 3600 {
@@ -202,7 +204,10 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 			if err != nil {
 				return err
 			}
-			return out.Encode(st)
+			if err := out.Encode(st); err != nil || len(args) == 1 || !st.Status.Terminal() {
+				return err
+			}
+			return collectPack(ctx, ex, args[1], stdout)
 		case "cancel":
 			if len(args) != 2 {
 				return fmt.Errorf("%w: cancel <grace-seconds> <reason> < handle.json", errUsage)
@@ -232,14 +237,7 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 			if len(args) != 1 {
 				return fmt.Errorf("%w: collect-pack <run-dir> < handle.json", errUsage)
 			}
-			c, err := ex.Collect(ctx)
-			if err != nil {
-				return err
-			}
-			if err := out.Encode(c); err != nil {
-				return err
-			}
-			return Pack(args[0], stdout)
+			return collectPack(ctx, ex, args[0], stdout)
 		default: // collect
 			c, err := ex.Collect(ctx)
 			if err != nil {
@@ -269,6 +267,18 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 	default:
 		return fmt.Errorf("%w: unknown command %q (want one of %s)", errUsage, cmd, strings.Join(Commands, ", "))
 	}
+}
+
+// collectPack writes collect's answer on one line, then what Pack writes.
+func collectPack(ctx context.Context, ex drivers.Execution, runDir string, stdout io.Writer) error {
+	c, err := ex.Collect(ctx)
+	if err != nil {
+		return err
+	}
+	if err := json.NewEncoder(stdout).Encode(c); err != nil {
+		return err
+	}
+	return Pack(runDir, stdout)
 }
 
 // pushRequestMax bounds a push request's header (a manifest of 2,000 files is
@@ -357,7 +367,7 @@ func push(ctx context.Context, cmd string, blobs snapshot.BlobStore, manifestFil
 		req.Materialized = true
 	}
 	req.BlobsRoot = blobs.Root
-	return stageAndStart(ctx, cmd, req, manifestFile, nil, stdout)
+	return stageAndStart(ctx, cmd, req, manifestFile, nil, stdout, true)
 }
 
 // PushGo is the line that ends a push's input: the engine is ready for the
@@ -378,8 +388,10 @@ func streamTree(m *snapshot.Manifest, missing int) bool {
 
 // stageAndStart is stage/start of a decoded request (decodeErr: DecodeStart's
 // error); manifestFile, if any, is removed unless a spare tree's builder
-// takes it over.
-func stageAndStart(ctx context.Context, cmd string, req hostrun.StageRequest, manifestFile string, decodeErr error, stdout io.Writer) error {
+// takes it over. Start writes the run's handle on one line and, withState,
+// the run's state as seen right after the launch on the next (what a status
+// would answer then).
+func stageAndStart(ctx context.Context, cmd string, req hostrun.StageRequest, manifestFile string, decodeErr error, stdout io.Writer, withState bool) error {
 	if manifestFile != "" {
 		// Used once: staged or not, a retry sends it again. A spare
 		// tree's builder takes it over (and removes it).
@@ -414,7 +426,17 @@ func stageAndStart(ctx context.Context, cmd string, req hostrun.StageRequest, ma
 	if err != nil {
 		return err
 	}
-	_, err = stdout.Write(append(h, '\n'))
+	out := append(h, '\n')
+	if withState {
+		if ex, err := hostrun.Recover(h); err == nil {
+			if st, err := ex.Status(ctx); err == nil {
+				if b, err := json.Marshal(st); err == nil {
+					out = append(append(out, b...), '\n')
+				}
+			}
+		}
+	}
+	_, err = stdout.Write(out)
 	return err
 }
 
