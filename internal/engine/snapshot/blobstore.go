@@ -319,3 +319,6 @@ func (b BlobStore) Put(sha string, r io.Reader) error {
 	}
 	return nil
 }
+
+// ValidSHA reports whether s is a lowercase hex sha256, as blob names are.
+func ValidSHA(s string) bool { return validSHA(s) }

@@ -645,7 +645,7 @@ func (e *execution) waitOnce(ctx context.Context, bound string) (drivers.State, 
 	state := &firstLine{}
 	c, cerr := e.collectVia(ctx, func(ctx context.Context, out io.Writer) error {
 		state.rest = out
-		return e.d.call(ctx, []byte(e.h.Inner), state, "wait", bound, e.h.RunDir)
+		return e.d.call(ctx, []byte(e.h.Inner), state, "wait", bound, e.h.RunDir, e.d.blobsRoot())
 	})
 	if !state.done {
 		if cerr == nil {

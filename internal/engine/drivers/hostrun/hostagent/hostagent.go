@@ -156,7 +156,7 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 			return err
 		}
 		req, manifestFile, err := DecodeStart(raw)
-		return stageAndStart(ctx, cmd, req, manifestFile, err, stdout, false)
+		return stageAndStart(ctx, cmd, req, manifestFile, err, stdout, false, "")
 	case "push":
 		// push <stage|start> <blobs-root> <save-manifest-to>: blobs-missing,
 		// blobs-receive and stage/start in one session. Stdin: a decimal
@@ -187,9 +187,11 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 			// supervisor's status file as it is written (see
 			// hostrun's Wait), so the engine does not poll.
 			// With a run directory, a terminal state is followed by what
-			// collect-pack writes for it, in the same session.
-			if len(args) != 1 && len(args) != 2 {
-				return fmt.Errorf("%w: wait <max-seconds> [<run-dir>] < handle.json", errUsage)
+			// collect-pack writes for it, in the same session; with a blobs
+			// root too, the run's snapshot is in it by then (its spool,
+			// if any, is stored first).
+			if len(args) < 1 || len(args) > 3 {
+				return fmt.Errorf("%w: wait <max-seconds> [<run-dir> [<blobs-root>]] < handle.json", errUsage)
 			}
 			secs, err := strconv.ParseFloat(args[0], 64)
 			if err != nil || secs <= 0 || secs > 3600 {
@@ -203,6 +205,9 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 			}
 			if err != nil {
 				return err
+			}
+			if st.Status.Terminal() && len(args) == 3 {
+				settleSpools(snapshot.BlobStore{Root: args[2]}, filepath.Base(args[1])+"-")
 			}
 			if err := out.Encode(st); err != nil || len(args) == 1 || !st.Status.Terminal() {
 				return err
@@ -246,14 +251,18 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 			return out.Encode(c)
 		}
 	case "spare-build":
-		// spare-build <blobs-root> <spares-root> <manifest-file>: started
-		// detached by stage/start; removes the manifest file when done.
-		if len(args) != 3 {
-			return fmt.Errorf("%w: spare-build <blobs-root> <spares-root> <manifest-file>", errUsage)
+		// spare-build <blobs-root> <spares-root> <manifest-file> [<spool>]:
+		// started detached by stage/start; stores the spool's blobs first
+		// (and removes it), removes the manifest file when done.
+		if len(args) != 3 && len(args) != 4 {
+			return fmt.Errorf("%w: spare-build <blobs-root> <spares-root> <manifest-file> [<spool>]", errUsage)
 		}
 		defer os.Remove(args[2])
 		// Behind the run it follows, which is what the host is for.
 		_ = syscall.Setpriority(syscall.PRIO_PROCESS, 0, 10)
+		if len(args) == 4 {
+			storeSpool(snapshot.BlobStore{Root: args[0]}, args[3])
+		}
 		m, err := LoadManifest(args[2])
 		if err != nil {
 			return err
@@ -315,6 +324,9 @@ func push(ctx context.Context, cmd string, blobs snapshot.BlobStore, manifestFil
 	if req.Manifest == nil {
 		return errors.New("the push request has no manifest")
 	}
+	// Blobs an earlier push spooled are stored first (the background builder
+	// may not have got to them yet), so they are not asked for again.
+	settleSpools(blobs, "")
 	missing := blobs.Missing(req.Manifest)
 	if missing == nil {
 		missing = []string{}
@@ -341,14 +353,41 @@ func push(ctx context.Context, cmd string, blobs snapshot.BlobStore, manifestFil
 			return fmt.Errorf("staging snapshot: %w", err)
 		}
 	}
+	// The tree's blobs go to one spool file, stored in the background after
+	// the launch (spare-build), not one file each while the run waits.
+	var (
+		spool   string
+		spoolW  io.Writer
+		spoolBW *bufio.Writer
+		spoolF  *os.File
+	)
+	if tree != nil {
+		if err := os.MkdirAll(filepath.Join(blobs.Root, "spool"), 0o755); err == nil {
+			if spoolF, err = os.CreateTemp(filepath.Join(blobs.Root, "spool"), req.RunID+"-*.tar"); err == nil {
+				spool, spoolBW = spoolF.Name(), bufio.NewWriterSize(spoolF, 256<<10)
+				spoolW = spoolBW
+			}
+		}
+	}
 	fail := func(err error) error {
 		os.Remove(manifestFile)
 		if tree != nil {
 			_ = os.RemoveAll(req.RunDir)
 		}
+		if spoolF != nil {
+			spoolF.Close()
+		}
+		storeSpool(blobs, spool) // what came is kept
 		return err
 	}
-	got, err := ReceiveBlobsTo(blobs, br, tree)
+	got, err := ReceiveBlobsTo(blobs, br, tree, spoolW)
+	if err == nil && spoolF != nil {
+		err = spoolBW.Flush()
+		if cerr := spoolF.Close(); err == nil {
+			err = cerr
+		}
+		spoolF = nil
+	}
 	if err != nil {
 		return fail(fmt.Errorf("receiving %d file(s) of the snapshot: %w", len(missing), err))
 	}
@@ -367,7 +406,32 @@ func push(ctx context.Context, cmd string, blobs snapshot.BlobStore, manifestFil
 		req.Materialized = true
 	}
 	req.BlobsRoot = blobs.Root
-	return stageAndStart(ctx, cmd, req, manifestFile, nil, stdout, true)
+	return stageAndStart(ctx, cmd, req, manifestFile, nil, stdout, true, spool)
+}
+
+// settleSpools stores the blobs of the spool files of b whose names start
+// with prefix ("": all), which the spare tree's builder may be storing at the
+// same time (storing a blob twice is harmless).
+func settleSpools(b snapshot.BlobStore, prefix string) {
+	names, _ := filepath.Glob(filepath.Join(b.Root, "spool", prefix+"*.tar"))
+	for _, n := range names {
+		storeSpool(b, n)
+	}
+}
+
+// storeSpool stores the blobs of a spool file (ReceiveBlobsTo) and removes
+// it. A spool that cannot be read costs its blobs being sent again.
+func storeSpool(blobs snapshot.BlobStore, spool string) {
+	if spool == "" {
+		return
+	}
+	defer os.Remove(spool)
+	f, err := os.Open(spool)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	_, _ = ReceiveTar(blobs, f)
 }
 
 // PushGo is the line that ends a push's input: the engine is ready for the
@@ -390,17 +454,17 @@ func streamTree(m *snapshot.Manifest, missing int) bool {
 // error); manifestFile, if any, is removed unless a spare tree's builder
 // takes it over. Start writes the run's handle on one line and, withState,
 // the run's state as seen right after the launch on the next (what a status
-// would answer then).
-func stageAndStart(ctx context.Context, cmd string, req hostrun.StageRequest, manifestFile string, decodeErr error, stdout io.Writer, withState bool) error {
-	if manifestFile != "" {
+// would answer then). The blobs of spool, if any, are stored by the spare
+// tree's builder before it builds, or here, once the rest is done.
+func stageAndStart(ctx context.Context, cmd string, req hostrun.StageRequest, manifestFile string, decodeErr error, stdout io.Writer, withState bool, spool string) error {
+	defer func() {
 		// Used once: staged or not, a retry sends it again. A spare
 		// tree's builder takes it over (and removes it).
-		defer func() {
-			if manifestFile != "" {
-				os.Remove(manifestFile)
-			}
-		}()
-	}
+		if manifestFile != "" {
+			os.Remove(manifestFile)
+		}
+		storeSpool(snapshot.BlobStore{Root: req.BlobsRoot}, spool)
+	}()
 	if decodeErr != nil {
 		return decodeErr
 	}
@@ -410,8 +474,12 @@ func stageAndStart(ctx context.Context, cmd string, req hostrun.StageRequest, ma
 	if req.SpareRoot != "" {
 		// The next run's tree, built in the background (a failure
 		// costs that run a full materialization, nothing else).
-		if spawnSpareBuilder(req, manifestFile) {
+		tookManifest, tookSpool := spawnSpareBuilder(req, manifestFile, spool)
+		if tookManifest {
 			manifestFile = ""
+		}
+		if tookSpool {
+			spool = ""
 		}
 	}
 	if cmd == "stage" { // launched by someone else (a batch system)
@@ -443,25 +511,26 @@ func stageAndStart(ctx context.Context, cmd string, req hostrun.StageRequest, ma
 // spawnSpareBuilder starts `agent spare-build` detached (its own session, no
 // stdio of this command, so the SSH session ends without it) for the run's
 // manifest: manifestFile, which the builder then removes, or, when the
-// manifest came inline, a copy saved under the spares root. It reports whether
-// the builder took manifestFile over.
-func spawnSpareBuilder(req hostrun.StageRequest, manifestFile string) bool {
+// manifest came inline, a copy saved under the spares root; and, first, the
+// blobs of spool (if any). It reports whether the builder took manifestFile
+// and spool over.
+func spawnSpareBuilder(req hostrun.StageRequest, manifestFile, spool string) (tookManifest, tookSpool bool) {
 	exe, err := os.Executable()
 	if err != nil {
-		return false
+		return false, false
 	}
 	if err := os.MkdirAll(req.SpareRoot, 0o700); err != nil {
-		return false
+		return false, false
 	}
 	own := manifestFile
 	if own == "" {
 		raw, err := json.Marshal(req.Manifest)
 		if err != nil {
-			return false
+			return false, false
 		}
 		own = filepath.Join(req.SpareRoot, req.RunID+".manifest")
 		if err := SaveManifest(own, raw); err != nil {
-			return false
+			return false, false
 		}
 	}
 	logPath := filepath.Join(req.SpareRoot, "builder.log")
@@ -470,10 +539,14 @@ func spawnSpareBuilder(req hostrun.StageRequest, manifestFile string) bool {
 	}
 	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return false
+		return false, false
 	}
 	defer log.Close()
-	cmd := exec.Command(exe, "agent", "spare-build", req.BlobsRoot, req.SpareRoot, own)
+	args := []string{"agent", "spare-build", req.BlobsRoot, req.SpareRoot, own}
+	if spool != "" {
+		args = append(args, spool)
+	}
+	cmd := exec.Command(exe, args...)
 	cmd.Dir = req.SpareRoot
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.Env = append(os.Environ(), "AML_AGENT=1")
@@ -482,10 +555,10 @@ func spawnSpareBuilder(req hostrun.StageRequest, manifestFile string) bool {
 		if own != manifestFile {
 			os.Remove(own)
 		}
-		return false
+		return false, false
 	}
 	_ = cmd.Process.Release()
-	return manifestFile != ""
+	return manifestFile != "", spool != ""
 }
 
 func recoverFrom(stdin io.Reader) (drivers.Execution, error) {
@@ -501,20 +574,41 @@ func recoverFrom(stdin io.Reader) (drivers.Execution, error) {
 // blobs are stored by a few workers while the archive is read on (storing a
 // file is mostly waiting for the file system); large ones as they are read.
 func ReceiveBlobs(b snapshot.BlobStore, r io.Reader) (int, error) {
-	return ReceiveBlobsTo(b, r, nil)
+	return ReceiveBlobsTo(b, r, nil, nil)
 }
 
-// ReceiveBlobsTo is ReceiveBlobs that also hands each blob it stores, from
-// memory, to tree (when not nil) to write the files it is the content of. It
-// reads r up to the end of the gzip stream and no further when r is a
-// *bufio.Reader (what follows is the caller's).
-func ReceiveBlobsTo(b snapshot.BlobStore, r io.Reader, tree *snapshot.Tree) (int, error) {
+// ReceiveBlobsTo is ReceiveBlobs that also hands each small blob, from
+// memory, to tree (when not nil) to write the files it is the content of.
+// With a spool, small blobs are not stored but appended to it (one file, as
+// an uncompressed tar that ReceiveTar stores later); large ones are still
+// stored as they are read. It reads r up to the end of the gzip stream and no
+// further when r is a *bufio.Reader (what follows is the caller's). It returns
+// how many blobs it stored or spooled.
+func ReceiveBlobsTo(b snapshot.BlobStore, r io.Reader, tree *snapshot.Tree, spool io.Writer) (int, error) {
 	zr, err := gzip.NewReader(bufio.NewReader(r))
 	if err != nil {
 		return 0, err
 	}
 	zr.Multistream(false)
-	tr := tar.NewReader(zr)
+	n, err := receiveTar(b, tar.NewReader(zr), tree, spool)
+	if err == nil {
+		// The gzip trailer (checked), and nothing after it.
+		_, err = io.Copy(io.Discard, zr)
+	}
+	return n, err
+}
+
+// ReceiveTar stores the blobs of an uncompressed tar (a spool that
+// ReceiveBlobsTo wrote), verifying each.
+func ReceiveTar(b snapshot.BlobStore, r io.Reader) (int, error) {
+	return receiveTar(b, tar.NewReader(bufio.NewReader(r)), nil, nil)
+}
+
+func receiveTar(b snapshot.BlobStore, tr *tar.Reader, tree *snapshot.Tree, spool io.Writer) (int, error) {
+	var sw *tar.Writer
+	if spool != nil {
+		sw = tar.NewWriter(spool)
+	}
 	type blob struct {
 		name string
 		data []byte
@@ -538,23 +632,31 @@ func ReceiveBlobsTo(b snapshot.BlobStore, r io.Reader, tree *snapshot.Tree) (int
 		defer mu.Unlock()
 		return firstErr != nil
 	}
+	count := func() {
+		mu.Lock()
+		stored++
+		mu.Unlock()
+	}
 	for range receiveWorkers {
 		wg.Go(func() {
 			for bl := range work {
-				if err := b.Put(bl.name, bytes.NewReader(bl.data)); err != nil {
-					fail(err)
-					continue
+				if sw == nil {
+					if err := b.Put(bl.name, bytes.NewReader(bl.data)); err != nil {
+						fail(err)
+						continue
+					}
 				}
 				if tree != nil {
-					// Stored means verified, unless the store had it.
+					// Verified by the tree itself (the store may have had it,
+					// or it went to the spool).
 					if err := tree.Put(bl.name, bl.data); err != nil {
 						fail(err)
 						continue
 					}
 				}
-				mu.Lock()
-				stored++
-				mu.Unlock()
+				if sw == nil {
+					count()
+				}
 			}
 		})
 	}
@@ -574,14 +676,25 @@ func ReceiveBlobsTo(b snapshot.BlobStore, r io.Reader, tree *snapshot.Tree) (int
 				if err := b.Put(h.Name, tr); err != nil {
 					return err
 				}
-				mu.Lock()
-				stored++
-				mu.Unlock()
+				count()
 				continue
+			}
+			if sw != nil && !snapshot.ValidSHA(h.Name) {
+				return fmt.Errorf("snapshot: invalid blob name %q", h.Name)
 			}
 			data := make([]byte, h.Size)
 			if _, err := io.ReadFull(tr, data); err != nil {
 				return err
+			}
+			if sw != nil {
+				// Appended as it came; stored (and verified) later.
+				if err := sw.WriteHeader(&tar.Header{Name: h.Name, Mode: 0o444, Size: h.Size, Typeflag: tar.TypeReg}); err != nil {
+					return err
+				}
+				if _, err := sw.Write(data); err != nil {
+					return err
+				}
+				count()
 			}
 			work <- blob{h.Name, data}
 		}
@@ -589,9 +702,8 @@ func ReceiveBlobsTo(b snapshot.BlobStore, r io.Reader, tree *snapshot.Tree) (int
 	}()
 	close(work)
 	wg.Wait()
-	if readErr == nil && !failed() {
-		// The gzip trailer (checked), and nothing after it.
-		_, readErr = io.Copy(io.Discard, zr)
+	if readErr == nil && sw != nil {
+		readErr = sw.Close()
 	}
 	if readErr != nil {
 		fail(readErr)

@@ -1,6 +1,7 @@
 package hostagent
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
@@ -464,5 +465,52 @@ func TestPushFirstSnapshotFromSource(t *testing.T) {
 	err = SendSourceBlobs(src, m, []string{e.SHA256}, io.Discard)
 	if !errors.Is(err, snapshot.ErrSourceChanged) || !strings.Contains(err.Error(), "train.py") {
 		t.Fatalf("changed source: %v, want ErrSourceChanged naming train.py", err)
+	}
+}
+
+// With a spool, received blobs are appended to one file, not stored one by
+// one; settling the spool stores them (verified) and removes it.
+func TestReceiveBlobsToSpool(t *testing.T) {
+	engineBlobs := snapshot.BlobStore{Root: t.TempDir()}
+	m := testManifest(t, 6, &engineBlobs)
+	host := snapshot.BlobStore{Root: t.TempDir()}
+	missing := host.Missing(m)
+	var in bytes.Buffer
+	if err := SendBlobs(engineBlobs, missing, &in); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(host.Root, "spool"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	spool := filepath.Join(host.Root, "spool", "run1-x.tar")
+	f, err := os.Create(spool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree, err := host.NewTree(m, filepath.Join(t.TempDir(), "run1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := ReceiveBlobsTo(host, bufio.NewReader(&in), tree, f)
+	f.Close()
+	if err != nil || n != len(missing) {
+		t.Fatalf("received %d of %d: %v", n, len(missing), err)
+	}
+	if got := host.Missing(m); len(got) != len(missing) {
+		t.Fatalf("%d blobs stored before the spool was settled", len(missing)-len(got))
+	}
+	if err := tree.Finish(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	settleSpools(host, "run2-") // another run's: left alone
+	if _, err := os.Stat(spool); err != nil {
+		t.Fatalf("another run's settle touched the spool: %v", err)
+	}
+	settleSpools(host, "run1-")
+	if got := host.Missing(m); len(got) != 0 {
+		t.Fatalf("%d blobs missing after the spool was settled", len(got))
+	}
+	if _, err := os.Stat(spool); err == nil {
+		t.Fatal("the spool was left behind")
 	}
 }
