@@ -363,7 +363,8 @@ func push(ctx context.Context, cmd string, blobs snapshot.BlobStore, manifestFil
 	)
 	if tree != nil {
 		if err := os.MkdirAll(filepath.Join(blobs.Root, "spool"), 0o755); err == nil {
-			if spoolF, err = os.CreateTemp(filepath.Join(blobs.Root, "spool"), req.RunID+"-*.tar"); err == nil {
+			// ".part" until it is complete: settleSpools leaves it alone.
+			if spoolF, err = os.CreateTemp(filepath.Join(blobs.Root, "spool"), req.RunID+"-*.tar.part"); err == nil {
 				spool, spoolBW = spoolF.Name(), bufio.NewWriterSize(spoolF, 256<<10)
 				spoolW = spoolBW
 			}
@@ -387,6 +388,13 @@ func push(ctx context.Context, cmd string, blobs snapshot.BlobStore, manifestFil
 			err = cerr
 		}
 		spoolF = nil
+		if err == nil {
+			part := spool
+			spool = strings.TrimSuffix(part, ".part")
+			if err = os.Rename(part, spool); err != nil {
+				spool = part
+			}
+		}
 	}
 	if err != nil {
 		return fail(fmt.Errorf("receiving %d file(s) of the snapshot: %w", len(missing), err))

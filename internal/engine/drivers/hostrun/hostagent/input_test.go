@@ -513,4 +513,13 @@ func TestReceiveBlobsToSpool(t *testing.T) {
 	if _, err := os.Stat(spool); err == nil {
 		t.Fatal("the spool was left behind")
 	}
+	// One still being written (another push's) is never touched.
+	part := filepath.Join(host.Root, "spool", "run3-y.tar.part")
+	if err := os.WriteFile(part, []byte("half a tar"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	settleSpools(host, "")
+	if _, err := os.Stat(part); err != nil {
+		t.Fatalf("a spool being written was settled: %v", err)
+	}
 }
