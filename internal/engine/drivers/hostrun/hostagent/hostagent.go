@@ -207,7 +207,7 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 				return err
 			}
 			if st.Status.Terminal() && len(args) == 3 {
-				settleSpools(snapshot.BlobStore{Root: args[2]}, filepath.Base(args[1])+"-")
+				awaitSpools(snapshot.BlobStore{Root: args[2]}, filepath.Base(args[1])+"-", spoolWait)
 			}
 			if err := out.Encode(st); err != nil || len(args) == 1 || !st.Status.Terminal() {
 				return err
@@ -426,6 +426,24 @@ func settleSpools(b snapshot.BlobStore, prefix string) {
 		storeSpool(b, n)
 	}
 }
+
+// awaitSpools waits, up to max, for the spare tree's builder to store the
+// spools settleSpools(b, prefix) would, then stores what is left itself (the
+// builder may be gone): storing them at the same time would do it twice.
+func awaitSpools(b snapshot.BlobStore, prefix string, max time.Duration) {
+	deadline := time.Now().Add(max)
+	for time.Now().Before(deadline) {
+		names, _ := filepath.Glob(filepath.Join(b.Root, "spool", prefix+"*.tar"))
+		if len(names) == 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	settleSpools(b, prefix)
+}
+
+// spoolWait bounds how long a wait leaves a run's spool to the builder.
+const spoolWait = 30 * time.Second
 
 // storeSpool stores the blobs of a spool file (ReceiveBlobsTo) and removes
 // it. A spool that cannot be read costs its blobs being sent again.
