@@ -1,7 +1,9 @@
 package engine_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -323,5 +325,48 @@ func TestRemoteSnapshotStoredWhileSent(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join(root, "runs", r.RunID, "data", "04", "f014.txt"))
 	if err != nil || string(b) != "sample 14, changed\n" {
 		t.Fatalf("the host's run directory: %q, %v", b, err)
+	}
+}
+
+// A run that an interrupted apply submitted to an SSH host (the snapshot sent
+// while it was stored, then recorded, then launched) is adopted by the next
+// identical submission, not submitted twice.
+func TestRemoteAdoptOrphanedRun(t *testing.T) {
+	te, _ := attach(t, "")
+	ctx := context.Background()
+	files := map[string]string{"slow.py": "import time\ntime.sleep(1)\nimport aml_run\naml_run.log('acc', 0.7)\n"}
+	for i := 0; i < 50; i++ {
+		files[fmt.Sprintf("data/f%02d.txt", i)] = fmt.Sprintf("sample %d\n", i)
+	}
+	src := writeSource(t, files)
+	req := te.request(src, "slow.py")
+	req.ComputeTarget = "host"
+	job, err := json.Marshal(childJob{WorkDir: te.workDir, StatCacheDir: t.TempDir(), Request: req})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(selfExe())
+	cmd.Env = append(os.Environ(), childEnv+"="+string(job))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("submitting child: %v\n%s", err, stderr.String())
+	}
+	childID := strings.TrimSpace(string(out))
+	stopAtCleanup(t, te.e, childID)
+	adopted, err := te.e.SubmitRun(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !adopted.Adopted || adopted.ID != childID {
+		t.Fatalf("identical submission: adopted=%v id=%s, want the child's %s", adopted.Adopted, adopted.ID, childID)
+	}
+	if n := runCount(t, te.e, te.ws); n != 1 {
+		t.Errorf("runs = %d, want 1", n)
+	}
+	r, err := te.e.WaitRun(ctx, adopted.ID)
+	if err != nil || r.Status != run.Completed || r.Metrics["acc"] != 0.7 {
+		t.Fatalf("adopted run: %+v %v", r, err)
 	}
 }
