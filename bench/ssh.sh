@@ -13,7 +13,9 @@
 # host side (openssh-client), `make install` done, terraform (or tofu), go, python3. Without
 # root or sshd it prints why and exits 0. Knobs: BENCH_N (repetitions, default 3),
 # BENCH_CMD_TIMEOUT (seconds per terraform command, default 120), BENCH_KEEP=1 (keep the
-# scratch dir's configs and logs: they are copied to a new mktemp dir that is printed).
+# scratch dir's configs and logs: they are copied to a new mktemp dir that is printed), AML_BIN (a
+# provider build to use instead of the installed one, served from a private filesystem mirror),
+# AML_BEFORE_BIN (another build, timed as a third contender of the shaped first-apply row).
 set -euo pipefail
 
 N=${BENCH_N:-3}
@@ -54,12 +56,34 @@ export CHECKPOINT_DISABLE=1 TF_IN_AUTOMATION=1
 unset SSH_AUTH_SOCK # key auth only, for both contenders
 
 os_arch="$(go env GOOS)_$(go env GOARCH)"
-plugins="$HOME/.terraform.d/plugins"
-provider_bin=$(compgen -G "$plugins/registry.terraform.io/openaml/aml/*/$os_arch/terraform-provider-aml_v*" | head -1 || true)
-[ -n "$provider_bin" ] ||
-  die "provider not installed under $plugins/registry.terraform.io/openaml/aml/<version>/$os_arch; run 'make install' first"
+if [ -n "${AML_BIN:-}" ]; then
+  # A given build instead of the installed one (e.g. to compare two builds): it is served to
+  # terraform from a private filesystem mirror in the scratch dir.
+  [ -x "$AML_BIN" ] || die "AML_BIN=$AML_BIN is not an executable"
+  provider_bin=$AML_BIN
+else
+  plugins="$HOME/.terraform.d/plugins"
+  provider_bin=$(compgen -G "$plugins/registry.terraform.io/openaml/aml/*/$os_arch/terraform-provider-aml_v*" | head -1 || true)
+  [ -n "$provider_bin" ] ||
+    die "provider not installed under $plugins/registry.terraform.io/openaml/aml/<version>/$os_arch; run 'make install' first"
+fi
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/aml-sshbench.XXXXXX")
+if [ -n "${AML_BIN:-}" ]; then
+  mkdir -p "$tmp/mirror/registry.terraform.io/openaml/aml/0.1.0/$os_arch"
+  cp "$AML_BIN" "$tmp/mirror/registry.terraform.io/openaml/aml/0.1.0/$os_arch/terraform-provider-aml_v0.1.0"
+  provider_bin=$tmp/mirror/registry.terraform.io/openaml/aml/0.1.0/$os_arch/terraform-provider-aml_v0.1.0
+  printf 'provider_installation {\n  filesystem_mirror {\n    path = "%s"\n  }\n}\n' "$tmp/mirror" >"$tmp/tf.rc"
+  export TF_CLI_CONFIG_FILE=$tmp/tf.rc
+fi
+if [ -n "${AML_BEFORE_BIN:-}" ]; then
+  # Another build, as a third contender of the shaped first-apply row (interleaved with ours
+  # and tar | ssh), from a mirror of its own.
+  [ -x "$AML_BEFORE_BIN" ] || die "AML_BEFORE_BIN=$AML_BEFORE_BIN is not an executable"
+  mkdir -p "$tmp/mirror-before/registry.terraform.io/openaml/aml/0.1.0/$os_arch"
+  cp "$AML_BEFORE_BIN" "$tmp/mirror-before/registry.terraform.io/openaml/aml/0.1.0/$os_arch/terraform-provider-aml_v0.1.0"
+  printf 'provider_installation {\n  filesystem_mirror {\n    path = "%s"\n  }\n}\n' "$tmp/mirror-before" >"$tmp/tf-before.rc"
+fi
 # The throwaway user's home is inside: it must be able to traverse the path.
 chmod 755 "$tmp"
 sshd_pid="" proxy_pid="" sproxy_pid=""
@@ -447,14 +471,28 @@ if [ "$SHAPED" = 1 ]; then
     cp -a "$HHOME/.aml/bin" "$HHOME/.aml-f$rep/bin"
     (cd "$tmp/tf-aml-f$rep" && tf init -input=false -no-color >"$tmp/logs/aml-f$rep-init.log" 2>&1) ||
       { tail -20 "$tmp/logs/aml-f$rep-init.log" >&2; die "terraform init failed for the aml-f$rep config"; }
+    if [ -n "${AML_BEFORE_BIN:-}" ]; then
+      # The same for the other build, whose agent (content-addressed) is copied in by hand.
+      cp -R "$tmp/src" "$tmp/src-bf$rep"
+      aml_config "$tmp/tf-aml-bf$rep" "$SPORT" "$tmp/ws-bf$rep" "$tmp/src-bf$rep" "$HHOME/.aml-bf$rep"
+      sum=$(sha256sum "$AML_BEFORE_BIN" | cut -c1-16)
+      install -d -o "$HUSER" -g "$HGROUP" "$HHOME/.aml-bf$rep" "$HHOME/.aml-bf$rep/bin" "$HHOME/.aml-bf$rep/bin/$sum"
+      install -o "$HUSER" -g "$HGROUP" -m 755 "$AML_BEFORE_BIN" "$HHOME/.aml-bf$rep/bin/$sum/terraform-provider-aml"
+      (cd "$tmp/tf-aml-bf$rep" && TF_CLI_CONFIG_FILE=$tmp/tf-before.rc tf init -input=false -no-color >"$tmp/logs/aml-bf$rep-init.log" 2>&1) ||
+        { tail -20 "$tmp/logs/aml-bf$rep-init.log" >&2; die "terraform init failed for the aml-bf$rep config"; }
+    fi
   done
   cp -R "$tmp/src" "$tmp/src-tar"
   for rep in $(seq 1 "$SN"); do
     say "shaped link: first apply (agent staged) and tar | ssh: repetition $rep/$SN"
-    if [ $((rep % 2)) = 1 ]; then order="aml tar"; else order="tar aml"; fi
+    if [ -n "${AML_BEFORE_BIN:-}" ]; then
+      case $((rep % 3)) in 1) order="aml before tar" ;; 2) order="before tar aml" ;; *) order="tar aml before" ;; esac
+    elif [ $((rep % 2)) = 1 ]; then order="aml tar"; else order="tar aml"; fi
     for c in $order; do
       if [ "$c" = aml ]; then
         measure aml s-first "$rep" "$tmp/tf-aml-f$rep"
+      elif [ "$c" = before ]; then
+        measure aml-before s-first "$rep" "$tmp/tf-aml-bf$rep"
       else
         measure_cmd tar s-first "$tmp/logs/tar-s-first-$rep.log" \
           bash -c 'set -o pipefail; tar -C "$1" -cf - . | "${@:3}" "mkdir -p $2 && tar -C $2 -xf -"' _ \
@@ -537,6 +575,8 @@ if [ "$SHAPED" = 1 ]; then
   echo "|---|---:|---:|---:|"
   row 'one file changed, `terraform apply`, vs terraform_data + file + remote-exec' aml-s-rerun base-s-rerun
   row 'first apply (agent staged), vs `tar -cf - . \| ssh host '"'"'mkdir -p d \&\& tar -C d -xf -'"'"'`' aml-s-first tar-s-first
+  [ -z "${AML_BEFORE_BIN:-}" ] ||
+    row 'first apply (agent staged), the build given as AML_BEFORE_BIN, vs the same `tar \| ssh`' aml-before-s-first tar-s-first
   row 'staging the agent: attach a new host (`-target=aml_remote_compute.host`), vs `ssh host '"'"'cat > file'"'"' < provider`' aml-s-stage cat-s-stage
   echo
   echo "- Re-runs: ours is its own config (workspace, \`remote_root\` ~/.aml-shaped) attached through the shaped proxy; the baseline is the loopback section's config with its \`connection\` port switched to the shaped proxy (which replaces nothing). Each repetition appends one line to \`$EDITED\` first. The run's own \`duration_seconds\`: median $(cell "$T/aml-s-run-duration") s."

@@ -8,3 +8,11 @@ func SetProgressIntervals(status, logLine time.Duration) (restore func()) {
 	progressEvery, logLineEvery = status, logLine
 	return func() { progressEvery, logLineEvery = ps, pl }
 }
+
+// SetSubmitHook calls f with the source directory of each validated
+// submission, before its snapshot is stored or sent.
+func SetSubmitHook(f func(srcDir string)) (restore func()) {
+	old := testHookSubmit
+	testHookSubmit = f
+	return func() { testHookSubmit = old }
+}

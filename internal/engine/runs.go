@@ -338,11 +338,93 @@ func (e *Engine) SubmitRun(ctx context.Context, req RunRequest) (*Run, error) {
 	if r, err := e.adopt(ctx, sub); r != nil || err != nil {
 		return r, err
 	}
+	if testHookSubmit != nil {
+		testHookSubmit(sub.srcDir)
+	}
+	if ss, ok := sub.drv.(drivers.SourceStreamer); ok && ss.StreamsSource() && req.ComputeTarget != RunBasedTarget {
+		return e.submitStreaming(ctx, sub)
+	}
 	rec, err := e.stage(ctx, sub)
 	if err != nil {
 		return nil, err
 	}
-	return e.start(ctx, sub, rec)
+	return e.start(ctx, sub, rec, nil)
+}
+
+// testHookSubmit, when set (tests), is called with the source directory once
+// a submission has been validated, before its snapshot is stored or sent.
+var testHookSubmit func(srcDir string)
+
+// submitStreaming is SubmitRun for a driver that sends the snapshot from the
+// source directory (drivers.SourceStreamer): the snapshot is stored in the
+// workspace while the driver sends it, and the run is recorded (NotStarted)
+// once both the store and the send are done, before the driver launches
+// anything (RunSpec.Ready). So, as in stage then start: a source that changed
+// records nothing and fails with ErrSourceChanged naming source_directory,
+// and a run that runs is always recorded first (adoption finds it).
+func (e *Engine) submitStreaming(ctx context.Context, sub *submission) (*Run, error) {
+	ictx, stopIngest := context.WithCancel(ctx)
+	defer stopIngest()
+	stored := make(chan error, 1)
+	var manifestBlob string
+	go func() {
+		var err error
+		manifestBlob, err = e.storeSnapshot(ictx, sub)
+		stored <- err
+	}()
+	var (
+		storeErr error
+		waited   bool
+		called   bool
+	)
+	wait := func(rctx context.Context) error {
+		if !waited {
+			select {
+			case storeErr = <-stored:
+			case <-rctx.Done():
+				stopIngest()
+				<-stored
+				storeErr = rctx.Err()
+			}
+			waited = true
+		}
+		return storeErr
+	}
+	ready := func(rctx context.Context, id string) (*run.Record, error) {
+		if called {
+			return nil, errors.New("engine: a driver called Ready twice")
+		}
+		called = true
+		if err := wait(rctx); err != nil {
+			return nil, err
+		}
+		return e.recordRun(ctx, sub, manifestBlob, id)
+	}
+	r, err := e.start(ctx, sub, nil, ready)
+	if called {
+		// Recorded (then r, err are start's), or Ready failed (err is its
+		// error, or wraps it: storing the snapshot or recording the run
+		// failed, and nothing was launched).
+		if storeErr != nil {
+			return nil, storeErr
+		}
+		return r, err
+	}
+	// The driver failed before it had sent everything: nothing was recorded
+	// or launched. Say why as stage then start would have: the store's
+	// error first, then a source that changed under the driver; any other
+	// failure is a recorded run that failed to start.
+	if serr := wait(ctx); serr != nil {
+		return nil, serr
+	}
+	if errors.Is(err, snapshot.ErrSourceChanged) {
+		return nil, fieldErr("source_directory", "%v; run plan again", err)
+	}
+	rec, rerr := e.recordRun(ctx, sub, manifestBlob, "")
+	if rerr != nil {
+		return nil, errors.Join(err, rerr)
+	}
+	return e.failStart(ctx, sub, rec, err)
 }
 
 // submission is a validated run request with everything needed to start it.
@@ -404,6 +486,23 @@ func (e *Engine) validateSubmission(ctx context.Context, req RunRequest) (*submi
 	if err := CheckProgram(req.Script, req.Command, req.Arguments, req.EnvironmentVariables); err != nil {
 		return nil, err
 	}
+	// The target answers how it provides the environment (a session on an
+	// SSH host, which may connect first) while the source is hashed; its
+	// error comes after the snapshot's, as if asked second.
+	type prepared struct {
+		launch env.Launch
+		err    error
+	}
+	pctx, stopPrepare := context.WithCancel(ctx)
+	prep := make(chan prepared, 1)
+	go func() {
+		l, err := sub.drv.PrepareEnvironment(pctx, rc.Spec.Environment)
+		prep <- prepared{l, err}
+	}()
+	defer func() {
+		stopPrepare()
+		<-prep // nothing runs on after the submission is validated (or not)
+	}()
 	sub.srcDir = e.abs(req.SourceDirectory)
 	if sub.sum, sub.manifest, err = e.PlanSnapshot(ctx, sub.srcDir); err != nil {
 		return nil, err
@@ -416,7 +515,9 @@ func (e *Engine) validateSubmission(ctx context.Context, req RunRequest) (*submi
 			return nil, err
 		}
 	}
-	if sub.launch, err = sub.drv.PrepareEnvironment(ctx, rc.Spec.Environment); err != nil {
+	p := <-prep
+	prep <- p // for the deferred receive
+	if sub.launch, err = p.launch, p.err; err != nil {
 		var fe *FieldError
 		if !errors.As(err, &fe) {
 			return nil, fmt.Errorf("compute target %q: %w", req.ComputeTarget, err)
@@ -454,23 +555,43 @@ func (e *Engine) adopt(ctx context.Context, sub *submission) (*Run, error) {
 
 // stage stores the snapshot's blobs and records the new run (NotStarted).
 func (e *Engine) stage(ctx context.Context, sub *submission) (*run.Record, error) {
-	s, req, rc := sub.s, sub.req, sub.rc
+	manifestBlob, err := e.storeSnapshot(ctx, sub)
+	if err != nil {
+		return nil, err
+	}
+	return e.recordRun(ctx, sub, manifestBlob, "")
+}
+
+// storeSnapshot stores the snapshot's blobs and manifest in the workspace and
+// returns the manifest's blob.
+func (e *Engine) storeSnapshot(ctx context.Context, sub *submission) (string, error) {
+	s := sub.s
 	if err := e.blobs(s).Ingest(ctx, sub.srcDir, sub.manifest); err != nil {
 		if errors.Is(err, snapshot.ErrSourceChanged) {
-			return nil, fieldErr("source_directory", "%v; run plan again", err)
+			return "", fieldErr("source_directory", "%v; run plan again", err)
 		}
-		return nil, fmt.Errorf("storing snapshot: %w", err)
+		return "", fmt.Errorf("storing snapshot: %w", err)
 	}
 	manifestBlob, err := e.blobs(s).PutManifest(sub.manifest)
 	if err != nil {
-		return nil, fmt.Errorf("storing snapshot manifest: %w", err)
+		return "", fmt.Errorf("storing snapshot manifest: %w", err)
 	}
 	if err := pushSnapshot(ctx, s, sub.manifest, manifestBlob); err != nil {
-		return nil, err
+		return "", err
 	}
+	return manifestBlob, nil
+}
+
+// recordRun records the new run (NotStarted) of a stored snapshot, under id
+// ("": a new one).
+func (e *Engine) recordRun(ctx context.Context, sub *submission, manifestBlob, id string) (*run.Record, error) {
+	s, req, rc := sub.s, sub.req, sub.rc
 	now := time.Now().UTC()
+	if id == "" {
+		id = newRunID(req.Experiment, now)
+	}
 	rec := &run.Record{
-		ID:              newRunID(req.Experiment, now),
+		ID:              id,
 		Experiment:      req.Experiment,
 		Target:          req.ComputeTarget,
 		RunConfig:       rc.Spec.Name,
@@ -506,8 +627,11 @@ func (e *Engine) stage(ctx context.Context, sub *submission) (*run.Record, error
 	return rec, nil
 }
 
-// start hands the recorded run to its driver and keeps the handle.
-func (e *Engine) start(ctx context.Context, sub *submission, rec *run.Record) (*Run, error) {
+// start hands the recorded run to its driver and keeps the handle. With ready
+// (submitStreaming), the run is not recorded yet: rec is nil, the driver reads
+// the source directory and calls ready, which records the run, before it
+// launches.
+func (e *Engine) start(ctx context.Context, sub *submission, rec *run.Record, ready func(ctx context.Context, id string) (*run.Record, error)) (*Run, error) {
 	s, req, rc := sub.s, sub.req, sub.rc
 	vars := map[string]string{}
 	for k, v := range rc.Spec.EnvironmentVariables {
@@ -516,8 +640,7 @@ func (e *Engine) start(ctx context.Context, sub *submission, rec *run.Record) (*
 	for k, v := range req.EnvironmentVariables {
 		vars[k] = v
 	}
-	h, err := sub.drv.Start(ctx, drivers.RunSpec{
-		RunID:       rec.ID,
+	spec := drivers.RunSpec{
 		Manifest:    sub.manifest,
 		Blobs:       e.blobs(s),
 		Program:     drivers.Program{Script: req.Script, Command: req.Command, Arguments: req.Arguments},
@@ -530,21 +653,31 @@ func (e *Engine) start(ctx context.Context, sub *submission, rec *run.Record) (*
 		NodeCount:   rc.Spec.NodeCount,
 		MaxDuration: time.Duration(rc.Spec.MaxRunDurationSeconds) * time.Second,
 		Grace:       e.opts.CancelGrace,
-	})
+	}
+	if ready != nil {
+		// The run id is chosen now; ready records the run under it.
+		spec.RunID, spec.SourceDir = newRunID(req.Experiment, time.Now().UTC()), sub.srcDir
+		spec.Ready = func(rctx context.Context) error {
+			r, err := ready(rctx, spec.RunID)
+			if err == nil {
+				rec = r
+			}
+			return err
+		}
+	} else {
+		spec.RunID = rec.ID
+	}
+	h, err := sub.drv.Start(ctx, spec)
+	if rec == nil {
+		// Not recorded (the driver failed before it called Ready, or Ready
+		// failed): submitStreaming says why.
+		if err == nil {
+			err = errors.New("engine: the driver started a run without calling Ready")
+		}
+		return nil, err
+	}
 	if err != nil {
-		if rec.Pool != "" {
-			_ = e.DeleteCompute(context.WithoutCancel(ctx), TargetID(s.UID, rec.Pool), true)
-		}
-		failed, uerr := s.UpdateRun(ctx, rec.ID, func(r *run.Record) error {
-			r.Status, r.FailureReason, r.Error = run.Failed, run.ReasonSetupFailed, run.SanitizeText(err.Error())
-			end := time.Now().UTC()
-			r.EndTime = &end
-			return nil
-		})
-		if uerr != nil {
-			return nil, errors.Join(err, uerr)
-		}
-		return e.toRun(s, failed), &RunFailedError{Run: e.toRun(s, failed)}
+		return e.failStart(ctx, sub, rec, err)
 	}
 	started, err := s.UpdateRun(ctx, rec.ID, func(r *run.Record) error {
 		r.Handle = h
@@ -570,6 +703,24 @@ func (e *Engine) start(ctx context.Context, sub *submission, rec *run.Record) (*
 		return r, nil
 	}
 	return e.toRun(s, rec), nil
+}
+
+// failStart records that a recorded run could not be started.
+func (e *Engine) failStart(ctx context.Context, sub *submission, rec *run.Record, err error) (*Run, error) {
+	s := sub.s
+	if rec.Pool != "" {
+		_ = e.DeleteCompute(context.WithoutCancel(ctx), TargetID(s.UID, rec.Pool), true)
+	}
+	failed, uerr := s.UpdateRun(ctx, rec.ID, func(r *run.Record) error {
+		r.Status, r.FailureReason, r.Error = run.Failed, run.ReasonSetupFailed, run.SanitizeText(err.Error())
+		end := time.Now().UTC()
+		r.EndTime = &end
+		return nil
+	})
+	if uerr != nil {
+		return nil, errors.Join(err, uerr)
+	}
+	return e.toRun(s, failed), &RunFailedError{Run: e.toRun(s, failed)}
 }
 
 func slurmJSON(rc RunConfigSpec) json.RawMessage {

@@ -1,7 +1,9 @@
 package engine_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -15,6 +17,8 @@ import (
 	"github.com/openaml/terraform-provider-aml/internal/engine"
 	"github.com/openaml/terraform-provider-aml/internal/engine/env"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
+	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
+	"github.com/openaml/terraform-provider-aml/internal/engine/store"
 	"github.com/openaml/terraform-provider-aml/internal/testutil/sshd"
 )
 
@@ -259,5 +263,110 @@ for i in range(6):
 	}
 	if b, err := os.ReadFile(r.LogPath); err != nil || !strings.Contains(string(b), "writing outputs") {
 		t.Errorf("the log did not come back first: %q, %v", b, err)
+	}
+}
+
+// The snapshot is stored in the workspace while it is sent to the host: a run
+// is recorded only once both are done, with every blob in the workspace, and a
+// source file that changes while it is read records nothing, launches nothing
+// and names source_directory.
+func TestRemoteSnapshotStoredWhileSent(t *testing.T) {
+	te, srv := attach(t, "")
+	ctx := context.Background()
+	files := map[string]string{"train.py": "print('v1')\n"}
+	for i := 0; i < 300; i++ {
+		files[fmt.Sprintf("data/%02d/f%03d.txt", i%10, i)] = fmt.Sprintf("sample %d\n", i)
+	}
+	src := writeSource(t, files)
+	root := srv.Home + "/.aml"
+
+	// Changed after the submission was validated, before anything was read.
+	restore := engine.SetSubmitHook(func(dir string) {
+		if dir == src {
+			if err := os.WriteFile(filepath.Join(src, "data", "04", "f014.txt"), []byte("sample 14, changed\n"), 0o644); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	req := te.request(src, "train.py")
+	req.ComputeTarget = "host"
+	_, err := te.e.SubmitRun(ctx, req)
+	restore()
+	if err == nil || !strings.Contains(err.Error(), "data/04/f014.txt") || !strings.Contains(err.Error(), "run plan again") {
+		t.Fatalf("err = %v, want the changed file named", err)
+	}
+	if fe := fieldErr(t, err); fe.Attr != "source_directory" {
+		t.Errorf("Attr = %q", fe.Attr)
+	}
+	if n := runCount(t, te.e, te.ws); n != 0 {
+		t.Errorf("%d runs recorded", n)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(root, "runs")); len(entries) != 0 {
+		t.Errorf("the host has run directories: %v", entries)
+	}
+
+	// Submitted again (the plan sees the new content): it runs, and the
+	// workspace holds every blob of its snapshot.
+	r, err := te.e.SubmitRun(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := te.e.WaitRun(ctx, r.ID)
+	if err != nil || got.Status != run.Completed || !strings.Contains(got.LogTail, "v1") {
+		t.Fatalf("run: %+v, %v", got, err)
+	}
+	_, m, err := te.e.PlanSnapshot(ctx, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if missing := (snapshot.BlobStore{Root: filepath.Join(te.wsDir, store.BlobsDir)}).Missing(m); len(missing) != 0 {
+		t.Fatalf("the workspace's blob store lacks %d blobs of the run's snapshot", len(missing))
+	}
+	b, err := os.ReadFile(filepath.Join(root, "runs", r.RunID, "data", "04", "f014.txt"))
+	if err != nil || string(b) != "sample 14, changed\n" {
+		t.Fatalf("the host's run directory: %q, %v", b, err)
+	}
+}
+
+// A run that an interrupted apply submitted to an SSH host (the snapshot sent
+// while it was stored, then recorded, then launched) is adopted by the next
+// identical submission, not submitted twice.
+func TestRemoteAdoptOrphanedRun(t *testing.T) {
+	te, _ := attach(t, "")
+	ctx := context.Background()
+	files := map[string]string{"slow.py": "import time\ntime.sleep(1)\nimport aml_run\naml_run.log('acc', 0.7)\n"}
+	for i := 0; i < 50; i++ {
+		files[fmt.Sprintf("data/f%02d.txt", i)] = fmt.Sprintf("sample %d\n", i)
+	}
+	src := writeSource(t, files)
+	req := te.request(src, "slow.py")
+	req.ComputeTarget = "host"
+	job, err := json.Marshal(childJob{WorkDir: te.workDir, StatCacheDir: t.TempDir(), Request: req})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(selfExe())
+	cmd.Env = append(os.Environ(), childEnv+"="+string(job))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("submitting child: %v\n%s", err, stderr.String())
+	}
+	childID := strings.TrimSpace(string(out))
+	stopAtCleanup(t, te.e, childID)
+	adopted, err := te.e.SubmitRun(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !adopted.Adopted || adopted.ID != childID {
+		t.Fatalf("identical submission: adopted=%v id=%s, want the child's %s", adopted.Adopted, adopted.ID, childID)
+	}
+	if n := runCount(t, te.e, te.ws); n != 1 {
+		t.Errorf("runs = %d, want 1", n)
+	}
+	r, err := te.e.WaitRun(ctx, adopted.ID)
+	if err != nil || r.Status != run.Completed || r.Metrics["acc"] != 0.7 {
+		t.Fatalf("adopted run: %+v %v", r, err)
 	}
 }

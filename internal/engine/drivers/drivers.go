@@ -68,13 +68,32 @@ type Program struct {
 	Arguments []string `json:"arguments,omitempty"`
 }
 
+// SourceStreamer is a driver that reads a run's snapshot from the source
+// directory as it sends it elsewhere (an SSH host), so that the engine stores
+// the snapshot locally at the same time instead of first (RunSpec.SourceDir,
+// RunSpec.Ready). StreamsSource reports whether it does, for this target.
+type SourceStreamer interface {
+	StreamsSource() bool
+}
+
 // RunSpec is everything a driver needs to start one run.
 type RunSpec struct {
 	RunID    string
 	Manifest *snapshot.Manifest
 	// Blobs is the engine's blob store: the source of the snapshot's files.
-	Blobs   snapshot.BlobStore
-	Program Program
+	Blobs snapshot.BlobStore
+	// SourceDir and Ready are set only for a driver that implements
+	// SourceStreamer: the engine stores the snapshot in Blobs while the
+	// driver sends it, so the driver reads the files from SourceDir instead,
+	// each verified against its manifest sha256 as it is read (a file that
+	// no longer matches is an error wrapping snapshot.ErrSourceChanged).
+	// Ready must then be called once, after the files have been sent and
+	// before anything is launched: it returns when the engine has stored the
+	// snapshot and recorded the run. When it fails, nothing may be launched,
+	// and Start returns its error.
+	SourceDir string
+	Ready     func(context.Context) error
+	Program   Program
 	// Launch is how the target provides the environment, as PrepareEnvironment
 	// answered: a user-managed interpreter, a system-managed environment built
 	// before the script starts, or a Docker image.

@@ -120,20 +120,24 @@ func (b BlobStore) put(sha string, r io.Reader) error {
 	defer os.Remove(tmp.Name()) // no-op after a successful rename
 	h := sha256.New()
 	_, err = copyPooled(io.MultiWriter(tmp, h), r)
+	if err == nil && hex.EncodeToString(h.Sum(nil)) != sha {
+		err = errHashMismatch
+	}
+	if err == nil {
+		// Read-only so that nothing edits a blob in place by accident.
+		err = tmp.Chmod(0o444)
+	}
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		return err
 	}
-	if hex.EncodeToString(h.Sum(nil)) != sha {
-		return errHashMismatch
-	}
-	// Read-only so that nothing edits a blob in place by accident.
-	if err := os.Chmod(tmp.Name(), 0o444); err != nil {
+	dst := b.Path(sha)
+	// The fan-out directory usually exists: made only when it does not.
+	if err := os.Rename(tmp.Name(), dst); !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	dst := b.Path(sha)
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return err
 	}
@@ -319,3 +323,6 @@ func (b BlobStore) Put(sha string, r io.Reader) error {
 	}
 	return nil
 }
+
+// ValidSHA reports whether s is a lowercase hex sha256, as blob names are.
+func ValidSHA(s string) bool { return validSHA(s) }

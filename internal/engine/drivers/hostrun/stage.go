@@ -37,6 +37,10 @@ type StageRequest struct {
 	// on this host (see snapshot.BlobStore.MaterializeFromSpare): the run
 	// directory is then patched from one when there is one.
 	SpareRoot string `json:"spare_root,omitempty"`
+	// Materialized says RunDir exists and holds the snapshot already (the
+	// host wrote it as the blobs arrived); Stage adds the rest. It is the
+	// host's own business, never sent.
+	Materialized bool `json:"-"`
 }
 
 // NewStageRequest fills a StageRequest from a driver's RunSpec; the caller sets
@@ -137,7 +141,7 @@ func Command(runID, experiment string, l Layout, p drivers.Program, launch env.L
 // helper. The run's base environment is this host's.
 func Stage(ctx context.Context, req StageRequest) (err error) {
 	l := Layout{Dir: req.RunDir}
-	if _, err := os.Stat(l.Dir); err == nil {
+	if _, err := os.Stat(l.Dir); err == nil && !req.Materialized {
 		return fmt.Errorf("run directory %s already exists", l.Dir)
 	}
 	// A half-staged directory (a full disk, say) must never look like a run.
@@ -147,9 +151,11 @@ func Stage(ctx context.Context, req StageRequest) (err error) {
 		}
 	}()
 	blobs := snapshot.BlobStore{Root: req.BlobsRoot}
-	if req.SpareRoot != "" {
+	switch {
+	case req.Materialized:
+	case req.SpareRoot != "":
 		_, err = blobs.MaterializeFromSpare(ctx, req.Manifest, l.Dir, req.SpareRoot)
-	} else {
+	default:
 		err = blobs.Materialize(ctx, req.Manifest, l.Dir)
 	}
 	if err != nil {

@@ -390,9 +390,12 @@ func (d *Driver) PrepareEnvironment(ctx context.Context, e env.Environment) (env
 	return l, err
 }
 
-// Start sends the blobs the host lacks, then stages and launches the run there.
-// The manifest crosses the link once, gzipped: `blobs-missing` keeps it on the
-// host for `start`.
+// StreamsSource: Start reads the snapshot's files from the source directory
+// (RunSpec.SourceDir) as it sends them, while the engine stores them locally.
+func (d *Driver) StreamsSource() bool { return true }
+
+// Start sends the blobs the host lacks, then stages and launches the run there
+// (see stage).
 func (d *Driver) Start(ctx context.Context, spec drivers.RunSpec) (drivers.Handle, error) {
 	req, inner, err := d.stage(ctx, spec, "start")
 	if err != nil {
@@ -421,7 +424,11 @@ func (d *Driver) Call(ctx context.Context, in, out any, args ...string) error {
 // stage sends the manifest and the blobs the host lacks and stages (cmd
 // "stage") or starts (cmd "start") the run, in one SSH session (`agent push`):
 // the host answers which blobs it lacks as soon as it has read the request,
-// and they follow on the same stdin.
+// and they follow on the same stdin (read from the source directory when the
+// engine gave one, else from its blob store), then a last line that lets the
+// host launch: sent once spec.Ready, if any, has returned (the engine has
+// stored the snapshot and recorded the run). The host writes the run
+// directory's files as the blobs arrive.
 func (d *Driver) stage(ctx context.Context, spec drivers.RunSpec, cmd string) (hostrun.StageRequest, json.RawMessage, error) {
 	req := hostrun.NewStageRequest(spec, d.RunDir(spec.RunID))
 	req.BlobsRoot, req.EnvRoot, req.EnvCacheBytes = d.blobsRoot(), d.envRoot(), d.EnvCacheBytes
@@ -433,7 +440,10 @@ func (d *Driver) stage(ctx context.Context, spec drivers.RunSpec, cmd string) (h
 		return req, nil, err
 	}
 	reply := &pushReply{got: make(chan []string, 1)}
-	var sent int
+	var (
+		sent              int
+		sendErr, readyErr error
+	)
 	send := streamInput(func(sctx context.Context, w io.Writer) error {
 		if _, err := fmt.Fprintf(w, "%d\n", len(head)); err != nil {
 			return err
@@ -450,9 +460,34 @@ func (d *Driver) stage(ctx context.Context, spec drivers.RunSpec, cmd string) (h
 			return ctx.Err()
 		}
 		sent = len(missing)
-		return hostagent.SendBlobs(d.Blobs, missing, w)
+		if spec.SourceDir != "" {
+			sendErr = hostagent.SendSourceBlobs(spec.SourceDir, spec.Manifest, missing, w)
+		} else {
+			sendErr = hostagent.SendBlobs(d.Blobs, missing, w)
+		}
+		if sendErr != nil {
+			return sendErr
+		}
+		if spec.Ready != nil {
+			if sctx.Err() != nil {
+				return errStdinClosed
+			}
+			if readyErr = spec.Ready(ctx); readyErr != nil {
+				return readyErr
+			}
+		}
+		// The host stages and launches once it reads this line (and,
+		// without it, removes what it has staged).
+		_, err := io.WriteString(w, hostagent.PushGo+"\n")
+		return err
 	})
 	err = d.call(ctx, send, reply, "push", cmd, d.blobsRoot(), d.manifestFile(spec.RunID))
+	switch {
+	case readyErr != nil:
+		return req, nil, readyErr
+	case errors.Is(sendErr, snapshot.ErrSourceChanged):
+		return req, nil, fmt.Errorf("sending the snapshot to %s: %w", d.Endpoint.Key(), sendErr)
+	}
 	var ee *remote.ExitError
 	if errors.As(err, &ee) && ee.Status == hostagent.ExitFieldError {
 		var fe field.Error
@@ -469,13 +504,33 @@ func (d *Driver) stage(ctx context.Context, spec drivers.RunSpec, cmd string) (h
 	if !reply.replied {
 		return req, nil, fmt.Errorf("on %s: agent push answered nothing", d.Endpoint.Key())
 	}
-	inner := json.RawMessage(bytes.TrimSpace(reply.rest.Bytes()))
+	first, second, _ := bytes.Cut(bytes.TrimSpace(reply.rest.Bytes()), []byte("\n"))
+	inner := json.RawMessage(first)
 	if !json.Valid(inner) {
-		return req, nil, fmt.Errorf("on %s: agent push answered %q", d.Endpoint.Key(), truncate(string(inner), 200))
+		return req, nil, fmt.Errorf("on %s: agent push answered %q", d.Endpoint.Key(), truncate(reply.rest.String(), 200))
+	}
+	var st drivers.State
+	if len(second) > 0 && json.Unmarshal(second, &st) == nil && st.Status != "" {
+		// The run's state right after the launch: the first Status asks
+		// no session of its own.
+		launchStates.Store(req.RunDir, launchState{st: st, at: time.Now()})
 	}
 	req.Manifest = spec.Manifest
 	return req, inner, nil
 }
+
+// launchState is a run's state as the host saw it when it launched it,
+// answered by the first Status of that run (once, and only while fresh).
+type launchState struct {
+	st drivers.State
+	at time.Time
+}
+
+// launchStates holds the launchState of runs this process launched, by run
+// directory on the host; launchStateFresh is how long one answers a Status.
+var launchStates sync.Map
+
+const launchStateFresh = 2 * time.Second
 
 // pushReply reads `agent push`'s stdout: its first line (the blobs the host
 // lacks) goes to got, once; the rest is kept.
@@ -527,9 +582,17 @@ func (d *Driver) Recover(ctx context.Context, raw drivers.Handle) (drivers.Execu
 type execution struct {
 	d *Driver
 	h handle
+	// collected is what the Wait that saw the run end brought back with it
+	// (its outputs and logs are in LocalDir already), for the next Collect.
+	collected *drivers.Collected
 }
 
 func (e *execution) Status(ctx context.Context) (drivers.State, error) {
+	if v, ok := launchStates.LoadAndDelete(e.h.RunDir); ok {
+		if ls := v.(launchState); time.Since(ls.at) < launchStateFresh {
+			return ls.st, nil
+		}
+	}
 	var st drivers.State
 	err := e.d.call(ctx, []byte(e.h.Inner), &st, "status")
 	return st, err
@@ -550,8 +613,7 @@ func (e *execution) Wait(ctx context.Context) (drivers.State, error) {
 	var last drivers.State
 	bound := strconv.FormatFloat(waitBound.Seconds(), 'f', -1, 64)
 	for {
-		var st drivers.State
-		err := e.d.call(ctx, []byte(e.h.Inner), &st, "wait", bound)
+		st, err := e.waitOnce(ctx, bound)
 		switch {
 		case ctx.Err() != nil:
 			return last, ctx.Err()
@@ -574,6 +636,32 @@ func (e *execution) Wait(ctx context.Context) (drivers.State, error) {
 	}
 }
 
+// waitOnce is one `agent wait`, which, when the run has ended, also brings
+// back what Collect would (collect-pack's answer after the state, in the same
+// session): kept for the next Collect, which then asks the host nothing. A
+// collection that fails here is left to Collect.
+func (e *execution) waitOnce(ctx context.Context, bound string) (drivers.State, error) {
+	var st drivers.State
+	state := &firstLine{}
+	c, cerr := e.collectVia(ctx, func(ctx context.Context, out io.Writer) error {
+		state.rest = out
+		return e.d.call(ctx, []byte(e.h.Inner), state, "wait", bound, e.h.RunDir, e.d.blobsRoot())
+	})
+	if !state.done {
+		if cerr == nil {
+			cerr = fmt.Errorf("on %s: agent wait answered nothing", e.d.Endpoint.Key())
+		}
+		return st, cerr
+	}
+	if err := json.Unmarshal(state.line, &st); err != nil {
+		return st, fmt.Errorf("on %s: agent wait answered %q: %w", e.d.Endpoint.Key(), truncate(string(state.line), 200), err)
+	}
+	if st.Status.Terminal() && cerr == nil {
+		e.collected = &c
+	}
+	return st, nil
+}
+
 func (e *execution) Logs(ctx context.Context, offset int64) ([]byte, int64, error) {
 	var buf bytes.Buffer
 	err := e.d.call(ctx, []byte(e.h.Inner), &buf, "logs", strconv.FormatInt(offset, 10))
@@ -594,6 +682,18 @@ const DefaultCollectMaxBytes = 2 << 30
 // what came and says in Warnings what was left on the host and where. The
 // output listing is what is on the engine host afterwards.
 func (e *execution) Collect(ctx context.Context) (drivers.Collected, error) {
+	if c := e.collected; c != nil {
+		e.collected = nil
+		return *c, nil
+	}
+	return e.collectVia(ctx, func(ctx context.Context, out io.Writer) error {
+		return e.d.call(ctx, []byte(e.h.Inner), out, "collect-pack", e.h.RunDir)
+	})
+}
+
+// collectVia runs a host command (call) whose output is collect-pack's and
+// brings the run's results back from it.
+func (e *execution) collectVia(ctx context.Context, call func(ctx context.Context, out io.Writer) error) (drivers.Collected, error) {
 	var c drivers.Collected
 	if err := os.MkdirAll(e.h.LocalDir, 0o755); err != nil {
 		return c, err
@@ -617,7 +717,7 @@ func (e *execution) Collect(ctx context.Context) (drivers.Collected, error) {
 		done <- err
 	}()
 	head := &firstLine{rest: pw}
-	err := e.d.call(pctx, []byte(e.h.Inner), head, "collect-pack", e.h.RunDir)
+	err := call(pctx, head)
 	pw.CloseWithError(err)
 	uerr := <-done
 	if !head.done {

@@ -11,6 +11,8 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -154,7 +156,7 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 			return err
 		}
 		req, manifestFile, err := DecodeStart(raw)
-		return stageAndStart(ctx, cmd, req, manifestFile, err, stdout)
+		return stageAndStart(ctx, cmd, req, manifestFile, err, stdout, false, "")
 	case "push":
 		// push <stage|start> <blobs-root> <save-manifest-to>: blobs-missing,
 		// blobs-receive and stage/start in one session. Stdin: a decimal
@@ -184,8 +186,12 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 			// (the engine asks again). It learns of the end from the
 			// supervisor's status file as it is written (see
 			// hostrun's Wait), so the engine does not poll.
-			if len(args) != 1 {
-				return fmt.Errorf("%w: wait <max-seconds> < handle.json", errUsage)
+			// With a run directory, a terminal state is followed by what
+			// collect-pack writes for it, in the same session; with a blobs
+			// root too, the run's snapshot is in it by then (its spool,
+			// if any, is stored first).
+			if len(args) < 1 || len(args) > 3 {
+				return fmt.Errorf("%w: wait <max-seconds> [<run-dir> [<blobs-root>]] < handle.json", errUsage)
 			}
 			secs, err := strconv.ParseFloat(args[0], 64)
 			if err != nil || secs <= 0 || secs > 3600 {
@@ -200,7 +206,13 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 			if err != nil {
 				return err
 			}
-			return out.Encode(st)
+			if st.Status.Terminal() && len(args) == 3 {
+				awaitSpools(snapshot.BlobStore{Root: args[2]}, filepath.Base(args[1])+"-", spoolWait)
+			}
+			if err := out.Encode(st); err != nil || len(args) == 1 || !st.Status.Terminal() {
+				return err
+			}
+			return collectPack(ctx, ex, args[1], stdout)
 		case "cancel":
 			if len(args) != 2 {
 				return fmt.Errorf("%w: cancel <grace-seconds> <reason> < handle.json", errUsage)
@@ -230,14 +242,7 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 			if len(args) != 1 {
 				return fmt.Errorf("%w: collect-pack <run-dir> < handle.json", errUsage)
 			}
-			c, err := ex.Collect(ctx)
-			if err != nil {
-				return err
-			}
-			if err := out.Encode(c); err != nil {
-				return err
-			}
-			return Pack(args[0], stdout)
+			return collectPack(ctx, ex, args[0], stdout)
 		default: // collect
 			c, err := ex.Collect(ctx)
 			if err != nil {
@@ -246,14 +251,18 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 			return out.Encode(c)
 		}
 	case "spare-build":
-		// spare-build <blobs-root> <spares-root> <manifest-file>: started
-		// detached by stage/start; removes the manifest file when done.
-		if len(args) != 3 {
-			return fmt.Errorf("%w: spare-build <blobs-root> <spares-root> <manifest-file>", errUsage)
+		// spare-build <blobs-root> <spares-root> <manifest-file> [<spool>]:
+		// started detached by stage/start; stores the spool's blobs first
+		// (and removes it), removes the manifest file when done.
+		if len(args) != 3 && len(args) != 4 {
+			return fmt.Errorf("%w: spare-build <blobs-root> <spares-root> <manifest-file> [<spool>]", errUsage)
 		}
 		defer os.Remove(args[2])
 		// Behind the run it follows, which is what the host is for.
 		_ = syscall.Setpriority(syscall.PRIO_PROCESS, 0, 10)
+		if len(args) == 4 {
+			storeSpool(snapshot.BlobStore{Root: args[0]}, args[3])
+		}
 		m, err := LoadManifest(args[2])
 		if err != nil {
 			return err
@@ -267,6 +276,18 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 	default:
 		return fmt.Errorf("%w: unknown command %q (want one of %s)", errUsage, cmd, strings.Join(Commands, ", "))
 	}
+}
+
+// collectPack writes collect's answer on one line, then what Pack writes.
+func collectPack(ctx context.Context, ex drivers.Execution, runDir string, stdout io.Writer) error {
+	c, err := ex.Collect(ctx)
+	if err != nil {
+		return err
+	}
+	if err := json.NewEncoder(stdout).Encode(c); err != nil {
+		return err
+	}
+	return Pack(runDir, stdout)
 }
 
 // pushRequestMax bounds a push request's header (a manifest of 2,000 files is
@@ -303,6 +324,9 @@ func push(ctx context.Context, cmd string, blobs snapshot.BlobStore, manifestFil
 	if req.Manifest == nil {
 		return errors.New("the push request has no manifest")
 	}
+	// Blobs an earlier push spooled are stored first (the background builder
+	// may not have got to them yet), so they are not asked for again.
+	settleSpools(blobs, "")
 	missing := blobs.Missing(req.Manifest)
 	if missing == nil {
 		missing = []string{}
@@ -318,32 +342,155 @@ func push(ctx context.Context, cmd string, blobs snapshot.BlobStore, manifestFil
 	if err := SaveManifest(manifestFile, mraw); err != nil {
 		return err
 	}
-	got, err := ReceiveBlobs(blobs, br)
-	if err != nil {
+	// Most of the snapshot is coming (a first run here): the run directory
+	// is written as the blobs arrive, from the same bytes, instead of read
+	// back from the store afterwards. Otherwise a spare tree, patched, is
+	// cheaper (Stage).
+	var tree *snapshot.Tree
+	if streamTree(req.Manifest, len(missing)) {
+		if tree, err = blobs.NewTree(req.Manifest, req.RunDir); err != nil {
+			os.Remove(manifestFile)
+			return fmt.Errorf("staging snapshot: %w", err)
+		}
+	}
+	// The tree's blobs go to one spool file, stored in the background after
+	// the launch (spare-build), not one file each while the run waits.
+	var (
+		spool   string
+		spoolW  io.Writer
+		spoolBW *bufio.Writer
+		spoolF  *os.File
+	)
+	if tree != nil {
+		if err := os.MkdirAll(filepath.Join(blobs.Root, "spool"), 0o755); err == nil {
+			// ".part" until it is complete: settleSpools leaves it alone.
+			if spoolF, err = os.CreateTemp(filepath.Join(blobs.Root, "spool"), req.RunID+"-*.tar.part"); err == nil {
+				spool, spoolBW = spoolF.Name(), bufio.NewWriterSize(spoolF, 256<<10)
+				spoolW = spoolBW
+			}
+		}
+	}
+	fail := func(err error) error {
 		os.Remove(manifestFile)
-		return fmt.Errorf("receiving %d file(s) of the snapshot: %w", len(missing), err)
+		if tree != nil {
+			_ = os.RemoveAll(req.RunDir)
+		}
+		if spoolF != nil {
+			spoolF.Close()
+		}
+		storeSpool(blobs, spool) // what came is kept
+		return err
+	}
+	got, err := ReceiveBlobsTo(blobs, br, tree, spoolW)
+	if err == nil && spoolF != nil {
+		err = spoolBW.Flush()
+		if cerr := spoolF.Close(); err == nil {
+			err = cerr
+		}
+		spoolF = nil
+		if err == nil {
+			part := spool
+			spool = strings.TrimSuffix(part, ".part")
+			if err = os.Rename(part, spool); err != nil {
+				spool = part
+			}
+		}
+	}
+	if err != nil {
+		return fail(fmt.Errorf("receiving %d file(s) of the snapshot: %w", len(missing), err))
 	}
 	if got < len(missing) {
-		os.Remove(manifestFile)
-		return fmt.Errorf("receiving the snapshot: %d of %d missing file(s) arrived", got, len(missing))
+		return fail(fmt.Errorf("receiving the snapshot: %d of %d missing file(s) arrived", got, len(missing)))
+	}
+	// The engine says when the run may be launched (it has stored the
+	// snapshot and recorded the run); without that line nothing is.
+	if line, err := br.ReadString('\n'); err != nil || strings.TrimSpace(line) != PushGo {
+		return fail(fmt.Errorf("the push was not confirmed (%q, %v): nothing was launched", strings.TrimSpace(line), err))
+	}
+	if tree != nil {
+		if err := tree.Finish(ctx); err != nil {
+			return fail(fmt.Errorf("staging snapshot: %w", err))
+		}
+		req.Materialized = true
 	}
 	req.BlobsRoot = blobs.Root
-	return stageAndStart(ctx, cmd, req, manifestFile, nil, stdout)
+	return stageAndStart(ctx, cmd, req, manifestFile, nil, stdout, true, spool)
+}
+
+// settleSpools stores the blobs of the spool files of b whose names start
+// with prefix ("": all), which the spare tree's builder may be storing at the
+// same time (storing a blob twice is harmless).
+func settleSpools(b snapshot.BlobStore, prefix string) {
+	names, _ := filepath.Glob(filepath.Join(b.Root, "spool", prefix+"*.tar"))
+	for _, n := range names {
+		storeSpool(b, n)
+	}
+}
+
+// awaitSpools waits, up to max, for the spare tree's builder to store the
+// spools settleSpools(b, prefix) would, then stores what is left itself (the
+// builder may be gone): storing them at the same time would do it twice.
+func awaitSpools(b snapshot.BlobStore, prefix string, max time.Duration) {
+	deadline := time.Now().Add(max)
+	for time.Now().Before(deadline) {
+		names, _ := filepath.Glob(filepath.Join(b.Root, "spool", prefix+"*.tar"))
+		if len(names) == 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	settleSpools(b, prefix)
+}
+
+// spoolWait bounds how long a wait leaves a run's spool to the builder.
+const spoolWait = 30 * time.Second
+
+// storeSpool stores the blobs of a spool file (ReceiveBlobsTo) and removes
+// it. A spool that cannot be read costs its blobs being sent again.
+func storeSpool(blobs snapshot.BlobStore, spool string) {
+	if spool == "" {
+		return
+	}
+	defer os.Remove(spool)
+	f, err := os.Open(spool)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	_, _ = ReceiveTar(blobs, f)
+}
+
+// PushGo is the line that ends a push's input: the engine is ready for the
+// run to be launched.
+const PushGo = "go"
+
+// streamTree says whether a push writes the run directory as the blobs
+// arrive: when at least half of the snapshot's contents are missing here.
+func streamTree(m *snapshot.Manifest, missing int) bool {
+	distinct := map[string]bool{}
+	for _, e := range m.Entries {
+		if e.Mode != snapshot.ModeSymlink {
+			distinct[e.SHA256] = true
+		}
+	}
+	return missing > 0 && 2*missing >= len(distinct)
 }
 
 // stageAndStart is stage/start of a decoded request (decodeErr: DecodeStart's
 // error); manifestFile, if any, is removed unless a spare tree's builder
-// takes it over.
-func stageAndStart(ctx context.Context, cmd string, req hostrun.StageRequest, manifestFile string, decodeErr error, stdout io.Writer) error {
-	if manifestFile != "" {
+// takes it over. Start writes the run's handle on one line and, withState,
+// the run's state as seen right after the launch on the next (what a status
+// would answer then). The blobs of spool, if any, are stored by the spare
+// tree's builder before it builds, or here, once the rest is done.
+func stageAndStart(ctx context.Context, cmd string, req hostrun.StageRequest, manifestFile string, decodeErr error, stdout io.Writer, withState bool, spool string) error {
+	defer func() {
 		// Used once: staged or not, a retry sends it again. A spare
 		// tree's builder takes it over (and removes it).
-		defer func() {
-			if manifestFile != "" {
-				os.Remove(manifestFile)
-			}
-		}()
-	}
+		if manifestFile != "" {
+			os.Remove(manifestFile)
+		}
+		storeSpool(snapshot.BlobStore{Root: req.BlobsRoot}, spool)
+	}()
 	if decodeErr != nil {
 		return decodeErr
 	}
@@ -353,8 +500,12 @@ func stageAndStart(ctx context.Context, cmd string, req hostrun.StageRequest, ma
 	if req.SpareRoot != "" {
 		// The next run's tree, built in the background (a failure
 		// costs that run a full materialization, nothing else).
-		if spawnSpareBuilder(req, manifestFile) {
+		tookManifest, tookSpool := spawnSpareBuilder(req, manifestFile, spool)
+		if tookManifest {
 			manifestFile = ""
+		}
+		if tookSpool {
+			spool = ""
 		}
 	}
 	if cmd == "stage" { // launched by someone else (a batch system)
@@ -369,32 +520,43 @@ func stageAndStart(ctx context.Context, cmd string, req hostrun.StageRequest, ma
 	if err != nil {
 		return err
 	}
-	_, err = stdout.Write(append(h, '\n'))
+	out := append(h, '\n')
+	if withState {
+		if ex, err := hostrun.Recover(h); err == nil {
+			if st, err := ex.Status(ctx); err == nil {
+				if b, err := json.Marshal(st); err == nil {
+					out = append(append(out, b...), '\n')
+				}
+			}
+		}
+	}
+	_, err = stdout.Write(out)
 	return err
 }
 
 // spawnSpareBuilder starts `agent spare-build` detached (its own session, no
 // stdio of this command, so the SSH session ends without it) for the run's
 // manifest: manifestFile, which the builder then removes, or, when the
-// manifest came inline, a copy saved under the spares root. It reports whether
-// the builder took manifestFile over.
-func spawnSpareBuilder(req hostrun.StageRequest, manifestFile string) bool {
+// manifest came inline, a copy saved under the spares root; and, first, the
+// blobs of spool (if any). It reports whether the builder took manifestFile
+// and spool over.
+func spawnSpareBuilder(req hostrun.StageRequest, manifestFile, spool string) (tookManifest, tookSpool bool) {
 	exe, err := os.Executable()
 	if err != nil {
-		return false
+		return false, false
 	}
 	if err := os.MkdirAll(req.SpareRoot, 0o700); err != nil {
-		return false
+		return false, false
 	}
 	own := manifestFile
 	if own == "" {
 		raw, err := json.Marshal(req.Manifest)
 		if err != nil {
-			return false
+			return false, false
 		}
 		own = filepath.Join(req.SpareRoot, req.RunID+".manifest")
 		if err := SaveManifest(own, raw); err != nil {
-			return false
+			return false, false
 		}
 	}
 	logPath := filepath.Join(req.SpareRoot, "builder.log")
@@ -403,10 +565,14 @@ func spawnSpareBuilder(req hostrun.StageRequest, manifestFile string) bool {
 	}
 	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return false
+		return false, false
 	}
 	defer log.Close()
-	cmd := exec.Command(exe, "agent", "spare-build", req.BlobsRoot, req.SpareRoot, own)
+	args := []string{"agent", "spare-build", req.BlobsRoot, req.SpareRoot, own}
+	if spool != "" {
+		args = append(args, spool)
+	}
+	cmd := exec.Command(exe, args...)
 	cmd.Dir = req.SpareRoot
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.Env = append(os.Environ(), "AML_AGENT=1")
@@ -415,10 +581,10 @@ func spawnSpareBuilder(req hostrun.StageRequest, manifestFile string) bool {
 		if own != manifestFile {
 			os.Remove(own)
 		}
-		return false
+		return false, false
 	}
 	_ = cmd.Process.Release()
-	return manifestFile != ""
+	return manifestFile != "", spool != ""
 }
 
 func recoverFrom(stdin io.Reader) (drivers.Execution, error) {
@@ -434,11 +600,41 @@ func recoverFrom(stdin io.Reader) (drivers.Execution, error) {
 // blobs are stored by a few workers while the archive is read on (storing a
 // file is mostly waiting for the file system); large ones as they are read.
 func ReceiveBlobs(b snapshot.BlobStore, r io.Reader) (int, error) {
+	return ReceiveBlobsTo(b, r, nil, nil)
+}
+
+// ReceiveBlobsTo is ReceiveBlobs that also hands each small blob, from
+// memory, to tree (when not nil) to write the files it is the content of.
+// With a spool, small blobs are not stored but appended to it (one file, as
+// an uncompressed tar that ReceiveTar stores later); large ones are still
+// stored as they are read. It reads r up to the end of the gzip stream and no
+// further when r is a *bufio.Reader (what follows is the caller's). It returns
+// how many blobs it stored or spooled.
+func ReceiveBlobsTo(b snapshot.BlobStore, r io.Reader, tree *snapshot.Tree, spool io.Writer) (int, error) {
 	zr, err := gzip.NewReader(bufio.NewReader(r))
 	if err != nil {
 		return 0, err
 	}
-	tr := tar.NewReader(zr)
+	zr.Multistream(false)
+	n, err := receiveTar(b, tar.NewReader(zr), tree, spool)
+	if err == nil {
+		// The gzip trailer (checked), and nothing after it.
+		_, err = io.Copy(io.Discard, zr)
+	}
+	return n, err
+}
+
+// ReceiveTar stores the blobs of an uncompressed tar (a spool that
+// ReceiveBlobsTo wrote), verifying each.
+func ReceiveTar(b snapshot.BlobStore, r io.Reader) (int, error) {
+	return receiveTar(b, tar.NewReader(bufio.NewReader(r)), nil, nil)
+}
+
+func receiveTar(b snapshot.BlobStore, tr *tar.Reader, tree *snapshot.Tree, spool io.Writer) (int, error) {
+	var sw *tar.Writer
+	if spool != nil {
+		sw = tar.NewWriter(spool)
+	}
 	type blob struct {
 		name string
 		data []byte
@@ -462,16 +658,31 @@ func ReceiveBlobs(b snapshot.BlobStore, r io.Reader) (int, error) {
 		defer mu.Unlock()
 		return firstErr != nil
 	}
+	count := func() {
+		mu.Lock()
+		stored++
+		mu.Unlock()
+	}
 	for range receiveWorkers {
 		wg.Go(func() {
 			for bl := range work {
-				if err := b.Put(bl.name, bytes.NewReader(bl.data)); err != nil {
-					fail(err)
-					continue
+				if sw == nil {
+					if err := b.Put(bl.name, bytes.NewReader(bl.data)); err != nil {
+						fail(err)
+						continue
+					}
 				}
-				mu.Lock()
-				stored++
-				mu.Unlock()
+				if tree != nil {
+					// Verified by the tree itself (the store may have had it,
+					// or it went to the spool).
+					if err := tree.Put(bl.name, bl.data); err != nil {
+						fail(err)
+						continue
+					}
+				}
+				if sw == nil {
+					count()
+				}
 			}
 		})
 	}
@@ -491,14 +702,25 @@ func ReceiveBlobs(b snapshot.BlobStore, r io.Reader) (int, error) {
 				if err := b.Put(h.Name, tr); err != nil {
 					return err
 				}
-				mu.Lock()
-				stored++
-				mu.Unlock()
+				count()
 				continue
+			}
+			if sw != nil && !snapshot.ValidSHA(h.Name) {
+				return fmt.Errorf("snapshot: invalid blob name %q", h.Name)
 			}
 			data := make([]byte, h.Size)
 			if _, err := io.ReadFull(tr, data); err != nil {
 				return err
+			}
+			if sw != nil {
+				// Appended as it came; stored (and verified) later.
+				if err := sw.WriteHeader(&tar.Header{Name: h.Name, Mode: 0o444, Size: h.Size, Typeflag: tar.TypeReg}); err != nil {
+					return err
+				}
+				if _, err := sw.Write(data); err != nil {
+					return err
+				}
+				count()
 			}
 			work <- blob{h.Name, data}
 		}
@@ -506,6 +728,9 @@ func ReceiveBlobs(b snapshot.BlobStore, r io.Reader) (int, error) {
 	}()
 	close(work)
 	wg.Wait()
+	if readErr == nil && sw != nil {
+		readErr = sw.Close()
+	}
 	if readErr != nil {
 		fail(readErr)
 	}
@@ -537,6 +762,91 @@ func SendBlobs(b snapshot.BlobStore, shas []string, w io.Writer) error {
 			_, err = io.Copy(tw, f)
 		}
 		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	return zw.Close()
+}
+
+// SendSourceBlobs is SendBlobs reading each blob from the file of m that has
+// it in the source directory dir, verified against its sha256 as it is sent:
+// a file that no longer matches ends the archive with an error wrapping
+// snapshot.ErrSourceChanged (the receiver, which verifies every blob, stores
+// none of it).
+func SendSourceBlobs(dir string, m *snapshot.Manifest, shas []string, w io.Writer) error {
+	from := make(map[string]string, len(m.Entries))
+	for _, e := range m.Entries {
+		if _, ok := from[e.SHA256]; !ok && e.Mode != snapshot.ModeSymlink {
+			from[e.SHA256] = e.Path
+		}
+	}
+	zw, _ := gzip.NewWriterLevel(w, gzip.BestSpeed)
+	tw := tar.NewWriter(zw)
+	var buf []byte
+	for _, sha := range shas {
+		rel, ok := from[sha]
+		if !ok {
+			return fmt.Errorf("blob %s is not in the snapshot", sha)
+		}
+		rel, err := snapshot.SanitizeRelPath(rel)
+		if err != nil {
+			return fmt.Errorf("snapshot: manifest entry: %w", err)
+		}
+		changed := func(err error) error {
+			if err != nil {
+				return fmt.Errorf("snapshot: %s: %w: %w", rel, snapshot.ErrSourceChanged, err)
+			}
+			return fmt.Errorf("snapshot: %s: %w", rel, snapshot.ErrSourceChanged)
+		}
+		f, err := os.Open(filepath.Join(dir, filepath.FromSlash(rel)))
+		if err != nil {
+			return changed(err)
+		}
+		err = func() error {
+			defer f.Close()
+			st, err := f.Stat()
+			if err != nil {
+				return changed(err)
+			}
+			if !st.Mode().IsRegular() {
+				return changed(nil)
+			}
+			size := st.Size()
+			h := sha256.New()
+			if size <= receiveInMemoryMax {
+				// Read whole and checked before anything is sent.
+				if int64(cap(buf)) < size+1 {
+					buf = make([]byte, size+1)
+				}
+				n, err := io.ReadFull(f, buf[:size+1])
+				if int64(n) != size || (err != io.ErrUnexpectedEOF && err != io.EOF) {
+					return changed(nil)
+				}
+				h.Write(buf[:n])
+				if hex.EncodeToString(h.Sum(nil)) != sha {
+					return changed(nil)
+				}
+				if err := tw.WriteHeader(&tar.Header{Name: sha, Mode: 0o444, Size: size, Typeflag: tar.TypeReg}); err != nil {
+					return err
+				}
+				_, err = tw.Write(buf[:n])
+				return err
+			}
+			if err := tw.WriteHeader(&tar.Header{Name: sha, Mode: 0o444, Size: size, Typeflag: tar.TypeReg}); err != nil {
+				return err
+			}
+			if _, err := io.CopyN(io.MultiWriter(tw, h), f, size); err != nil {
+				return changed(err)
+			}
+			if hex.EncodeToString(h.Sum(nil)) != sha {
+				return changed(nil)
+			}
+			return nil
+		}()
 		if err != nil {
 			return err
 		}

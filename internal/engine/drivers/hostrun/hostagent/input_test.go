@@ -1,10 +1,13 @@
 package hostagent
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -269,21 +272,25 @@ func TestStartRemovesTheManifestFile(t *testing.T) {
 func TestPushStagesInOneSession(t *testing.T) {
 	engineBlobs := snapshot.BlobStore{Root: t.TempDir()}
 	m := testManifest(t, 12, &engineBlobs)
-	hostBlobs := snapshot.BlobStore{Root: t.TempDir()}
 	// The host has all but two of them.
-	for i, e := range m.Entries {
-		if i == 3 || i == 8 {
-			continue
+	allButTwo := func() snapshot.BlobStore {
+		h := snapshot.BlobStore{Root: t.TempDir()}
+		for i, e := range m.Entries {
+			if i == 3 || i == 8 {
+				continue
+			}
+			f, err := os.Open(engineBlobs.Path(e.SHA256))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := h.Put(e.SHA256, f); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
 		}
-		f, err := os.Open(engineBlobs.Path(e.SHA256))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := hostBlobs.Put(e.SHA256, f); err != nil {
-			t.Fatal(err)
-		}
-		f.Close()
+		return h
 	}
+	hostBlobs := allButTwo()
 	runDir := filepath.Join(t.TempDir(), "runs", "run1")
 	req := hostrun.StageRequest{RunID: "run1", RunDir: runDir, Manifest: m, Launch: env.Launch{Interpreter: "python3"}, Program: drivers.Program{Script: "d0/f000.txt"}}
 	head, err := EncodeInput(StartRequest{Stage: &req})
@@ -291,7 +298,7 @@ func TestPushStagesInOneSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	saved := filepath.Join(t.TempDir(), "manifests", "run1.manifest")
-	request := func(blobs []string) *bytes.Buffer {
+	request := func(blobs []string, confirm bool) *bytes.Buffer {
 		var in bytes.Buffer
 		fmt.Fprintf(&in, "%d\n", len(head))
 		in.Write(head)
@@ -300,6 +307,9 @@ func TestPushStagesInOneSession(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		if confirm {
+			in.WriteString(PushGo + "\n")
+		}
 		return &in
 	}
 	want := []string{m.Entries[3].SHA256, m.Entries[8].SHA256}
@@ -307,7 +317,7 @@ func TestPushStagesInOneSession(t *testing.T) {
 
 	// Without the blobs: refused, nothing staged.
 	var out, errOut bytes.Buffer
-	in := request([]string{})
+	in := request([]string{}, true)
 	if code := Main([]string{"push", "stage", hostBlobs.Root, saved}, in, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "0 of 2 missing") {
 		t.Fatalf("without the blobs: code %d, stderr %q", code, errOut.String())
 	}
@@ -315,9 +325,27 @@ func TestPushStagesInOneSession(t *testing.T) {
 		t.Fatal("a run directory was staged without its blobs")
 	}
 
+	// With the blobs but without the engine's go-ahead: nothing staged, on a
+	// host that has none of them (which writes the run directory as they
+	// arrive) as on this one.
+	for _, h := range []snapshot.BlobStore{{Root: t.TempDir()}, allButTwo()} {
+		out.Reset()
+		errOut.Reset()
+		lacks := h.Missing(m)
+		if code := Main([]string{"push", "stage", h.Root, saved}, request(lacks, false), &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "not confirmed") {
+			t.Fatalf("without the go line: code %d, stderr %q", code, errOut.String())
+		}
+		if _, err := os.Stat(runDir); err == nil {
+			t.Fatal("a run directory was staged without the engine's go-ahead")
+		}
+	}
+	if _, err := os.Stat(saved); err == nil {
+		t.Fatal("the manifest file was left behind")
+	}
+
 	out.Reset()
 	errOut.Reset()
-	if code := Main([]string{"push", "stage", hostBlobs.Root, saved}, request(want), &out, &errOut); code != 0 {
+	if code := Main([]string{"push", "stage", hostBlobs.Root, saved}, request(want, true), &out, &errOut); code != 0 {
 		t.Fatalf("code %d, stderr %q", code, errOut.String())
 	}
 	first, rest, _ := strings.Cut(out.String(), "\n")
@@ -343,5 +371,155 @@ func TestPushStagesInOneSession(t *testing.T) {
 	// A length that is not one is a usage error.
 	if code := Main([]string{"push", "stage", hostBlobs.Root, saved}, strings.NewReader("x\n{}"), &out, &errOut); code != ExitUsage {
 		t.Fatalf("bad length: code %d", code)
+	}
+}
+
+// A first push (the host has none of the blobs) sends them from the source
+// directory, verified, and the host writes the run directory from the same
+// bytes as it stores them: every file its own copy, never the blob's inode.
+func TestPushFirstSnapshotFromSource(t *testing.T) {
+	src := t.TempDir()
+	files := map[string]string{"train.py": "print(1)\n", "a/x.txt": "same\n", "a/b/y.txt": "same\n", "empty": "", "run.sh": "#!/bin/sh\n"}
+	for p, body := range files {
+		mode := os.FileMode(0o644)
+		if p == "run.sh" {
+			mode = 0o755
+		}
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(src, p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(src, p), []byte(body), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink("a/x.txt", filepath.Join(src, "link")); err != nil {
+		t.Fatal(err)
+	}
+	m, err := snapshot.Build(t.Context(), src, snapshot.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostBlobs := snapshot.BlobStore{Root: t.TempDir()}
+	runDir := filepath.Join(t.TempDir(), "runs", "run1")
+	req := hostrun.StageRequest{RunID: "run1", RunDir: runDir, Manifest: m, Launch: env.Launch{Interpreter: "python3"}, Program: drivers.Program{Script: "train.py"}}
+	head, err := EncodeInput(StartRequest{Stage: &req})
+	if err != nil {
+		t.Fatal(err)
+	}
+	missing := hostBlobs.Missing(m)
+	var in bytes.Buffer
+	fmt.Fprintf(&in, "%d\n", len(head))
+	in.Write(head)
+	if err := SendSourceBlobs(src, m, missing, &in); err != nil {
+		t.Fatal(err)
+	}
+	in.WriteString(PushGo + "\n")
+	saved := filepath.Join(t.TempDir(), "run1.manifest")
+	var out, errOut bytes.Buffer
+	if code := Main([]string{"push", "stage", hostBlobs.Root, saved}, &in, &out, &errOut); code != 0 {
+		t.Fatalf("code %d, stderr %q", code, errOut.String())
+	}
+	for p, body := range files {
+		got, err := os.ReadFile(filepath.Join(runDir, p))
+		if err != nil || string(got) != body {
+			t.Fatalf("%s: %q, %v; want %q", p, got, err, body)
+		}
+		st, _ := os.Lstat(filepath.Join(runDir, p))
+		if want := os.FileMode(0o644); p != "run.sh" && st.Mode() != want || p == "run.sh" && st.Mode() != 0o755 {
+			t.Fatalf("%s: mode %v", p, st.Mode())
+		}
+	}
+	if l, err := os.Readlink(filepath.Join(runDir, "link")); err != nil || l != "a/x.txt" {
+		t.Fatalf("link: %q, %v", l, err)
+	}
+	for _, e := range m.Entries {
+		if e.Mode == snapshot.ModeSymlink {
+			continue
+		}
+		if !hostBlobs.Has(e.SHA256) {
+			t.Fatalf("blob of %s not stored", e.Path)
+		}
+		bst, _ := os.Stat(hostBlobs.Path(e.SHA256))
+		fst, _ := os.Stat(filepath.Join(runDir, e.Path))
+		if os.SameFile(bst, fst) {
+			t.Fatalf("%s shares its inode with the blob", e.Path)
+		}
+	}
+	// A script rewriting its own file changes its copy only.
+	if err := os.WriteFile(filepath.Join(runDir, "a/x.txt"), []byte("changed"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e, _ := m.Lookup("a/x.txt")
+	if b, _ := os.ReadFile(hostBlobs.Path(e.SHA256)); string(b) != "same\n" {
+		t.Fatalf("the blob changed with the run's file: %q", b)
+	}
+	if b, _ := os.ReadFile(filepath.Join(runDir, "a/b/y.txt")); string(b) != "same\n" {
+		t.Fatalf("a/b/y.txt changed with a/x.txt: %q", b)
+	}
+
+	// A source file that changed since the manifest is refused as it is read.
+	if err := os.WriteFile(filepath.Join(src, "train.py"), []byte("print(2)\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e, _ = m.Lookup("train.py")
+	err = SendSourceBlobs(src, m, []string{e.SHA256}, io.Discard)
+	if !errors.Is(err, snapshot.ErrSourceChanged) || !strings.Contains(err.Error(), "train.py") {
+		t.Fatalf("changed source: %v, want ErrSourceChanged naming train.py", err)
+	}
+}
+
+// With a spool, received blobs are appended to one file, not stored one by
+// one; settling the spool stores them (verified) and removes it.
+func TestReceiveBlobsToSpool(t *testing.T) {
+	engineBlobs := snapshot.BlobStore{Root: t.TempDir()}
+	m := testManifest(t, 6, &engineBlobs)
+	host := snapshot.BlobStore{Root: t.TempDir()}
+	missing := host.Missing(m)
+	var in bytes.Buffer
+	if err := SendBlobs(engineBlobs, missing, &in); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(host.Root, "spool"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	spool := filepath.Join(host.Root, "spool", "run1-x.tar")
+	f, err := os.Create(spool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree, err := host.NewTree(m, filepath.Join(t.TempDir(), "run1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := ReceiveBlobsTo(host, bufio.NewReader(&in), tree, f)
+	f.Close()
+	if err != nil || n != len(missing) {
+		t.Fatalf("received %d of %d: %v", n, len(missing), err)
+	}
+	if got := host.Missing(m); len(got) != len(missing) {
+		t.Fatalf("%d blobs stored before the spool was settled", len(missing)-len(got))
+	}
+	if err := tree.Finish(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	settleSpools(host, "run2-") // another run's: left alone
+	if _, err := os.Stat(spool); err != nil {
+		t.Fatalf("another run's settle touched the spool: %v", err)
+	}
+	settleSpools(host, "run1-")
+	if got := host.Missing(m); len(got) != 0 {
+		t.Fatalf("%d blobs missing after the spool was settled", len(got))
+	}
+	if _, err := os.Stat(spool); err == nil {
+		t.Fatal("the spool was left behind")
+	}
+	// One still being written (another push's) is never touched.
+	part := filepath.Join(host.Root, "spool", "run3-y.tar.part")
+	if err := os.WriteFile(part, []byte("half a tar"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	settleSpools(host, "")
+	if _, err := os.Stat(part); err != nil {
+		t.Fatalf("a spool being written was settled: %v", err)
 	}
 }
