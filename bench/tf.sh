@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # bench/tf.sh — terraform-level overhead of this provider next to the plugin-provider floor.
 #
-# Three contenders run the same trivial script (`python3 noop.py`, an empty script) during apply:
+# Four contenders run the same trivial script (`python3 noop.py`, an empty script) during apply:
 #   aml   — this provider: aml_experiment_run on compute_target "local"
 #   floor — bench/floorprovider's floor_null (a do-nothing plugin provider built with the same
 #           framework: null_resource's equivalent) + a local-exec provisioner
 #   data  — terraform_data (built into terraform, no plugin) + a local-exec provisioner
+#   wide  — bench/floorprovider's floor_wide (the same do-nothing resource with
+#           aml_experiment_run's schema) + a local-exec provisioner: Terraform's cost of the schema
 # Rows: `apply -replace` of one run; unchanged `plan` of one run; first `apply` of a
 # BENCH_SWEEP-run for_each sweep (default 100); unchanged `plan` of that sweep; and the unchanged
 # plan of a BENCH_BIG-run sweep (default 1000, one sample; 0 skips it) to show whether the cost per
@@ -67,13 +69,13 @@ provider_installation {
 }
 RC
 export TF_CLI_CONFIG_FILE=$tmp/tf.rc
-contenders="aml floor data"
+contenders="aml floor data wide"
 if [ -n "${AML_BEFORE_BIN:-}" ]; then
   [ -x "$AML_BEFORE_BIN" ] || die "AML_BEFORE_BIN=$AML_BEFORE_BIN is not an executable"
   mkdir -p "$tmp/mirror-before/registry.terraform.io/openaml/aml/0.1.0/$os_arch"
   cp "$AML_BEFORE_BIN" "$tmp/mirror-before/registry.terraform.io/openaml/aml/0.1.0/$os_arch/terraform-provider-aml_v0.1.0"
   sed "s|$tmp/mirror|$tmp/mirror-before|" "$tmp/tf.rc" >"$tmp/tf-before.rc"
-  contenders="before aml floor data"
+  contenders="before aml floor data wide"
 fi
 # BENCH_CONTENDERS="aml floor" runs a subset (e.g. for a quick 1,000-run sample).
 [ -z "${BENCH_CONTENDERS:-}" ] || contenders=$BENCH_CONTENDERS
