@@ -7,7 +7,12 @@ import (
 	"sort"
 	"testing"
 
+	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/tfsdk"
+	"github.com/hashicorp/terraform-plugin-framework/types"
 	"github.com/hashicorp/terraform-plugin-go/tfprotov6"
 	"github.com/hashicorp/terraform-plugin-go/tftypes"
 )
@@ -203,5 +208,51 @@ func TestFastValidationMatchesFramework(t *testing.T) {
 		if wantErr := name != "valid" && name != "command unknown"; wantErr != (len(framework) > 0) {
 			t.Errorf("%s: diagnostics %q, want some = %v", name, framework, wantErr)
 		}
+	}
+}
+
+// TestSetRootAttrsMatchesSetAttribute: setting the snapshot attributes in one
+// rewrite gives the plan SetAttribute gives, one by one; a value of the wrong
+// type still gets SetAttribute's diagnostic.
+func TestSetRootAttrsMatchesSetAttribute(t *testing.T) {
+	ctx := context.Background()
+	var sresp resource.SchemaResponse
+	(&ExperimentRunResource{}).Schema(ctx, resource.SchemaRequest{}, &sresp)
+	full := runStateType().(tftypes.Object)
+	vals := map[string]tftypes.Value{}
+	for name, ty := range full.AttributeTypes {
+		vals[name] = tftypes.NewValue(ty, tftypes.UnknownValue)
+	}
+	vals["source_directory"] = tftypes.NewValue(tftypes.String, "src")
+	raw := tftypes.NewValue(full, vals)
+	sets := map[string]attr.Value{
+		"snapshot_hash": types.StringValue("sha256:ab"), "snapshot_files": types.Int64Value(3),
+		"snapshot_bytes": types.Int64Value(1 << 40), "snapshot_changes": listValue(ctx, []string{"+ a.py", "~ b.py"}, &diag.Diagnostics{}),
+	}
+	one := tfsdk.Plan{Schema: sresp.Schema, Raw: raw}
+	var diags diag.Diagnostics
+	setRootAttrs(ctx, &one, sets, &diags)
+	each := tfsdk.Plan{Schema: sresp.Schema, Raw: raw}
+	for name, v := range sets {
+		diags.Append(each.SetAttribute(ctx, path.Root(name), v)...)
+	}
+	// Compared as msgpack (tftypes' Equal does not see known against unknown).
+	enc := func(v tftypes.Value) string {
+		dv, err := tfprotov6.NewDynamicValue(full, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(dv.MsgPack)
+	}
+	if diags.HasError() || enc(one.Raw) != enc(each.Raw) {
+		t.Fatalf("one rewrite %v\nSetAttribute %v\n%v", one.Raw, each.Raw, diags)
+	}
+	if enc(one.Raw) == enc(raw) {
+		t.Fatal("nothing was set")
+	}
+	var bad diag.Diagnostics
+	setRootAttrs(ctx, &one, map[string]attr.Value{"snapshot_files": types.StringValue("three")}, &bad)
+	if !bad.HasError() {
+		t.Fatal("a string for snapshot_files: no diagnostic")
 	}
 }
