@@ -847,15 +847,11 @@ func TestRunSurvivesItsEngine(t *testing.T) {
 
 // An apply killed after submitting (before Terraform saved state) leaves a run
 // that the next apply adopts instead of submitting twice.
-func TestAdoptOrphanedRun(t *testing.T) {
-	t.Parallel()
-	te := setup(t, nil)
-	ctx := context.Background()
-	src := writeSource(t, map[string]string{"slow.py": pidScript + "time.sleep(1)\nimport aml_run\naml_run.log('acc', 0.8)\n"})
-	req := te.request(src, "slow.py", "--epochs", "1")
-	req.EnvironmentVariables = map[string]string{"X": "1"}
-	req.Triggers = map[string]string{"v": "1"}
-
+// submitInChild submits req from a child provider process (childEnv) that exits
+// without acknowledging the run, as an interrupted apply, and returns the run's
+// id; the run is stopped at cleanup.
+func submitInChild(t *testing.T, te *testEnv, req engine.RunRequest) string {
+	t.Helper()
 	job, err := json.Marshal(childJob{WorkDir: te.workDir, StatCacheDir: t.TempDir(), Request: req})
 	if err != nil {
 		t.Fatal(err)
@@ -870,6 +866,19 @@ func TestAdoptOrphanedRun(t *testing.T) {
 	}
 	childID := strings.TrimSpace(string(out))
 	stopAtCleanup(t, te.e, childID)
+	return childID
+}
+
+func TestAdoptOrphanedRun(t *testing.T) {
+	t.Parallel()
+	te := setup(t, nil)
+	ctx := context.Background()
+	src := writeSource(t, map[string]string{"slow.py": pidScript + "time.sleep(1)\nimport aml_run\naml_run.log('acc', 0.8)\n"})
+	req := te.request(src, "slow.py", "--epochs", "1")
+	req.EnvironmentVariables = map[string]string{"X": "1"}
+	req.Triggers = map[string]string{"v": "1"}
+
+	childID := submitInChild(t, te, req)
 	if n := runCount(t, te.e, te.ws); n != 1 {
 		t.Fatalf("after the child: %d runs", n)
 	}

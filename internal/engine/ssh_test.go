@@ -1,9 +1,7 @@
 package engine_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -341,20 +339,7 @@ func TestRemoteAdoptOrphanedRun(t *testing.T) {
 	src := writeSource(t, files)
 	req := te.request(src, "slow.py")
 	req.ComputeTarget = "host"
-	job, err := json.Marshal(childJob{WorkDir: te.workDir, StatCacheDir: t.TempDir(), Request: req})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(selfExe())
-	cmd.Env = append(os.Environ(), childEnv+"="+string(job))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("submitting child: %v\n%s", err, stderr.String())
-	}
-	childID := strings.TrimSpace(string(out))
-	stopAtCleanup(t, te.e, childID)
+	childID := submitInChild(t, te, req)
 	adopted, err := te.e.SubmitRun(ctx, req)
 	if err != nil {
 		t.Fatal(err)
