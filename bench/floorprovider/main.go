@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework/datasource"
+	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/provider"
 	"github.com/hashicorp/terraform-plugin-framework/providerserver"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
@@ -25,6 +26,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/mapplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/tfsdk"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"github.com/hashicorp/terraform-plugin-go/tfprotov6"
 	"github.com/hashicorp/terraform-plugin-go/tfprotov6/tf6server"
@@ -194,23 +196,23 @@ func (r *wideResource) store(plan tftypes.Value) (tftypes.Value, error) {
 }
 
 func (r *wideResource) Create(_ context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
-	v, err := r.store(req.Plan.Raw)
-	if err != nil {
-		resp.Diagnostics.AddError("floor_wide", err.Error())
-		return
-	}
-	resp.State.Raw = v
+	r.save(req.Plan, &resp.State, &resp.Diagnostics)
 }
 
 func (r *wideResource) Read(_ context.Context, _ resource.ReadRequest, _ *resource.ReadResponse) {}
 
 func (r *wideResource) Update(_ context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
-	v, err := r.store(req.Plan.Raw)
+	r.save(req.Plan, &resp.State, &resp.Diagnostics)
+}
+
+// save stores plan, its unknowns set to null (store), as the new state.
+func (r *wideResource) save(plan tfsdk.Plan, state *tfsdk.State, diags *diag.Diagnostics) {
+	v, err := r.store(plan.Raw)
 	if err != nil {
-		resp.Diagnostics.AddError("floor_wide", err.Error())
+		diags.AddError("floor_wide", err.Error())
 		return
 	}
-	resp.State.Raw = v
+	state.Raw = v
 }
 
 func (r *wideResource) Delete(_ context.Context, _ resource.DeleteRequest, _ *resource.DeleteResponse) {
