@@ -61,6 +61,10 @@ mirror=$tmp/mirror/registry.terraform.io/openaml
 mkdir -p "$mirror/floor/0.0.1/$os_arch" "$mirror/aml/0.1.0/$os_arch"
 TMPDIR=$tmp go build -o "$mirror/floor/0.0.1/$os_arch/terraform-provider-floor_v0.0.1" ./bench/floorprovider
 cp "$aml_bin" "$mirror/aml/0.1.0/$os_arch/terraform-provider-aml_v0.1.0"
+# The run supervisor shipped beside the provider (aml-supervisor<suffix>, as `make install` and a
+# release archive place it); without it the provider supervises its runs itself.
+aml_sup=$(dirname "$aml_bin")/aml-supervisor$(basename "$aml_bin" | sed 's/^terraform-provider-aml//')
+[ ! -x "$aml_sup" ] || cp "$aml_sup" "$mirror/aml/0.1.0/$os_arch/aml-supervisor_v0.1.0"
 cat >"$tmp/tf.rc" <<RC
 provider_installation {
   filesystem_mirror {

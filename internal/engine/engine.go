@@ -15,11 +15,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun"
 	"github.com/openaml/terraform-provider-aml/internal/engine/field"
 	"github.com/openaml/terraform-provider-aml/internal/engine/remote"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
 	"github.com/openaml/terraform-provider-aml/internal/engine/store"
+	"github.com/openaml/terraform-provider-aml/internal/engine/supervise"
 )
 
 // ErrNotFound is returned (wrapped) when a workspace, run configuration or run
@@ -101,7 +101,7 @@ func New(opts Options) (*Engine, error) {
 	host, _ := os.Hostname()
 	return &Engine{
 		opts:    opts,
-		owner:   fmt.Sprintf("%s:%d:%d", host, os.Getpid(), hostrun.SelfStartTicks()),
+		owner:   fmt.Sprintf("%s:%d:%d", host, os.Getpid(), supervise.SelfStartTicks()),
 		stores:  map[string]*store.Store{},
 		where:   map[string]string{},
 		planned: map[string]bool{},
@@ -291,7 +291,7 @@ func ownerAlive(owner string) bool {
 	if err1 != nil || err2 != nil {
 		return false
 	}
-	return hostrun.ProcessAlive(pid, ticks)
+	return supervise.ProcessAlive(pid, ticks)
 }
 
 // IsNotFound reports whether err means the object does not exist.

@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
-	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
+	"github.com/openaml/terraform-provider-aml/internal/engine/supervise"
 )
 
 // What the `aml` command line and web view read of a workspace: they observe,
@@ -153,7 +153,7 @@ func (e *Engine) LiveMetricHistory(ctx context.Context, id string) ([]run.Metric
 		return nil, false, err
 	}
 	if rec.Status.Active() && rec.RunDir != "" {
-		l := hostrun.Layout{Dir: rec.RunDir}
+		l := supervise.Layout{Dir: rec.RunDir}
 		ms, _, err := run.ReadMetricsFile(rec.RunDir, l.Metrics())
 		if err == nil && len(ms) > 0 {
 			if len(ms) > MaxMetricHistory {

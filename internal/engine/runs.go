@@ -16,11 +16,11 @@ import (
 	"time"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
-	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun"
 	"github.com/openaml/terraform-provider-aml/internal/engine/env"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
 	"github.com/openaml/terraform-provider-aml/internal/engine/store"
+	"github.com/openaml/terraform-provider-aml/internal/engine/supervise"
 )
 
 // LocalTarget is the reserved name of the machine running Terraform.
@@ -1027,7 +1027,7 @@ func (e *Engine) ReleaseRun(ctx context.Context, id string) error {
 func (e *Engine) toRun(s *store.Store, rec *run.Record) *Run {
 	// Until a run is collected, its files are where the engine host keeps
 	// them: the run directory of the workspace.
-	l := hostrun.Layout{Dir: rec.RunDir}
+	l := supervise.Layout{Dir: rec.RunDir}
 	outputsPath, logPath := fromWorkspace(s.Dir, rec.OutputsPath), fromWorkspace(s.Dir, rec.LogPath)
 	if outputsPath == "" {
 		outputsPath = l.Outputs()

@@ -20,9 +20,9 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
 
-	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun"
 	"github.com/openaml/terraform-provider-aml/internal/engine/env"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
+	"github.com/openaml/terraform-provider-aml/internal/engine/supervise"
 	"github.com/openaml/terraform-provider-aml/internal/testutil"
 	dockertest "github.com/openaml/terraform-provider-aml/internal/testutil/docker"
 	"github.com/openaml/terraform-provider-aml/internal/testutil/sshd"
@@ -114,7 +114,7 @@ func noContainers(eng *dockertest.Engine, t *testing.T, address string) resource
 		if err != nil {
 			return err
 		}
-		if left := eng.Containers(t, hostrun.LabelRunID+"="+id, true); len(left) > 0 {
+		if left := eng.Containers(t, supervise.LabelRunID+"="+id, true); len(left) > 0 {
 			return fmt.Errorf("run %s left containers %v", id, left)
 		}
 		return nil
@@ -252,7 +252,7 @@ func findSupervisor(id string) int {
 
 func waitRunningContainer(eng *dockertest.Engine, t *testing.T, id string) error {
 	return testutil.Poll(60*time.Second, "the run's container to run", func() (bool, error) {
-		return len(eng.Containers(t, hostrun.LabelRunID+"="+id, false)) == 1, nil
+		return len(eng.Containers(t, supervise.LabelRunID+"="+id, false)) == 1, nil
 	})
 }
 
@@ -296,7 +296,7 @@ func TestAccDocker_cancelAndKilledSupervisor(t *testing.T) {
 					// Nothing observes the run now: the keeper alone stops and
 					// removes the container.
 					return testutil.Poll(90*time.Second, "the orphaned container to be removed", func() (bool, error) {
-						return len(eng.Containers(t, hostrun.LabelRunID+"="+orphanID, true)) == 0, nil
+						return len(eng.Containers(t, supervise.LabelRunID+"="+orphanID, true)) == 0, nil
 					})
 				},
 			},
@@ -306,7 +306,7 @@ func TestAccDocker_cancelAndKilledSupervisor(t *testing.T) {
 					plancheck.ExpectResourceAction("aml_experiment_run.cancel", plancheck.ResourceActionDestroy),
 				}},
 				Check: func(s *terraform.State) error {
-					if left := eng.Containers(t, hostrun.LabelRunID+"="+cancelID, true); len(left) > 0 {
+					if left := eng.Containers(t, supervise.LabelRunID+"="+cancelID, true); len(left) > 0 {
 						return fmt.Errorf("destroy left containers %v of run %s", left, cancelID)
 					}
 					for id, want := range map[string]run.Status{cancelID: run.Canceled, orphanID: run.Failed} {
@@ -464,7 +464,7 @@ SLOW = 8
 		if err := waitRunningContainer(eng, t, runID); err != nil {
 			t.Fatal(err)
 		}
-		container = eng.Containers(t, hostrun.LabelRunID+"="+runID, false)[0]
+		container = eng.Containers(t, supervise.LabelRunID+"="+runID, false)[0]
 		hostFile := filepath.Join(wsDir, "runs", runID, "outputs", "host.txt")
 		var b []byte
 		if err := testutil.Poll(30*time.Second, "the script to write its hostname", func() (bool, error) {
@@ -478,7 +478,7 @@ SLOW = 8
 			t.Fatalf("the run's script runs in container %q, not in its labelled container %s", b, container)
 		}
 		t.Cleanup(func() {
-			if left := eng.Containers(t, hostrun.LabelRunID+"="+runID, true); len(left) > 0 {
+			if left := eng.Containers(t, supervise.LabelRunID+"="+runID, true); len(left) > 0 {
 				t.Errorf("containers left: %v", left)
 			}
 		})

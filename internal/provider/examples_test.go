@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/openaml/terraform-provider-aml/internal/engine/supervise"
 	"github.com/openaml/terraform-provider-aml/internal/testutil"
 )
 
@@ -51,16 +52,30 @@ func TestExamplesValidate(t *testing.T) {
 func devOverrides(t *testing.T) string {
 	t.Helper()
 	tmp := t.TempDir()
-	build := exec.Command("go", "build", "-o", filepath.Join(tmp, "terraform-provider-aml"), "../..")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building the provider: %v\n%s", err, out)
-	}
+	buildProvider(t, filepath.Join(tmp, "terraform-provider-aml"))
 	rc := filepath.Join(tmp, "cli.tfrc")
 	cfg := "provider_installation {\n  dev_overrides {\n    \"openaml/aml\" = \"" + tmp + "\"\n  }\n  direct {}\n}\n"
 	if err := os.WriteFile(rc, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return rc
+}
+
+// buildProvider builds the provider from this tree at bin, and the run
+// supervisor beside it as a release archive and `make install` place it
+// (aml-supervisor with bin's version suffix), so the runs of tests that use
+// it are supervised by that binary.
+func buildProvider(t *testing.T, bin string) {
+	t.Helper()
+	if out, err := exec.Command("go", "build", "-o", bin, "../..").CombinedOutput(); err != nil {
+		t.Fatalf("building the provider: %v\n%s", err, out)
+	}
+	sup := filepath.Join(filepath.Dir(bin), supervise.BinaryPrefix+strings.TrimPrefix(filepath.Base(bin), "terraform-provider-aml"))
+	build := exec.Command("go", "build", "-o", sup, "../../cmd/aml-supervisor")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building cmd/aml-supervisor: %v\n%s", err, out)
+	}
 }
 
 // terraform test applies a training run, asserts on it and destroys everything

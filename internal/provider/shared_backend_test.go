@@ -28,10 +28,7 @@ func providerMirror(t *testing.T) string {
 	t.Helper()
 	tmp := t.TempDir()
 	bin := filepath.Join(tmp, "mirror", "registry.terraform.io", "openaml", "aml", "0.0.1", "linux_amd64", "terraform-provider-aml_v0.0.1")
-	build := exec.Command("go", "build", "-o", bin, "../..")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building the provider: %v\n%s", err, out)
-	}
+	buildProvider(t, bin)
 	rc := filepath.Join(tmp, "cli.tfrc")
 	cfg := fmt.Sprintf(`provider_installation {
   filesystem_mirror {

@@ -100,7 +100,7 @@ type RunSpec struct {
 	Launch env.Launch
 	// Env holds the variables the run adds to the target's base environment
 	// (the run configuration's, then the run's); the AML_* variables are the
-	// host runtime's (hostrun.RunVars).
+	// host runtime's (supervise.RunVars).
 	Env map[string]string
 	// Experiment names the run's experiment (a Spark application is named
 	// "<experiment>/<run id>").
@@ -126,36 +126,12 @@ func (s RunSpec) Nodes() int { return max(s.NodeCount, 1) }
 // driver's own (and versioned by it); the engine never looks inside.
 type Handle = json.RawMessage
 
-// State is one observation of a run.
-type State struct {
-	Status        run.Status `json:"status"`
-	FailureReason string     `json:"failure_reason,omitempty"`
-	ExitCode      *int       `json:"exit_code,omitempty"`
-	Signal        string     `json:"signal,omitempty"`
-	Message       string     `json:"message,omitempty"`
-	StartTime     *time.Time `json:"start_time,omitempty"`
-	EndTime       *time.Time `json:"end_time,omitempty"`
-	Environment   *EnvInfo   `json:"environment,omitempty"`
-	// Builder, while Preparing, is what builds the environment (uv,
-	// venv+pip, conda...).
-	Builder string `json:"builder,omitempty"`
-	// NodeExitCodes holds every rank's exit code of a multi-node run.
-	NodeExitCodes []int `json:"node_exit_codes,omitempty"`
-	// Details are what a kind knows of the run besides its status (e.g.
-	// "spark_application_id", "slurm_job_id"), kept in the run record.
-	Details map[string]string `json:"details,omitempty"`
-	// Phases is when the run entered each status, as the host saw it (the
-	// timeline of `aml runs show` and the web view); kinds may leave it empty.
-	Phases map[run.Status]time.Time `json:"phases,omitempty"`
-}
+// State is one observation of a run (run.State: the run directory's
+// supervisor writes it without importing the driver interface).
+type State = run.State
 
 // EnvInfo reports which environment a run used and what preparing it cost.
-type EnvInfo struct {
-	Key          string  `json:"key"`
-	CacheHit     bool    `json:"cache_hit"`
-	BuildSeconds float64 `json:"build_seconds"`
-	Builder      string  `json:"builder,omitempty"`
-}
+type EnvInfo = run.EnvInfo
 
 // Collected is what a finished run leaves behind, as seen from the engine host.
 // The engine records exactly this: OutputsPath and LogPath are where the

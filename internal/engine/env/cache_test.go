@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/openaml/terraform-provider-aml/internal/engine/field"
 	"io/fs"
 	"net"
 	"os"
@@ -17,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/openaml/terraform-provider-aml/internal/engine/field"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/env"
 	dockertest "github.com/openaml/terraform-provider-aml/internal/testutil/docker"

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"sort"
 	"strconv"
@@ -113,9 +112,9 @@ var ownedDockerFlags = map[string]string{
 }
 
 var (
-	shmPattern     = regexp.MustCompile(`^[0-9]+[bkmgBKMG]?$`)
-	networkPattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$`)
-	gpusPattern    = regexp.MustCompile(`^(all|none|[1-9][0-9]{0,2})$`)
+	shmPattern     = lazyRegexp(`^[0-9]+[bkmgBKMG]?$`)
+	networkPattern = lazyRegexp(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$`)
+	gpusPattern    = lazyRegexp(`^(all|none|[1-9][0-9]{0,2})$`)
 )
 
 // ValidateDocker checks the docker section; errors name the attribute, the value
@@ -130,13 +129,13 @@ func ValidateDocker(d Docker) error {
 	if strings.HasPrefix(d.BaseImage, "-") || strings.ContainsAny(d.BaseImage, " \t\n") {
 		return &field.Error{Attr: "environment.docker.base_image", Msg: fmt.Sprintf("%q is not an image reference (e.g. python:3.11 or registry.example.com/team/img:tag)", d.BaseImage)}
 	}
-	if d.ShmSize != "" && !shmPattern.MatchString(d.ShmSize) {
+	if d.ShmSize != "" && !shmPattern().MatchString(d.ShmSize) {
 		return &field.Error{Attr: "environment.docker.shm_size", Msg: fmt.Sprintf("%q is not a size: use a number with an optional unit b, k, m or g (e.g. 2g)", d.ShmSize)}
 	}
-	if d.Network != "" && (!networkPattern.MatchString(d.Network) || strings.HasPrefix(d.Network, "container")) {
+	if d.Network != "" && (!networkPattern().MatchString(d.Network) || strings.HasPrefix(d.Network, "container")) {
 		return &field.Error{Attr: "environment.docker.network", Msg: fmt.Sprintf("%q is not a network name: use host, none, bridge or the name of a network the engine has (letters, digits, '.', '-', '_'; not container:<id>)", d.Network)}
 	}
-	if d.GPUs != "" && !gpusPattern.MatchString(d.GPUs) {
+	if d.GPUs != "" && !gpusPattern().MatchString(d.GPUs) {
 		return &field.Error{Attr: "environment.docker.gpus", Msg: fmt.Sprintf("%q is not valid: use all, none or a number of GPUs (1-999)", d.GPUs)}
 	}
 	for i := 0; i < len(d.Arguments); i++ {

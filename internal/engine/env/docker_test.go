@@ -3,7 +3,6 @@ package env_test
 import (
 	"context"
 	"errors"
-	"github.com/openaml/terraform-provider-aml/internal/engine/field"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/openaml/terraform-provider-aml/internal/engine/field"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/env"
 )

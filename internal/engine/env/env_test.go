@@ -2,12 +2,13 @@ package env
 
 import (
 	"errors"
-	"github.com/openaml/terraform-provider-aml/internal/engine/field"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/openaml/terraform-provider-aml/internal/engine/field"
 )
 
 func conda(pip ...string) Environment {

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -22,7 +21,7 @@ type Interpreter struct {
 	ABI     string // e.g. "cpython-311-x86_64-linux-gnu"
 }
 
-var pythonName = regexp.MustCompile(`^python(3(\.\d+)?)?$`)
+var pythonName = lazyRegexp(`^python(3(\.\d+)?)?$`)
 
 // DiscoverInterpreters lists the Pythons on pathEnv (python, python3, python3.N),
 // one per version, in PATH order.
@@ -38,7 +37,7 @@ func discoverInterpreters(ctx context.Context, pathEnv string, pr *prober) []Int
 			continue
 		}
 		for _, de := range entries {
-			if pythonName.MatchString(de.Name()) {
+			if pythonName().MatchString(de.Name()) {
 				paths = append(paths, filepath.Join(dir, de.Name()))
 			}
 		}

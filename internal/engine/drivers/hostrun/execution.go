@@ -16,6 +16,7 @@ import (
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
+	"github.com/openaml/terraform-provider-aml/internal/engine/supervise"
 )
 
 // handle is the serialized reference to a run supervised on this host.
@@ -34,24 +35,24 @@ func Recover(raw drivers.Handle) (drivers.Execution, error) {
 	if h.RunDir == "" {
 		return nil, errors.New("local run handle has no run directory")
 	}
-	return &execution{h: h, l: Layout{Dir: h.RunDir}}, nil
+	return &execution{h: h, l: supervise.Layout{Dir: h.RunDir}}, nil
 }
 
 // Open is the execution of a run directory on this host whose supervisor (if
 // any) recorded itself in the run's status (a pool rank).
 func Open(runDir string) drivers.Execution {
-	return &execution{h: handle{RunDir: runDir}, l: Layout{Dir: runDir}}
+	return &execution{h: handle{RunDir: runDir}, l: supervise.Layout{Dir: runDir}}
 }
 
 type execution struct {
 	h handle
-	l Layout
+	l supervise.Layout
 }
 
 // Status reads the supervisor's status file; a supervisor that died without
 // recording an end makes the run Failed/lost (its group is killed first).
 func (e *execution) Status(ctx context.Context) (drivers.State, error) {
-	st, err := readStatus(e.l)
+	st, err := supervise.ReadStatus(e.l)
 	if err != nil {
 		return drivers.State{}, err
 	}
@@ -65,23 +66,23 @@ func (e *execution) Status(ctx context.Context) (drivers.State, error) {
 	if st.SupervisorPID != 0 {
 		pid, ticks = st.SupervisorPID, st.SupervisorTicks
 	}
-	if processAlive(pid, ticks) {
+	if supervise.ProcessAlive(pid, ticks) {
 		return st.State, nil
 	}
 	// Re-read: the supervisor may have finished between the two reads.
-	if again, err := readStatus(e.l); err == nil && again != nil && again.Status.Terminal() {
+	if again, err := supervise.ReadStatus(e.l); err == nil && again != nil && again.Status.Terminal() {
 		return again.State, nil
 	}
 	if st.ChildPID > 0 {
-		_ = killGroup(st.ChildPID, syscall.SIGKILL)
+		_ = supervise.KillGroup(st.ChildPID, syscall.SIGKILL)
 	}
 	if st.Container != "" {
-		reapContainer(e.l.Dir)
+		supervise.ReapContainer(e.l.Dir)
 	}
 	now := time.Now().UTC()
 	st.Status, st.FailureReason, st.EndTime = run.Failed, run.ReasonLost, &now
 	st.Message = fmt.Sprintf("the run's supervisor (pid %d) is gone without recording a result", pid)
-	_ = writeJSONAtomic(e.l.Status(), st)
+	_ = supervise.WriteJSONAtomic(e.l.Status(), st)
 	return st.State, nil
 }
 
@@ -91,7 +92,7 @@ func (e *execution) Status(ctx context.Context) (drivers.State, error) {
 // without recording an end is found by Status); elsewhere it polls, quickly at
 // first, then every waitCheck.
 func (e *execution) Wait(ctx context.Context) (drivers.State, error) {
-	w, err := watchStatus(e.l.Status())
+	w, err := supervise.WatchStatus(e.l.Status())
 	if err != nil {
 		return drivers.Poll(ctx, 20*time.Millisecond, waitCheck, e.Status)
 	}
@@ -121,34 +122,34 @@ func (e *execution) Logs(ctx context.Context, offset int64) ([]byte, int64, erro
 // Cancel asks the supervisor to stop the run; if the supervisor is gone it stops
 // the group itself.
 func (e *execution) Cancel(ctx context.Context, grace time.Duration, reason string) error {
-	st, err := readStatus(e.l)
+	st, err := supervise.ReadStatus(e.l)
 	if err != nil || st == nil || st.Status.Terminal() {
 		return err
 	}
-	if err := writeJSONAtomic(e.l.CancelReq(), CancelRequest{GraceSec: grace.Seconds(), Reason: reason, At: time.Now().UTC()}); err != nil {
+	if err := supervise.WriteJSONAtomic(e.l.CancelReq(), supervise.CancelRequest{GraceSec: grace.Seconds(), Reason: reason, At: time.Now().UTC()}); err != nil {
 		return err
 	}
 	pid, ticks := st.SupervisorPID, st.SupervisorTicks
 	if pid == 0 {
 		pid, ticks = e.h.SupervisorPID, e.h.SupervisorTicks
 	}
-	if processAlive(pid, ticks) {
+	if supervise.ProcessAlive(pid, ticks) {
 		return syscall.Kill(pid, syscall.SIGTERM)
 	}
 	if st.ChildPID > 0 {
-		_ = killGroup(st.ChildPID, syscall.SIGTERM)
+		_ = supervise.KillGroup(st.ChildPID, syscall.SIGTERM)
 		deadline := time.Now().Add(grace)
-		for groupAlive(st.ChildPID) && time.Now().Before(deadline) {
+		for supervise.GroupAlive(st.ChildPID) && time.Now().Before(deadline) {
 			time.Sleep(50 * time.Millisecond)
 		}
-		_ = killGroup(st.ChildPID, syscall.SIGKILL)
+		_ = supervise.KillGroup(st.ChildPID, syscall.SIGKILL)
 	}
 	if st.Container != "" {
-		reapContainer(e.l.Dir)
+		supervise.ReapContainer(e.l.Dir)
 	}
 	now := time.Now().UTC()
 	st.Status, st.FailureReason, st.EndTime = run.Canceled, reason, &now
-	return writeJSONAtomic(e.l.Status(), st)
+	return supervise.WriteJSONAtomic(e.l.Status(), st)
 }
 
 // Collect reads metrics, the output listing and the log tail. What the script
@@ -172,7 +173,7 @@ func (e *execution) Collect(ctx context.Context) (drivers.Collected, error) {
 	if c.LogTail, err = run.TailLines(e.l.Dir, e.l.StdLog(), drivers.LogTailLines, 64<<10); err != nil {
 		c.Warnings = append(c.Warnings, fmt.Sprintf("log not read: %v", err))
 	}
-	if st, err := readStatus(e.l); err == nil && st != nil && st.Status.Terminal() && st.Status != run.Completed {
+	if st, err := supervise.ReadStatus(e.l); err == nil && st != nil && st.Status.Terminal() && st.Status != run.Completed {
 		// A Python failure's traceback may have scrolled out of the tail
 		// (a framework logging its shutdown after it, for one).
 		if tail, err := run.TailLines(e.l.Dir, e.l.StdLog(), 2000, 256<<10); err == nil {
@@ -301,7 +302,7 @@ func moveArtifacts(dir, outputs string) []string {
 
 // FileWatch wakes C (at most one pending signal) when one of the watched files
 // is written and closed or renamed into place; see WatchFiles.
-type FileWatch struct{ w *statusWatch }
+type FileWatch struct{ w *supervise.StatusWatch }
 
 // C is ready after a watched file changed.
 func (w *FileWatch) C() <-chan struct{} { return w.w.C }
@@ -313,7 +314,7 @@ func (w *FileWatch) Close() error { return w.w.Close() }
 // the supervisor's status updates and a pool's queue bell make. It fails where
 // the OS has no such notification (then callers poll).
 func WatchFiles(paths ...string) (*FileWatch, error) {
-	w, err := watchStatus(paths...)
+	w, err := supervise.WatchStatus(paths...)
 	if err != nil {
 		return nil, err
 	}
@@ -324,7 +325,7 @@ func WatchFiles(paths ...string) (*FileWatch, error) {
 func WatchRunStatus(dirs ...string) (*FileWatch, error) {
 	paths := make([]string, len(dirs))
 	for i, d := range dirs {
-		paths[i] = Layout{Dir: d}.Status()
+		paths[i] = supervise.Layout{Dir: d}.Status()
 	}
 	return WatchFiles(paths...)
 }

@@ -8,10 +8,10 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
 	"github.com/openaml/terraform-provider-aml/internal/engine/env"
+	"github.com/openaml/terraform-provider-aml/internal/engine/supervise"
 )
 
 // ProbeHost describes this machine: OS, cores, memory, GPUs, python3.
@@ -42,7 +42,7 @@ func probe(ctx context.Context, attached bool) drivers.Facts {
 			f.Python = strings.TrimSpace(strings.TrimPrefix(string(out), "Python "))
 		}
 	})
-	wg.Go(func() { f.GPUs = CountGPUs(ctx) })
+	wg.Go(func() { f.GPUs = supervise.CountGPUs(ctx) })
 	if attached {
 		wg.Go(func() {
 			for _, in := range env.DiscoverInterpreters(ctx, os.Getenv("PATH")) {
@@ -61,21 +61,4 @@ func probe(ctx context.Context, attached bool) drivers.Facts {
 	}
 	wg.Wait()
 	return f
-}
-
-// CountGPUs asks nvidia-smi; without it the machine has none we can use.
-func CountGPUs(ctx context.Context) int {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "nvidia-smi", "-L").Output()
-	if err != nil {
-		return 0
-	}
-	n := 0
-	for _, line := range strings.Split(string(out), "\n") {
-		if strings.HasPrefix(line, "GPU ") {
-			n++
-		}
-	}
-	return n
 }

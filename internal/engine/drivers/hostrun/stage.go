@@ -5,17 +5,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
 	"github.com/openaml/terraform-provider-aml/internal/engine/env"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
+	"github.com/openaml/terraform-provider-aml/internal/engine/supervise"
 )
 
 // StageRequest is everything a host needs to prepare one run directory. It is
@@ -60,63 +59,11 @@ func NewStageRequest(spec drivers.RunSpec, runDir string) StageRequest {
 	}
 }
 
-// RunVars are the variables every run gets from the host runtime, whatever the
-// target: where its outputs, logs and metrics go.
-func RunVars(runID string, l Layout) map[string]string {
-	return map[string]string{
-		"AML_RUN_ID":       runID,
-		"AML_OUTPUTS_DIR":  l.Outputs(),
-		"AML_LOGS_DIR":     l.Logs(),
-		"AML_METRICS_FILE": l.Metrics(),
-		"AML_TAGS_FILE":    l.Tags(),
-		"PYTHONUNBUFFERED": "1",
-	}
-}
-
-// runVars are RunVars with the experiment's name, for scripts (azureml's
-// Run.experiment.name).
-func runVars(runID, experiment string, l Layout) map[string]string {
-	vars := RunVars(runID, l)
-	if experiment != "" {
-		vars["AML_EXPERIMENT_NAME"] = experiment
-	}
-	return vars
-}
-
-// MLflowVars point MLflow at a file store inside the run directory, read when
-// the run is collected. They are defaults: a run whose environment sets
-// MLFLOW_TRACKING_URI keeps its own tracking (and none of these). MLflow 3
-// refuses a file store without MLFLOW_ALLOW_FILE_STORE, and its own default
-// (sqlite:///mlflow.db) fails without SQLAlchemy, as with mlflow-skinny.
-func MLflowVars(l Layout, experiment string) map[string]string {
-	vars := map[string]string{
-		"MLFLOW_TRACKING_URI":     (&url.URL{Scheme: "file", Path: filepath.ToSlash(l.MLflowStore())}).String(),
-		"MLFLOW_ALLOW_FILE_STORE": "true",
-	}
-	if experiment != "" {
-		vars["MLFLOW_EXPERIMENT_NAME"] = experiment
-	}
-	return vars
-}
-
-// withDefaults adds defaults to a run's variables unless the run already sets
-// MLFLOW_TRACKING_URI (then its MLflow configuration is left as it is).
-func withDefaults(m, defaults map[string]string) {
-	if _, own := m["MLFLOW_TRACKING_URI"]; own {
-		return
-	}
-	for k, v := range defaults {
-		if _, set := m[k]; !set {
-			m[k] = v
-		}
-	}
-}
-
 // Command is the program a run executes in run directory l. For a
 // system-managed environment the interpreter is left empty: the supervisor
 // fills it in once the environment is ready. For Docker runs it is the program
 // inside the container (the supervisor's spec says which container).
-func Command(runID, experiment string, l Layout, p drivers.Program, launch env.Launch, vars map[string]string) []string {
+func Command(runID, experiment string, l supervise.Layout, p drivers.Program, launch env.Launch, vars map[string]string) []string {
 	var prog []string
 	if p.Script != "" {
 		prog = append([]string{filepath.FromSlash(p.Script)}, p.Arguments...)
@@ -140,7 +87,7 @@ func Command(runID, experiment string, l Layout, p drivers.Program, launch env.L
 // directory and writes the supervisor's spec, an initial status and the aml_run
 // helper. The run's base environment is this host's.
 func Stage(ctx context.Context, req StageRequest) (err error) {
-	l := Layout{Dir: req.RunDir}
+	l := supervise.Layout{Dir: req.RunDir}
 	if _, err := os.Stat(l.Dir); err == nil && !req.Materialized {
 		return fmt.Errorf("run directory %s already exists", l.Dir)
 	}
@@ -166,42 +113,42 @@ func Stage(ctx context.Context, req StageRequest) (err error) {
 			return fmt.Errorf("staging run directory: %w", err)
 		}
 	}
-	if err := writeHelpers(l.HelperLib()); err != nil {
+	if err := supervise.WriteHelpers(l.HelperLib()); err != nil {
 		return fmt.Errorf("staging run directory: %w", err)
 	}
 	// The control directory holds the run's spec: the owner's alone.
 	if err := os.Chmod(l.Control(), 0o700); err != nil {
 		return err
 	}
-	sspec := SupervisorSpec{
+	sspec := supervise.SupervisorSpec{
 		RunID:          req.RunID,
 		Experiment:     req.Experiment,
 		Argv:           Command(req.RunID, req.Experiment, l, req.Program, req.Launch, req.Env),
 		Vars:           req.Env,
-		RunVars:        runVars(req.RunID, req.Experiment, l),
+		RunVars:        supervise.RunVarsFor(req.RunID, req.Experiment, l),
 		HelperLib:      l.HelperLib(),
 		MaxDurationSec: req.MaxDurationSec,
 		GraceSec:       req.GraceSec,
 	}
 	if d := req.Launch.Docker; d != nil {
-		if err := pullIfPrivate(ctx, d); err != nil {
+		if err := supervise.PullIfPrivate(ctx, d); err != nil {
 			return err
 		}
-		sspec.Container = containerSpec(req.RunID, req.Experiment, l, sspec.Argv, req.Launch, req.Env, req.EnvRoot)
+		sspec.Container = supervise.NewContainerSpec(req.RunID, req.Experiment, l, sspec.Argv, req.Launch, req.Env, req.EnvRoot)
 	} else if sys := req.Launch.System; sys != nil {
-		sspec.Environment = &EnvironmentSpec{Definition: *sys, CacheRoot: req.EnvRoot, CacheMaxBytes: req.EnvCacheBytes, PathEnv: os.Getenv("PATH")}
+		sspec.Environment = &supervise.EnvironmentSpec{Definition: *sys, CacheRoot: req.EnvRoot, CacheMaxBytes: req.EnvCacheBytes, PathEnv: os.Getenv("PATH")}
 	}
-	if err := writeJSONAtomic(l.Spec(), sspec); err != nil {
+	if err := supervise.WriteJSONAtomic(l.Spec(), sspec); err != nil {
 		return err
 	}
-	return writeJSONAtomic(l.Status(), SupervisorStatus{State: drivers.State{Status: run.Starting}})
+	return supervise.WriteJSONAtomic(l.Status(), supervise.SupervisorStatus{State: drivers.State{Status: run.Starting}})
 }
 
 // Launch starts `agent supervise <runDir>` detached: its own session, stdin from
 // /dev/null, stdout and stderr on a file, so it outlives this process and never
 // holds the plugin protocol's pipes. It returns the run's handle.
 func Launch(agentCommand []string, runDir string) (drivers.Handle, error) {
-	l := Layout{Dir: runDir}
+	l := supervise.Layout{Dir: runDir}
 	slog, err := os.OpenFile(l.SupervisorLog(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
@@ -210,7 +157,8 @@ func Launch(agentCommand []string, runDir string) (drivers.Handle, error) {
 	if len(agentCommand) == 0 {
 		return nil, errors.New("no agent command configured")
 	}
-	cmd := exec.Command(agentCommand[0], AgentArgs(agentCommand, "supervise", l.Dir)...)
+	sup := supervise.Command(agentCommand)
+	cmd := exec.Command(sup[0], AgentArgs(sup, "supervise", l.Dir)...)
 	cmd.Dir = l.Dir
 	cmd.Stdin = nil
 	cmd.Stdout, cmd.Stderr = slog, slog
@@ -220,7 +168,7 @@ func Launch(agentCommand []string, runDir string) (drivers.Handle, error) {
 		return nil, fmt.Errorf("starting run supervisor: %w", err)
 	}
 	h := handle{RunDir: l.Dir, SupervisorPID: cmd.Process.Pid}
-	h.SupervisorTicks, _, _ = procStart(cmd.Process.Pid)
+	h.SupervisorTicks, _, _ = supervise.ProcStart(cmd.Process.Pid)
 	// Reap the supervisor if it ends while we are alive; once we exit, init does.
 	go func() { _ = cmd.Wait() }()
 	return json.Marshal(h)
@@ -229,42 +177,4 @@ func Launch(agentCommand []string, runDir string) (drivers.Handle, error) {
 // AgentArgs is the argument list (after the program) of an agent subcommand.
 func AgentArgs(agentCommand []string, sub ...string) []string {
 	return append(append([]string{}, agentCommand[1:]...), sub...)
-}
-
-// RunEnvironment builds a run's environment: the base (minus the plugin protocol's
-// variables), then the user's variables, then the engine's, with helperLib first on
-// PYTHONPATH. defaults (MLflowVars) fill in what neither the base nor the user
-// set (see withDefaults).
-func RunEnvironment(base []string, user, engine, defaults map[string]string, helperLib string) []string {
-	m := map[string]string{}
-	for _, kv := range base {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || isPluginVar(k) {
-			continue
-		}
-		m[k] = v
-	}
-	for k, v := range user {
-		m[k] = v
-	}
-	withDefaults(m, defaults)
-	for k, v := range engine {
-		m[k] = v
-	}
-	if helperLib != "" {
-		if pp := m["PYTHONPATH"]; pp != "" {
-			m["PYTHONPATH"] = helperLib + string(os.PathListSeparator) + pp
-		} else {
-			m["PYTHONPATH"] = helperLib
-		}
-	}
-	out := make([]string, 0, len(m))
-	for _, k := range run.SortedKeys(m) {
-		out = append(out, k+"="+m[k])
-	}
-	return out
-}
-
-func isPluginVar(k string) bool {
-	return k == "TF_PLUGIN_MAGIC_COOKIE" || k == "TF_REATTACH_PROVIDERS" || strings.HasPrefix(k, "PLUGIN_") || k == "AML_AGENT"
 }

@@ -12,11 +12,11 @@ import (
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/driverstest"
-	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun"
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/local"
 	"github.com/openaml/terraform-provider-aml/internal/engine/env"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
+	"github.com/openaml/terraform-provider-aml/internal/engine/supervise"
 	dockertest "github.com/openaml/terraform-provider-aml/internal/testutil/docker"
 )
 
@@ -32,7 +32,7 @@ func TestConformanceDocker(t *testing.T) {
 		Blobs:  snapshot.BlobStore{Root: filepath.Join(ws, "blobs")},
 		Launch: env.Launch{Docker: &env.Docker{Enabled: true, BaseImage: eng.BaseImage}, Interpreter: "python3"},
 		Containers: func(t *testing.T, runID string) []string {
-			return eng.Containers(t, hostrun.LabelRunID+"="+runID, true)
+			return eng.Containers(t, supervise.LabelRunID+"="+runID, true)
 		},
 	})
 }
@@ -75,7 +75,7 @@ func TestDockerSecretsAndTimeLimit(t *testing.T) {
 	if st.Status != run.Failed || st.FailureReason != run.ReasonTimedOut || st.ExitCode == nil || *st.ExitCode != 143 {
 		t.Fatalf("state %+v, want Failed/timed_out with the container's exit code 143 (SIGTERM)", st)
 	}
-	if left := eng.Containers(t, hostrun.LabelRunID+"="+id, true); len(left) > 0 {
+	if left := eng.Containers(t, supervise.LabelRunID+"="+id, true); len(left) > 0 {
 		t.Errorf("containers left: %v", left)
 	}
 	runDir := filepath.Join(drv.RunsRoot, id)
@@ -129,7 +129,7 @@ func TestDockerMissingInterpreter(t *testing.T) {
 	if err != nil || !bytes.Contains([]byte(col.LogTail), []byte("no-such-python")) {
 		t.Errorf("log tail %q (%v) does not name the missing interpreter", col.LogTail, err)
 	}
-	if left := eng.Containers(t, hostrun.LabelRunID+"="+id, true); len(left) > 0 {
+	if left := eng.Containers(t, supervise.LabelRunID+"="+id, true); len(left) > 0 {
 		t.Errorf("containers left: %v", left)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/local"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
+	"github.com/openaml/terraform-provider-aml/internal/engine/supervise"
 	"github.com/openaml/terraform-provider-aml/internal/testutil"
 	dockertest "github.com/openaml/terraform-provider-aml/internal/testutil/docker"
 )
@@ -121,7 +122,7 @@ type statusFile struct {
 func readStatusFile(t *testing.T, runDir string) statusFile {
 	t.Helper()
 	var st statusFile
-	b, err := os.ReadFile(filepath.Join(runDir, hostrun.ControlDir, "status.json"))
+	b, err := os.ReadFile(filepath.Join(runDir, supervise.ControlDir, "status.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +138,7 @@ func waitRunning(t *testing.T, runDir string) statusFile {
 	t.Helper()
 	var st statusFile
 	testutil.WaitFor(t, 10*time.Second, "the run to be Running", func() bool {
-		b, err := os.ReadFile(filepath.Join(runDir, hostrun.ControlDir, "status.json"))
+		b, err := os.ReadFile(filepath.Join(runDir, supervise.ControlDir, "status.json"))
 		if err != nil || json.Unmarshal(b, &st) != nil {
 			return false
 		}
@@ -185,7 +186,7 @@ echo "$PYTHONPATH" > "$AML_LOGS_DIR/pythonpath.txt"
 	if !slices.Equal(col.OutputFiles, []string{"model.txt", "sub/weights.bin"}) {
 		t.Errorf("outputs = %v", col.OutputFiles)
 	}
-	if col.OutputsPath != filepath.Join(runDir, hostrun.OutputsDir) || col.LogPath != filepath.Join(runDir, hostrun.LogsDir, hostrun.StdLogFile) {
+	if col.OutputsPath != filepath.Join(runDir, supervise.OutputsDir) || col.LogPath != filepath.Join(runDir, supervise.LogsDir, supervise.StdLogFile) {
 		t.Errorf("paths: %s %s", col.OutputsPath, col.LogPath)
 	}
 	if len(col.Metrics) != 2 || run.LastValues(col.Metrics)["acc"] != 0.75 {
@@ -194,11 +195,11 @@ echo "$PYTHONPATH" > "$AML_LOGS_DIR/pythonpath.txt"
 	if _, err := os.Stat(filepath.Join(runDir, "data", "input.txt")); err != nil {
 		t.Errorf("snapshot not materialized in the run dir: %v", err)
 	}
-	pp, _ := os.ReadFile(filepath.Join(runDir, hostrun.LogsDir, "pythonpath.txt"))
-	if !strings.HasPrefix(string(pp), filepath.Join(runDir, hostrun.ControlDir, "lib")) {
+	pp, _ := os.ReadFile(filepath.Join(runDir, supervise.LogsDir, "pythonpath.txt"))
+	if !strings.HasPrefix(string(pp), filepath.Join(runDir, supervise.ControlDir, "lib")) {
 		t.Errorf("PYTHONPATH = %q, want the helper lib first", pp)
 	}
-	if _, err := os.Stat(filepath.Join(runDir, hostrun.ControlDir, "lib", "aml_run.py")); err != nil {
+	if _, err := os.Stat(filepath.Join(runDir, supervise.ControlDir, "lib", "aml_run.py")); err != nil {
 		t.Errorf("aml_run helper missing: %v", err)
 	}
 
@@ -293,7 +294,7 @@ func TestCancel(t *testing.T) {
 			runDir, ex := f.start(t, []string{sh, "s.sh"}, nil, 0, tt.grace)
 			sf := waitRunning(t, runDir)
 			testutil.WaitFor(t, 10*time.Second, "the pid file", func() bool {
-				_, err := os.Stat(filepath.Join(runDir, hostrun.OutputsDir, "pid"))
+				_, err := os.Stat(filepath.Join(runDir, supervise.OutputsDir, "pid"))
 				return err == nil
 			})
 			began := time.Now()
@@ -430,7 +431,7 @@ func TestRunEnvironment(t *testing.T) {
 		"SHARED=base",
 		"malformed",
 	}
-	got := hostrun.RunEnvironment(base,
+	got := supervise.RunEnvironment(base,
 		map[string]string{"SHARED": "user", "MINE": "1", "AML_RUN_ID": "user"},
 		map[string]string{"AML_RUN_ID": "r1"},
 		map[string]string{"MLFLOW_TRACKING_URI": "file:///run/.aml/mlruns", "MLFLOW_ALLOW_FILE_STORE": "true"},
@@ -451,21 +452,21 @@ func TestRunEnvironment(t *testing.T) {
 
 	// A run (or Terraform's environment) that names its own MLflow tracking
 	// keeps it, and gets none of the defaults.
-	got = hostrun.RunEnvironment([]string{"MLFLOW_TRACKING_URI=http://mlflow:5000"}, nil, nil,
+	got = supervise.RunEnvironment([]string{"MLFLOW_TRACKING_URI=http://mlflow:5000"}, nil, nil,
 		map[string]string{"MLFLOW_TRACKING_URI": "file:///x", "MLFLOW_ALLOW_FILE_STORE": "true"}, "")
 	if !slices.Equal(got, []string{"MLFLOW_TRACKING_URI=http://mlflow:5000"}) {
 		t.Errorf("own MLflow tracking: %q", got)
 	}
-	got = hostrun.RunEnvironment([]string{"A=1"}, map[string]string{"MLFLOW_TRACKING_URI": "databricks"}, nil,
+	got = supervise.RunEnvironment([]string{"A=1"}, map[string]string{"MLFLOW_TRACKING_URI": "databricks"}, nil,
 		map[string]string{"MLFLOW_TRACKING_URI": "file:///x", "MLFLOW_ALLOW_FILE_STORE": "true"}, "")
 	if !slices.Equal(got, []string{"A=1", "MLFLOW_TRACKING_URI=databricks"}) {
 		t.Errorf("run's own MLflow tracking: %q", got)
 	}
-	got = hostrun.RunEnvironment([]string{"A=1"}, nil, nil, nil, "/lib")
+	got = supervise.RunEnvironment([]string{"A=1"}, nil, nil, nil, "/lib")
 	if !slices.Equal(got, []string{"A=1", "PYTHONPATH=/lib"}) {
 		t.Errorf("no PYTHONPATH in base: %q", got)
 	}
-	got = hostrun.RunEnvironment([]string{"A=1"}, nil, nil, nil, "")
+	got = supervise.RunEnvironment([]string{"A=1"}, nil, nil, nil, "")
 	if !slices.Equal(got, []string{"A=1"}) {
 		t.Errorf("no helper lib: %q", got)
 	}

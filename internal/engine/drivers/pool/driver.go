@@ -17,6 +17,7 @@ import (
 	"github.com/openaml/terraform-provider-aml/internal/engine/field"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/store"
+	"github.com/openaml/terraform-provider-aml/internal/engine/supervise"
 )
 
 // Driver sends runs to a managed pool: it stages one run directory per rank,
@@ -107,7 +108,7 @@ func (d *Driver) Start(ctx context.Context, spec drivers.RunSpec) (drivers.Handl
 		return nil, err
 	}
 	for rank := 0; rank < k; rank++ {
-		_ = hostrun.ResetForRequeue(RankDir(runDir, rank), "queued on pool "+d.Pool.Name)
+		_ = supervise.ResetForRequeue(RankDir(runDir, rank), "queued on pool "+d.Pool.Name)
 	}
 	d.Pool.Ring()
 	if err := d.Pool.EnsureNodes(ctx); err != nil {
@@ -153,7 +154,7 @@ func (e *execution) Status(ctx context.Context) (drivers.State, error) {
 	}
 	states := make([]drivers.State, e.h.NodeCount)
 	for rank := range states {
-		if states[rank], err = hostrun.ReadState(RankDir(e.h.RunDir, rank)); err != nil {
+		if states[rank], err = supervise.ReadState(RankDir(e.h.RunDir, rank)); err != nil {
 			return drivers.State{}, err
 		}
 	}
@@ -250,8 +251,8 @@ func (e *execution) Cancel(ctx context.Context, grace time.Duration, reason stri
 	var errs []error
 	for rank := 0; rank < e.h.NodeCount; rank++ {
 		dir := RankDir(e.h.RunDir, rank)
-		if !hostrun.SupervisorStarted(dir) {
-			errs = append(errs, hostrun.MarkEnded(dir, run.Canceled, reason, "canceled before it started"))
+		if !supervise.SupervisorStarted(dir) {
+			errs = append(errs, supervise.MarkEnded(dir, run.Canceled, reason, "canceled before it started"))
 			continue
 		}
 		errs = append(errs, hostrun.Open(dir).Cancel(ctx, grace, reason))

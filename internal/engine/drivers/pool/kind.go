@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
-	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun"
 	"github.com/openaml/terraform-provider-aml/internal/engine/store"
+	"github.com/openaml/terraform-provider-aml/internal/engine/supervise"
 )
 
 func init() { drivers.Register(kind{}) }
@@ -137,7 +137,7 @@ func nodeAlive(n store.NodeRow) bool {
 	if !nodeHere(n) {
 		return true
 	}
-	return hostrun.ProcessAlive(n.PID, n.Ticks)
+	return supervise.ProcessAlive(n.PID, n.Ticks)
 }
 
 // nodeHere reports whether a node's agent runs on this machine.

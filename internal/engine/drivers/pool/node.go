@@ -17,6 +17,7 @@ import (
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/store"
+	"github.com/openaml/terraform-provider-aml/internal/engine/supervise"
 )
 
 // tick is how often a node looks for work; maintenance (reaping dead nodes,
@@ -53,7 +54,7 @@ func RunNode(wsDir, poolName, nodeID string) int {
 		p:   &Pool{Store: s, Name: poolName, AgentCommand: []string{exe, "agent"}, EnvRoot: filepath.Join(wsDir, drivers.EnvsDir), Host: ThisHost()},
 	}
 	bg := context.Background()
-	if err := s.NodeStarted(bg, nodeID, os.Getpid(), hostrun.SelfStartTicks()); err != nil {
+	if err := s.NodeStarted(bg, nodeID, os.Getpid(), supervise.SelfStartTicks()); err != nil {
 		logger.Printf("registering: %v", err)
 		return 1
 	}
@@ -216,7 +217,7 @@ func (n *node) loop(ctx context.Context) int {
 // launch starts this node's rank of its assigned run.
 func (n *node) launch(ctx context.Context, row store.NodeRow, spec Spec) {
 	dir := RankDir(filepath.Join(n.p.RunsRoot(), row.RunID), row.Rank)
-	if st, err := hostrun.ReadState(dir); err != nil || st.Status.Terminal() {
+	if st, err := supervise.ReadState(dir); err != nil || st.Status.Terminal() {
 		// Canceled before it started (or unreadable): nothing to run.
 		n.release(ctx, row.RunID)
 		return
@@ -227,26 +228,27 @@ func (n *node) launch(ctx context.Context, row store.NodeRow, spec Spec) {
 	}
 	cpus := n.p.Host.CPUSet(size, row.Slot)
 	vars := map[string]string{"AML_NODE_ID": n.id, "OMP_NUM_THREADS": strconv.Itoa(size.Cores), "CUDA_VISIBLE_DEVICES": joinInts(n.p.Host.GPUSet(size, row.Slot))}
-	if err := hostrun.WriteNodeAssignment(dir, hostrun.NodeAssignment{NodeID: n.id, CPUs: cpus, Env: vars}); err != nil {
+	if err := supervise.WriteNodeAssignment(dir, supervise.NodeAssignment{NodeID: n.id, CPUs: cpus, Env: vars}); err != nil {
 		n.log.Printf("run %s rank %d: %v", row.RunID, row.Rank, err)
-		_ = hostrun.MarkEnded(dir, run.Failed, run.ReasonSetupFailed, err.Error())
+		_ = supervise.MarkEnded(dir, run.Failed, run.ReasonSetupFailed, err.Error())
 		n.release(ctx, row.RunID)
 		return
 	}
-	logf, err := os.OpenFile(hostrun.Layout{Dir: dir}.SupervisorLog(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	logf, err := os.OpenFile(supervise.Layout{Dir: dir}.SupervisorLog(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		_ = hostrun.MarkEnded(dir, run.Failed, run.ReasonSetupFailed, err.Error())
+		_ = supervise.MarkEnded(dir, run.Failed, run.ReasonSetupFailed, err.Error())
 		n.release(ctx, row.RunID)
 		return
 	}
 	defer logf.Close()
-	cmd := exec.Command(n.p.AgentCommand[0], hostrun.AgentArgs(n.p.AgentCommand, "supervise", dir)...)
+	sup := supervise.Command(n.p.AgentCommand)
+	cmd := exec.Command(sup[0], hostrun.AgentArgs(sup, "supervise", dir)...)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// The rank dies with its node: a killed node's run is requeued, never run twice.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		_ = hostrun.MarkEnded(dir, run.Failed, run.ReasonSetupFailed, fmt.Sprintf("starting the supervisor: %v", err))
+		_ = supervise.MarkEnded(dir, run.Failed, run.ReasonSetupFailed, fmt.Sprintf("starting the supervisor: %v", err))
 		n.release(ctx, row.RunID)
 		return
 	}
@@ -267,8 +269,8 @@ func (n *node) watch(ctx context.Context, row store.NodeRow) {
 		}
 	}
 	if p.exited {
-		if st, err := hostrun.ReadState(p.dir); err == nil && !st.Status.Terminal() {
-			_ = hostrun.MarkEnded(p.dir, run.Failed, run.ReasonLost, "the rank's supervisor exited without recording a result")
+		if st, err := supervise.ReadState(p.dir); err == nil && !st.Status.Terminal() {
+			_ = supervise.MarkEnded(p.dir, run.Failed, run.ReasonLost, "the rank's supervisor exited without recording a result")
 		}
 		n.log.Printf("run %s rank %d ended", p.runID, p.rank)
 		n.cur = nil
@@ -294,7 +296,7 @@ func (n *node) gangCheck(ctx context.Context, p *rankProc) {
 	runDir := filepath.Join(n.p.RunsRoot(), p.runID)
 	failed := -1
 	for r := 0; r < q.NodeCount; r++ {
-		if st, err := hostrun.ReadState(RankDir(runDir, r)); err == nil && st.Status.Terminal() && st.Status != run.Completed {
+		if st, err := supervise.ReadState(RankDir(runDir, r)); err == nil && st.Status.Terminal() && st.Status != run.Completed {
 			failed = r
 			break
 		}
@@ -304,7 +306,7 @@ func (n *node) gangCheck(ctx context.Context, p *rankProc) {
 	}
 	for r := 0; r < q.NodeCount; r++ {
 		dir := RankDir(runDir, r)
-		if st, err := hostrun.ReadState(dir); err == nil && !st.Status.Terminal() {
+		if st, err := supervise.ReadState(dir); err == nil && !st.Status.Terminal() {
 			n.log.Printf("run %s: rank %d failed, stopping rank %d", p.runID, failed, r)
 			cancelRank(ctx, dir, fmt.Sprintf("rank_%d_failed", failed))
 		}
@@ -312,8 +314,8 @@ func (n *node) gangCheck(ctx context.Context, p *rankProc) {
 }
 
 func cancelRank(ctx context.Context, dir, reason string) {
-	if !hostrun.SupervisorStarted(dir) {
-		_ = hostrun.MarkEnded(dir, run.Canceled, reason, "stopped before it started")
+	if !supervise.SupervisorStarted(dir) {
+		_ = supervise.MarkEnded(dir, run.Canceled, reason, "stopped before it started")
 		return
 	}
 	_ = hostrun.Open(dir).Cancel(ctx, cancelGrace, reason)
@@ -348,7 +350,7 @@ func (n *node) release(ctx context.Context, runID string) {
 	}
 	runDir := filepath.Join(n.p.RunsRoot(), runID)
 	for r := 0; r < q.NodeCount; r++ {
-		if st, err := hostrun.ReadState(RankDir(runDir, r)); err != nil || !st.Status.Terminal() {
+		if st, err := supervise.ReadState(RankDir(runDir, r)); err != nil || !st.Status.Terminal() {
 			return
 		}
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/openaml/terraform-provider-aml/internal/engine/field"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/store"
+	"github.com/openaml/terraform-provider-aml/internal/engine/supervise"
 )
 
 // Kind is the target kind of managed pools in the workspace store.
@@ -96,7 +97,7 @@ func RankDir(runDir string, rank int) string {
 	if rank == 0 {
 		return runDir
 	}
-	return filepath.Join(runDir, hostrun.ControlDir, "rank-"+strconv.Itoa(rank))
+	return filepath.Join(runDir, supervise.ControlDir, "rank-"+strconv.Itoa(rank))
 }
 
 func (p *Pool) logDir() string { return filepath.Join(p.Store.Dir, "pools", p.Name) }
@@ -137,7 +138,7 @@ func (p *Pool) Reap(ctx context.Context) error {
 		if n.PID == 0 || !nodeHere(n) || (time.Since(n.HeartbeatAt) <= LeaseTimeout && nodeAlive(n)) {
 			continue
 		}
-		if !hostrun.StopTree(n.PID, n.Ticks, fenceWait) {
+		if !supervise.StopTree(n.PID, n.Ticks, fenceWait) {
 			return nil // not stopped yet: reaped at a later pass
 		}
 	}
@@ -161,9 +162,9 @@ func (p *Pool) Reap(ctx context.Context) error {
 		for rank := 0; rank < q.NodeCount; rank++ {
 			dir := RankDir(runDir, rank)
 			if l.Requeued {
-				err = hostrun.ResetForRequeue(dir, "a node of this run was lost; the run is queued again (once)")
+				err = supervise.ResetForRequeue(dir, "a node of this run was lost; the run is queued again (once)")
 			} else {
-				err = hostrun.MarkEnded(dir, run.Failed, run.ReasonLost, "a node of this run was lost twice")
+				err = supervise.MarkEnded(dir, run.Failed, run.ReasonLost, "a node of this run was lost twice")
 			}
 			if err != nil {
 				return err

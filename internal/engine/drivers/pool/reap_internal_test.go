@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/store"
+	"github.com/openaml/terraform-provider-aml/internal/engine/supervise"
 )
 
 // A lost node's rank supervisor that still runs (its node stopped
@@ -28,11 +28,11 @@ func TestReapStopsTheLostNodesRankBeforeRequeue(t *testing.T) {
 	p := testPool(t, "reap", 1)
 	s := p.Store
 	runDir := filepath.Join(p.RunsRoot(), "run-1")
-	status := hostrun.Layout{Dir: runDir}.Status()
+	status := supervise.Layout{Dir: runDir}.Status()
 	if err := os.MkdirAll(filepath.Dir(status), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := hostrun.ResetForRequeue(runDir, "queued"); err != nil {
+	if err := supervise.ResetForRequeue(runDir, "queued"); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Enqueue(ctx, "run-1", "p", 1); err != nil {
@@ -64,7 +64,7 @@ func TestReapStopsTheLostNodesRankBeforeRequeue(t *testing.T) {
 		t.Fatalf("after the reap: %+v, %v; want queued again", q, err)
 	}
 	time.Sleep(600 * time.Millisecond)
-	if st, err := hostrun.ReadState(runDir); err != nil || st.Status != run.Queued {
+	if st, err := supervise.ReadState(runDir); err != nil || st.Status != run.Queued {
 		t.Fatalf("the requeued run's status is %+v, %v; want Queued (nothing of the lost attempt may write after the requeue)", st, err)
 	}
 }

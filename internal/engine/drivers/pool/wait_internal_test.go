@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/store"
+	"github.com/openaml/terraform-provider-aml/internal/engine/supervise"
 )
 
 // Wait learns a rank's end from the status write itself: with the periodic
@@ -27,10 +27,10 @@ func TestWaitWokenByStatusWrite(t *testing.T) {
 	runDir := filepath.Join(p.RunsRoot(), "run-1")
 	for rank := 0; rank < 2; rank++ {
 		dir := RankDir(runDir, rank)
-		if err := os.MkdirAll(filepath.Dir(hostrun.Layout{Dir: dir}.Status()), 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Dir(supervise.Layout{Dir: dir}.Status()), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := hostrun.ResetForRequeue(dir, "queued"); err != nil {
+		if err := supervise.ResetForRequeue(dir, "queued"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -45,9 +45,9 @@ func TestWaitWokenByStatusWrite(t *testing.T) {
 	e := &execution{p: p, h: handle{Pool: "p", RunDir: runDir, NodeCount: 2}, runID: "run-1"}
 	go func() {
 		time.Sleep(100 * time.Millisecond)
-		_ = hostrun.MarkEnded(RankDir(runDir, 1), run.Completed, "", "rank 1 done")
+		_ = supervise.MarkEnded(RankDir(runDir, 1), run.Completed, "", "rank 1 done")
 		time.Sleep(100 * time.Millisecond)
-		_ = hostrun.MarkEnded(runDir, run.Completed, "", "rank 0 done")
+		_ = supervise.MarkEnded(runDir, run.Completed, "", "rank 0 done")
 	}()
 	st, err := e.Wait(ctx)
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun"
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/sshhost"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
+	"github.com/openaml/terraform-provider-aml/internal/engine/supervise"
 )
 
 // cluster is where Slurm commands run and run directories are staged: this
@@ -118,7 +119,7 @@ func (c *localCluster) writeFile(ctx context.Context, path string, b []byte) err
 }
 
 func (c *localCluster) ranks(ctx context.Context, runDir string, n int) ([]drivers.State, error) {
-	return hostrun.RankStates(runDir, n)
+	return supervise.RankStates(runDir, n)
 }
 
 func (c *localCluster) results(runID, runDir string) (drivers.Execution, error) {

@@ -6,11 +6,11 @@ import (
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/driverstest"
-	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun"
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/sshhost"
 	"github.com/openaml/terraform-provider-aml/internal/engine/env"
 	"github.com/openaml/terraform-provider-aml/internal/engine/remote"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
+	"github.com/openaml/terraform-provider-aml/internal/engine/supervise"
 	"github.com/openaml/terraform-provider-aml/internal/testutil"
 	dockertest "github.com/openaml/terraform-provider-aml/internal/testutil/docker"
 	"github.com/openaml/terraform-provider-aml/internal/testutil/sshd"
@@ -30,7 +30,7 @@ func TestConformanceDocker(t *testing.T) {
 	conformance(t, sshd.Options{SessionEnv: map[string]string{"DOCKER_HOST": eng.Host}}, driverstest.Target{
 		Launch: env.Launch{Docker: &env.Docker{Enabled: true, BaseImage: eng.BaseImage}, Interpreter: "python3"},
 		Containers: func(t *testing.T, runID string) []string {
-			return eng.Containers(t, hostrun.LabelRunID+"="+runID, true)
+			return eng.Containers(t, supervise.LabelRunID+"="+runID, true)
 		},
 	})
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/openaml/terraform-provider-aml/internal/engine/field"
 	"github.com/openaml/terraform-provider-aml/internal/engine/remote"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
+	"github.com/openaml/terraform-provider-aml/internal/engine/supervise"
 )
 
 // Driver runs on one attached host.
@@ -738,7 +739,7 @@ func (e *execution) collectVia(ctx context.Context, call func(ctx context.Contex
 	case err != nil:
 		return c, fmt.Errorf("bringing back outputs of %s: %w", e.h.RunDir, err)
 	}
-	l := hostrun.Layout{Dir: e.h.LocalDir}
+	l := supervise.Layout{Dir: e.h.LocalDir}
 	c.OutputsPath, c.LogPath = l.Outputs(), l.StdLog()
 	if c.OutputFiles, err = hostrun.ListFiles(l.Outputs()); err != nil {
 		return c, err

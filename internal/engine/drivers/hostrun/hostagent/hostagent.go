@@ -33,6 +33,7 @@ import (
 	"github.com/openaml/terraform-provider-aml/internal/engine/field"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
+	"github.com/openaml/terraform-provider-aml/internal/engine/supervise"
 )
 
 // Exit codes of host commands besides 0 and 1.
@@ -126,7 +127,7 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 		if err != nil || n < 1 || n > 100000 {
 			return fmt.Errorf("%w: count %q", errUsage, args[1])
 		}
-		states, err := hostrun.RankStates(args[0], n)
+		states, err := supervise.RankStates(args[0], n)
 		if err != nil {
 			return err
 		}
@@ -864,7 +865,7 @@ func Pack(runDir string, w io.Writer) error {
 	tw := tar.NewWriter(zw)
 	// The log first: when a collection limit cuts the archive, the log is
 	// what explains the run.
-	for _, top := range []string{hostrun.LogsDir, hostrun.OutputsDir} {
+	for _, top := range []string{supervise.LogsDir, supervise.OutputsDir} {
 		root := filepath.Join(runDir, top)
 		err := filepath.WalkDir(root, func(p string, de fs.DirEntry, err error) error {
 			if err != nil {
@@ -948,7 +949,7 @@ func Unpack(r io.Reader, dest string, maxBytes int64) error {
 		if err != nil {
 			return fmt.Errorf("outputs archive entry %q refused: %w", h.Name, err)
 		}
-		if top, _, _ := strings.Cut(rel, "/"); top != hostrun.OutputsDir && top != hostrun.LogsDir {
+		if top, _, _ := strings.Cut(rel, "/"); top != supervise.OutputsDir && top != supervise.LogsDir {
 			return fmt.Errorf("outputs archive entry %q refused: only outputs/ and logs/ come back", h.Name)
 		}
 		p := filepath.Join(dest, filepath.FromSlash(rel))

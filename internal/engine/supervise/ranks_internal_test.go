@@ -1,4 +1,4 @@
-package hostrun
+package supervise
 
 import (
 	"os"
@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 )
 
@@ -29,8 +28,8 @@ func TestResetForRequeueLeavesANewerAttemptAlone(t *testing.T) {
 	go func() { _ = script.Wait(); close(exited) }()
 	t.Cleanup(func() { _ = script.Process.Kill(); <-exited })
 	// This test process plays the new attempt's supervisor.
-	newer := SupervisorStatus{State: drivers.State{Status: run.Running}, SupervisorPID: os.Getpid(), SupervisorTicks: SelfStartTicks(), ChildPID: script.Process.Pid}
-	if err := writeJSONAtomic(l.Status(), newer); err != nil {
+	newer := SupervisorStatus{State: run.State{Status: run.Running}, SupervisorPID: os.Getpid(), SupervisorTicks: SelfStartTicks(), ChildPID: script.Process.Pid}
+	if err := WriteJSONAtomic(l.Status(), newer); err != nil {
 		t.Fatal(err)
 	}
 	if err := ResetForRequeue(dir, "a node of this run was lost; the run is queued again (once)"); err != nil {
@@ -47,7 +46,7 @@ func TestResetForRequeueLeavesANewerAttemptAlone(t *testing.T) {
 	// Once no supervisor is alive (its pid is ours, its start time is not), the
 	// directory is reset.
 	newer.SupervisorTicks++
-	if err := writeJSONAtomic(l.Status(), newer); err != nil {
+	if err := WriteJSONAtomic(l.Status(), newer); err != nil {
 		t.Fatal(err)
 	}
 	if err := ResetForRequeue(dir, "queued again"); err != nil {

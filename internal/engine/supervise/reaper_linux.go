@@ -1,4 +1,4 @@
-package hostrun
+package supervise
 
 import (
 	"bytes"
@@ -51,8 +51,79 @@ func reapChildren() {
 	}
 }
 
-// descendants lists the live processes whose ancestry leads to root.
+// descendants lists the live processes whose ancestry leads to root: from the
+// kernel's children lists when it keeps them (CONFIG_PROC_CHILDREN: a few
+// reads, for a supervisor whose script left nothing behind), else from a scan
+// of every process's /proc/<pid>/stat (several milliseconds on a busy machine,
+// at the end of every run).
 func descendants(root int) []int {
+	if out, ok := childTree(root); ok {
+		return out
+	}
+	return scanDescendants(root)
+}
+
+// maxTree bounds the walk (a fork bomb's tree is killed over several rounds).
+const maxTree = 1 << 16
+
+// childTree walks /proc/<pid>/task/<tid>/children from root down; ok is false
+// when the kernel has no such files. A process that exits while it is read is
+// skipped: its children are then reparented, to the subreaper or to init.
+func childTree(root int) (out []int, ok bool) {
+	rootTasks, err := os.ReadDir("/proc/" + strconv.Itoa(root) + "/task")
+	if err != nil || len(rootTasks) == 0 {
+		return nil, false
+	}
+	if _, err := os.Stat("/proc/" + strconv.Itoa(root) + "/task/" + rootTasks[0].Name() + "/children"); err != nil {
+		return nil, false
+	}
+	seen := map[int]bool{root: true}
+	queue := []int{root}
+	for len(queue) > 0 && len(seen) < maxTree {
+		pid := queue[0]
+		queue = queue[1:]
+		dir := "/proc/" + strconv.Itoa(pid) + "/task"
+		tasks, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, t := range tasks {
+			b, err := os.ReadFile(dir + "/" + t.Name() + "/children")
+			if err != nil {
+				continue
+			}
+			for _, f := range bytes.Fields(b) {
+				c, err := strconv.Atoi(string(f))
+				if err != nil || seen[c] {
+					continue
+				}
+				seen[c] = true
+				queue = append(queue, c)
+				if live(c) {
+					out = append(out, c)
+				}
+			}
+		}
+	}
+	return out, true
+}
+
+// live reports whether pid exists and is neither a zombie nor dead.
+func live(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return false
+	}
+	state := b[i+2]
+	return state != 'Z' && state != 'X'
+}
+
+// scanDescendants is descendants from every process's parent in /proc.
+func scanDescendants(root int) []int {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
@@ -102,7 +173,7 @@ func StopTree(pid int, ticks uint64, limit time.Duration) bool {
 	if pid <= 1 {
 		return true
 	}
-	got, _, err := procStart(pid)
+	got, _, err := ProcStart(pid)
 	if err != nil || (ticks != 0 && got != ticks) {
 		return true // gone (or the pid is another process's now)
 	}
@@ -112,7 +183,7 @@ func StopTree(pid int, ticks uint64, limit time.Duration) bool {
 	}
 	procs := []proc{{pid, got}}
 	for _, d := range descendants(pid) {
-		if t, _, err := procStart(d); err == nil {
+		if t, _, err := ProcStart(d); err == nil {
 			procs = append(procs, proc{d, t})
 		}
 	}
@@ -123,7 +194,7 @@ func StopTree(pid int, ticks uint64, limit time.Duration) bool {
 	for {
 		alive := false
 		for _, p := range procs {
-			if processAlive(p.pid, p.ticks) {
+			if ProcessAlive(p.pid, p.ticks) {
 				alive = true
 				break
 			}

@@ -3,7 +3,7 @@
 // detached supervisor (`agent supervise`) that owns the script, reading its
 // state, and the process helpers. The local driver uses it on the engine host,
 // pool nodes on theirs, and the SSH host agent on an attached machine.
-package hostrun
+package supervise
 
 import (
 	"encoding/json"
@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
 	"github.com/openaml/terraform-provider-aml/internal/engine/env"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
@@ -112,7 +111,7 @@ type EnvironmentSpec struct {
 // SupervisorStatus is the supervisor's running account of the run, rewritten
 // atomically at every change.
 type SupervisorStatus struct {
-	drivers.State
+	run.State
 	SupervisorPID   int    `json:"supervisor_pid"`
 	SupervisorTicks uint64 `json:"supervisor_ticks"`
 	ChildPID        int    `json:"child_pid,omitempty"`
@@ -127,7 +126,7 @@ type CancelRequest struct {
 	At       time.Time `json:"at"`
 }
 
-func writeJSONAtomic(path string, v any) error {
+func WriteJSONAtomic(path string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
@@ -155,7 +154,7 @@ func (l Layout) readJSON(path string, v any) error {
 	return nil
 }
 
-func readStatus(l Layout) (*SupervisorStatus, error) {
+func ReadStatus(l Layout) (*SupervisorStatus, error) {
 	var st SupervisorStatus
 	if err := l.readJSON(l.Status(), &st); err != nil {
 		if errors.Is(err, os.ErrNotExist) {

@@ -1,4 +1,4 @@
-package hostrun
+package supervise
 
 import (
 	"bytes"
@@ -14,13 +14,13 @@ import (
 // directory: the supervisor writes every status to a temporary file and
 // renames it into place (writeJSONAtomic). Other files of the directory (the
 // metrics a script appends to, the spec) do not wake it.
-type statusWatch struct {
+type StatusWatch struct {
 	C    chan struct{}
 	f    *os.File
 	done chan struct{}
 }
 
-func watchStatus(paths ...string) (*statusWatch, error) {
+func WatchStatus(paths ...string) (*StatusWatch, error) {
 	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 	if err != nil {
 		return nil, err
@@ -39,12 +39,12 @@ func watchStatus(paths ...string) (*statusWatch, error) {
 		}
 	}
 	// Non-blocking, so the runtime poller owns it and Close ends a pending Read.
-	w := &statusWatch{C: make(chan struct{}, 1), f: os.NewFile(uintptr(fd), "inotify"), done: make(chan struct{})}
+	w := &StatusWatch{C: make(chan struct{}, 1), f: os.NewFile(uintptr(fd), "inotify"), done: make(chan struct{})}
 	go w.read(names)
 	return w, nil
 }
 
-func (w *statusWatch) read(names map[string]bool) {
+func (w *StatusWatch) read(names map[string]bool) {
 	defer close(w.done)
 	buf := make([]byte, 64*(unix.SizeofInotifyEvent+unix.NAME_MAX+1))
 	for {
@@ -73,7 +73,7 @@ func (w *statusWatch) read(names map[string]bool) {
 // a run's Wait would add to every apply. A goroutine of its own closes the
 // instance and waits for the reader to end; until then C may still get a
 // signal, which nobody has to read (the send never blocks).
-func (w *statusWatch) Close() error {
+func (w *StatusWatch) Close() error {
 	go func() {
 		_ = w.f.Close()
 		<-w.done

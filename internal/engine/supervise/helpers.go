@@ -1,4 +1,4 @@
-package hostrun
+package supervise
 
 import (
 	"embed"
@@ -16,7 +16,7 @@ import (
 var pylib embed.FS
 
 // writeHelpers writes pylib into dir.
-func writeHelpers(dir string) error {
+func WriteHelpers(dir string) error {
 	return fs.WalkDir(pylib, "pylib", func(p string, de fs.DirEntry, err error) error {
 		if err != nil {
 			return err

@@ -1,4 +1,4 @@
-package hostrun
+package supervise
 
 // Docker runs. The supervisor owns the container through a keeper process
 // (`agent container <run-dir>`), its child: the keeper runs `docker run`
@@ -27,7 +27,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
 	"github.com/openaml/terraform-provider-aml/internal/engine/env"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 )
@@ -80,8 +79,8 @@ func ContainerName(runID, dir string) string {
 	return "aml-" + runID + "-" + hex.EncodeToString(sum[:4])
 }
 
-func containerSpec(runID, experiment string, l Layout, p []string, launch env.Launch, vars map[string]string, envRoot string) *ContainerSpec {
-	all := runVars(runID, experiment, l)
+func NewContainerSpec(runID, experiment string, l Layout, p []string, launch env.Launch, vars map[string]string, envRoot string) *ContainerSpec {
+	all := RunVarsFor(runID, experiment, l)
 	for k, v := range vars {
 		all[k] = v
 	}
@@ -115,9 +114,9 @@ func containerSpec(runID, experiment string, l Layout, p []string, launch env.La
 // on PATH, with this process's DOCKER_HOST.
 func dockerCLI() (env.DockerCLI, error) { return env.FindDocker(os.Getenv("PATH")) }
 
-// pullIfPrivate pulls the base image with the registry's credentials at
+// PullIfPrivate pulls the base image with the registry's credentials at
 // staging (the credentials are in memory here and never written down).
-func pullIfPrivate(ctx context.Context, d *env.Docker) error {
+func PullIfPrivate(ctx context.Context, d *env.Docker) error {
 	if d == nil || d.Registry == nil || d.Registry.Password == "" {
 		return nil
 	}
@@ -133,7 +132,7 @@ func pullIfPrivate(ctx context.Context, d *env.Docker) error {
 
 // reapContainer removes a run directory's containers (running or not); used
 // when the supervisor is gone, and before an attempt starts.
-func reapContainer(runDir string) int {
+func ReapContainer(runDir string) int {
 	cli, err := dockerCLI()
 	if err != nil {
 		return 0
@@ -182,7 +181,7 @@ func (s *supervisor) runContainer(logf *os.File, sigs <-chan os.Signal) int {
 		return s.finish(run.Failed, run.ReasonSetupFailed, nil, "", err.Error())
 	}
 	// A container of an earlier attempt (a requeued pool run) goes first.
-	if n := reapContainer(s.l.Dir); n > 0 {
+	if n := ReapContainer(s.l.Dir); n > 0 {
 		fmt.Fprintf(logf, "aml: removed %d container(s) of an earlier attempt\n", n)
 	}
 	image := cs.Docker.BaseImage
@@ -220,7 +219,7 @@ func (s *supervisor) runContainer(logf *os.File, sigs <-chan os.Signal) int {
 		fmt.Fprintf(logf, "aml: %v\n", err)
 		return s.finish(run.Failed, run.ReasonSetupFailed, nil, "", err.Error())
 	}
-	if err := writeJSONAtomic(filepath.Join(s.l.Control(), keeperFile), keeperSpec{Name: cs.Name, Args: args, GraceSec: s.spec.GraceSec}); err != nil {
+	if err := WriteJSONAtomic(filepath.Join(s.l.Control(), keeperFile), keeperSpec{Name: cs.Name, Args: args, GraceSec: s.spec.GraceSec}); err != nil {
 		return s.finish(run.Failed, run.ReasonSetupFailed, nil, "", err.Error())
 	}
 	exe, err := os.Executable()
@@ -266,7 +265,7 @@ func (s *supervisor) prepareImage(logf *os.File, sigs <-chan os.Signal, cli env.
 	} else {
 		fmt.Fprintf(logf, "aml: image %s (environment %s) built in %.1fs\n", tag, res.Key, res.BuildSeconds)
 	}
-	s.st.Environment = &drivers.EnvInfo{Key: res.Key, CacheHit: res.CacheHit, BuildSeconds: res.BuildSeconds, Builder: res.Builder}
+	s.st.Environment = &run.EnvInfo{Key: res.Key, CacheHit: res.CacheHit, BuildSeconds: res.BuildSeconds, Builder: res.Builder}
 	return tag, 0, true
 }
 
@@ -356,7 +355,7 @@ func KeepContainer(runDir string) int {
 	if out, err := cli.Run(ctx, "rm", "-f", ks.Name); err != nil {
 		fmt.Fprintf(os.Stderr, "aml: docker rm %s: %v: %s\n", ks.Name, err, out)
 	}
-	_ = writeJSONAtomic(filepath.Join(l.Control(), resultFile), res)
+	_ = WriteJSONAtomic(filepath.Join(l.Control(), resultFile), res)
 	if res.ExitCode < 0 || res.ExitCode > 255 {
 		return 125
 	}
@@ -393,7 +392,7 @@ func (s *supervisor) containerExited(logf *os.File, werr error, stopping run.Sta
 	res, err := readContainerResult(s.l)
 	if err != nil || res == nil {
 		// The keeper was killed: what is left of the container goes.
-		reapContainer(s.l.Dir)
+		ReapContainer(s.l.Dir)
 		if stopping != "" {
 			return s.exited(werr, stopping, stopReason)
 		}

@@ -1,4 +1,4 @@
-package hostrun
+package supervise
 
 import (
 	"os"
@@ -11,7 +11,7 @@ import (
 func TestStatusWatchWakesOnStatusOnly(t *testing.T) {
 	dir := t.TempDir()
 	status := filepath.Join(dir, statusFile)
-	w, err := watchStatus(status)
+	w, err := WatchStatus(status)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,7 +24,7 @@ func TestStatusWatchWakesOnStatusOnly(t *testing.T) {
 		t.Fatal("woke for the metrics file")
 	case <-time.After(100 * time.Millisecond):
 	}
-	if err := writeJSONAtomic(status, map[string]string{"status": "Completed"}); err != nil {
+	if err := WriteJSONAtomic(status, map[string]string{"status": "Completed"}); err != nil {
 		t.Fatal(err)
 	}
 	select {

@@ -1,4 +1,4 @@
-package hostrun
+package supervise
 
 import (
 	"context"
@@ -15,7 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
 	"github.com/openaml/terraform-provider-aml/internal/engine/env"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 )
@@ -101,7 +100,7 @@ func (s *supervisor) save() {
 		}
 		s.st.Phases[s.st.Status] = time.Now().UTC()
 	}
-	if err := writeJSONAtomic(s.l.Status(), s.st); err != nil {
+	if err := WriteJSONAtomic(s.l.Status(), s.st); err != nil {
 		s.log.Printf("writing status: %v", err)
 	}
 }
@@ -215,7 +214,7 @@ func (s *supervisor) watch(cmd *exec.Cmd, logf *os.File, sigs <-chan os.Signal, 
 			return
 		}
 		s.log.Printf("stopping run %s (%s): SIGTERM to group %d, SIGKILL after %s", s.spec.RunID, reason, pgid, g)
-		_ = killGroup(pgid, syscall.SIGTERM)
+		_ = KillGroup(pgid, syscall.SIGTERM)
 		killTimer = time.After(g)
 	}
 
@@ -224,7 +223,7 @@ func (s *supervisor) watch(cmd *exec.Cmd, logf *os.File, sigs <-chan os.Signal, 
 		case werr := <-done:
 			// Whatever the script left behind goes with it: its group, and
 			// every descendant that left the group (we are their subreaper).
-			_ = killGroup(pgid, syscall.SIGKILL)
+			_ = KillGroup(pgid, syscall.SIGKILL)
 			if n := killDescendants(); n > 0 {
 				s.log.Printf("stopped %d background process(es) the run left behind", n)
 				fmt.Fprintf(logf, "\naml: stopped %d background process(es) the script left running\n", n)
@@ -247,12 +246,12 @@ func (s *supervisor) watch(cmd *exec.Cmd, logf *os.File, sigs <-chan os.Signal, 
 				continue
 			}
 			s.log.Printf("SIGUSR1 (time limit near): passed on to group %d", pgid)
-			_ = killGroup(pgid, syscall.SIGUSR1)
+			_ = KillGroup(pgid, syscall.SIGUSR1)
 		case <-killTimer:
 			s.log.Printf("grace period over: SIGKILL to group %d", pgid)
-			_ = killGroup(pgid, syscall.SIGKILL)
+			_ = KillGroup(pgid, syscall.SIGKILL)
 			if container {
-				reapContainer(s.l.Dir)
+				ReapContainer(s.l.Dir)
 			}
 			killTimer = nil
 		}
@@ -321,7 +320,7 @@ func (s *supervisor) prepare(logf *os.File, sigs <-chan os.Signal) (python strin
 	} else {
 		fmt.Fprintf(logf, "aml: environment %s built with %s in %.1fs\n", res.Key, res.Builder, res.BuildSeconds)
 	}
-	s.st.Environment = &drivers.EnvInfo{Key: res.Key, CacheHit: res.CacheHit, BuildSeconds: res.BuildSeconds, Builder: res.Builder}
+	s.st.Environment = &run.EnvInfo{Key: res.Key, CacheHit: res.CacheHit, BuildSeconds: res.BuildSeconds, Builder: res.Builder}
 	release, err := env.HoldInUse(res.Dir)
 	if err != nil {
 		release = func() {}

@@ -1,4 +1,4 @@
-package hostrun
+package supervise
 
 import (
 	"errors"
@@ -8,7 +8,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 )
 
@@ -25,7 +24,7 @@ type NodeAssignment struct {
 
 // WriteNodeAssignment records a node's assignment in a run directory.
 func WriteNodeAssignment(runDir string, a NodeAssignment) error {
-	return writeJSONAtomic(filepath.Join(runDir, ControlDir, nodeFile), a)
+	return WriteJSONAtomic(filepath.Join(runDir, ControlDir, nodeFile), a)
 }
 
 func readNodeAssignment(l Layout) (*NodeAssignment, error) {
@@ -41,20 +40,20 @@ func readNodeAssignment(l Layout) (*NodeAssignment, error) {
 
 // ReadState returns the supervisor's last recorded state of a run directory,
 // without judging liveness (pools reap dead nodes themselves).
-func ReadState(runDir string) (drivers.State, error) {
-	st, err := readStatus(Layout{Dir: runDir})
+func ReadState(runDir string) (run.State, error) {
+	st, err := ReadStatus(Layout{Dir: runDir})
 	if err != nil {
-		return drivers.State{}, err
+		return run.State{}, err
 	}
 	if st == nil {
-		return drivers.State{Status: run.Starting}, nil
+		return run.State{Status: run.Starting}, nil
 	}
 	return st.State, nil
 }
 
 // SupervisorStarted reports whether a supervisor has taken the run directory.
 func SupervisorStarted(runDir string) bool {
-	st, err := readStatus(Layout{Dir: runDir})
+	st, err := ReadStatus(Layout{Dir: runDir})
 	return err == nil && st != nil && st.SupervisorPID != 0
 }
 
@@ -65,14 +64,14 @@ func SupervisorStarted(runDir string) bool {
 // alone, only the note is logged.
 func ResetForRequeue(runDir string, note string) error {
 	l := Layout{Dir: runDir}
-	st, err := readStatus(l)
-	live := err == nil && st != nil && st.SupervisorPID > 0 && processAlive(st.SupervisorPID, st.SupervisorTicks)
+	st, err := ReadStatus(l)
+	live := err == nil && st != nil && st.SupervisorPID > 0 && ProcessAlive(st.SupervisorPID, st.SupervisorTicks)
 	if err == nil && st != nil && !live {
 		if st.ChildPID > 0 {
-			_ = killGroup(st.ChildPID, syscall.SIGKILL)
+			_ = KillGroup(st.ChildPID, syscall.SIGKILL)
 		}
 		if st.Container != "" {
-			reapContainer(runDir)
+			ReapContainer(runDir)
 		}
 	}
 	if !live {
@@ -85,14 +84,14 @@ func ResetForRequeue(runDir string, note string) error {
 	if live {
 		return nil
 	}
-	return writeJSONAtomic(l.Status(), SupervisorStatus{State: drivers.State{Status: run.Queued, Message: note}})
+	return WriteJSONAtomic(l.Status(), SupervisorStatus{State: run.State{Status: run.Queued, Message: note}})
 }
 
 // MarkEnded records a final state for a run directory whose supervisor cannot
 // (it never started, or it is gone), killing any leftover process group.
 func MarkEnded(runDir string, status run.Status, reason, message string) error {
 	l := Layout{Dir: runDir}
-	st, err := readStatus(l)
+	st, err := ReadStatus(l)
 	if err != nil {
 		return err
 	}
@@ -103,22 +102,22 @@ func MarkEnded(runDir string, status run.Status, reason, message string) error {
 		return nil
 	}
 	if st.ChildPID > 0 {
-		_ = killGroup(st.ChildPID, syscall.SIGKILL)
+		_ = KillGroup(st.ChildPID, syscall.SIGKILL)
 	}
 	if st != nil && st.Container != "" {
-		reapContainer(runDir)
+		ReapContainer(runDir)
 	}
 	now := time.Now().UTC()
 	st.Status, st.FailureReason, st.Message, st.EndTime = status, reason, message, &now
-	return writeJSONAtomic(l.Status(), st)
+	return WriteJSONAtomic(l.Status(), st)
 }
 
 // RankStates reads the recorded state of each of n ranks that share runDir (a
 // batch job's); a rank that has not started yet has an empty Status.
-func RankStates(runDir string, n int) ([]drivers.State, error) {
-	out := make([]drivers.State, n)
+func RankStates(runDir string, n int) ([]run.State, error) {
+	out := make([]run.State, n)
 	for rank := range out {
-		st, err := readStatus(Layout{Dir: runDir, Rank: rank})
+		st, err := ReadStatus(Layout{Dir: runDir, Rank: rank})
 		if err != nil {
 			return nil, err
 		}
@@ -136,21 +135,21 @@ func RankStates(runDir string, n int) ([]drivers.State, error) {
 // lost rank keeps running on the node.
 func EndRank(runDir string, rank int) error {
 	l := Layout{Dir: runDir, Rank: rank}
-	st, err := readStatus(l)
+	st, err := ReadStatus(l)
 	if err != nil || st == nil || st.Status.Terminal() {
 		return err
 	}
-	if processAlive(st.SupervisorPID, st.SupervisorTicks) {
+	if ProcessAlive(st.SupervisorPID, st.SupervisorTicks) {
 		return nil
 	}
 	if st.ChildPID > 0 {
-		_ = killGroup(st.ChildPID, syscall.SIGKILL)
+		_ = KillGroup(st.ChildPID, syscall.SIGKILL)
 	}
 	if st != nil && st.Container != "" {
-		reapContainer(runDir)
+		ReapContainer(runDir)
 	}
 	now := time.Now().UTC()
 	st.Status, st.FailureReason, st.EndTime = run.Failed, run.ReasonLost, &now
 	st.Message = fmt.Sprintf("rank %d's supervisor (pid %d) ended without recording a result", rank, st.SupervisorPID)
-	return writeJSONAtomic(l.Status(), st)
+	return WriteJSONAtomic(l.Status(), st)
 }

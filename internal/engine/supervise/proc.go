@@ -1,4 +1,4 @@
-package hostrun
+package supervise
 
 import (
 	"bytes"
@@ -11,7 +11,7 @@ import (
 // procStart returns a process's start time in clock ticks since boot (field 22 of
 // /proc/<pid>/stat) and whether it is a zombie. Pairing a pid with its start time
 // guards against pid reuse.
-func procStart(pid int) (ticks uint64, zombie bool, err error) {
+func ProcStart(pid int) (ticks uint64, zombie bool, err error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, false, err
@@ -31,11 +31,11 @@ func procStart(pid int) (ticks uint64, zombie bool, err error) {
 }
 
 // processAlive reports whether pid still names the process that started at ticks.
-func processAlive(pid int, ticks uint64) bool {
+func ProcessAlive(pid int, ticks uint64) bool {
 	if pid <= 0 {
 		return false
 	}
-	got, zombie, err := procStart(pid)
+	got, zombie, err := ProcStart(pid)
 	if err != nil {
 		// No /proc (not Linux): fall back to a signal-0 probe.
 		if os.IsNotExist(err) {
@@ -46,17 +46,14 @@ func processAlive(pid int, ticks uint64) bool {
 	return !zombie && (ticks == 0 || got == ticks)
 }
 
-// ProcessAlive is processAlive for other packages (owner checks in the engine).
-func ProcessAlive(pid int, ticks uint64) bool { return processAlive(pid, ticks) }
-
 // SelfStartTicks returns this process's start time in ticks (0 if unknown).
 func SelfStartTicks() uint64 {
-	t, _, _ := procStart(os.Getpid())
+	t, _, _ := ProcStart(os.Getpid())
 	return t
 }
 
 // killGroup signals a whole process group; a missing group is not an error.
-func killGroup(pgid int, sig syscall.Signal) error {
+func KillGroup(pgid int, sig syscall.Signal) error {
 	if pgid <= 1 {
 		return nil
 	}
@@ -68,6 +65,6 @@ func killGroup(pgid int, sig syscall.Signal) error {
 }
 
 // groupAlive reports whether any process remains in the group.
-func groupAlive(pgid int) bool {
+func GroupAlive(pgid int) bool {
 	return pgid > 1 && syscall.Kill(-pgid, 0) == nil
 }

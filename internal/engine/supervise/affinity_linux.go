@@ -1,4 +1,4 @@
-package hostrun
+package supervise
 
 import "golang.org/x/sys/unix"
 
