@@ -4,7 +4,7 @@ import "time"
 
 // State is one observation of a run, as a driver or the run directory's supervisor reports it.
 type State struct {
-	Status        Status `json:"status"`
+	Status        Status     `json:"status"`
 	FailureReason string     `json:"failure_reason,omitempty"`
 	ExitCode      *int       `json:"exit_code,omitempty"`
 	Signal        string     `json:"signal,omitempty"`
@@ -32,4 +32,3 @@ type EnvInfo struct {
 	BuildSeconds float64 `json:"build_seconds"`
 	Builder      string  `json:"builder,omitempty"`
 }
-
