@@ -13,7 +13,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/openaml/terraform-provider-aml/internal/engine/supervise"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun/supervise"
 )
 
 func main() {

@@ -9,8 +9,8 @@ import (
 	"strings"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun/hostagent"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun/supervise"
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/pool"
-	"github.com/openaml/terraform-provider-aml/internal/engine/supervise"
 )
 
 // Main runs `agent <subcommand> ...` and returns the exit code.

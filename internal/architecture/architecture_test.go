@@ -105,8 +105,10 @@ func TestImportRules(t *testing.T) {
 			kinds[k] = true
 		}
 	}
-	if _, ok := all[module+"/cmd/aml"]; !ok {
-		t.Fatal("cmd/aml not found: the import rules would not check it")
+	for _, c := range []string{"cmd/aml", "cmd/aml-supervisor"} {
+		if _, ok := all[module+"/"+c]; !ok {
+			t.Fatalf("%s not found: the import rules would not check it", c)
+		}
 	}
 	if len(kinds) < 3 {
 		t.Fatalf("found kinds %v; expected at least local, pool and ssh (is the layout still internal/engine/drivers/<kind>?)", kinds)
@@ -117,7 +119,7 @@ func TestImportRules(t *testing.T) {
 				t.Errorf("%s imports %s: the provider reaches drivers only through the engine", pkg, d)
 			}
 			// The aml command line is glue over the engine, as the provider is.
-			if under(pkg, "cmd") && (under(d, "internal/engine/drivers") || under(d, "internal/engine/store") || under(d, "internal/provider")) {
+			if under(pkg, "cmd/aml") && (under(d, "internal/engine/drivers") || under(d, "internal/engine/store") || under(d, "internal/provider")) {
 				t.Errorf("%s imports %s: the aml command reaches workspaces only through the engine", pkg, d)
 			}
 
@@ -128,6 +130,10 @@ func TestImportRules(t *testing.T) {
 				t.Errorf("%s imports %s: the engine must not import terraform-plugin-*", pkg, d)
 			case under(pkg, "cmd") && strings.HasPrefix(d, "github.com/hashicorp/terraform-plugin"):
 				t.Errorf("%s imports %s: the aml command does not depend on the plugin framework", pkg, d)
+			// The run supervisor binary starts once per run: it stays small (no
+			// store, no driver interface, no SSH, no cloud SDK).
+			case under(pkg, "cmd/aml-supervisor") && (under(d, "internal/engine/store") || d == module+"/internal/engine/drivers" || under(d, "internal/engine/remote") || strings.HasPrefix(d, "github.com/aws/") || strings.HasPrefix(d, "google.golang.org/grpc")):
+				t.Errorf("%s imports %s: the run supervisor binary must stay small (it starts once per run)", pkg, d)
 			case under(pkg, "internal/engine/store") && under(d, "internal/engine/drivers"):
 				t.Errorf("%s imports %s: the store must not import a driver", pkg, d)
 			case kindOf(pkg) != "" && kindOf(d) != "" && kindOf(pkg) != kindOf(d):

@@ -15,11 +15,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun/supervise"
 	"github.com/openaml/terraform-provider-aml/internal/engine/field"
 	"github.com/openaml/terraform-provider-aml/internal/engine/remote"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
 	"github.com/openaml/terraform-provider-aml/internal/engine/store"
-	"github.com/openaml/terraform-provider-aml/internal/engine/supervise"
 )
 
 // ErrNotFound is returned (wrapped) when a workspace, run configuration or run

@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun/supervise"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
-	"github.com/openaml/terraform-provider-aml/internal/engine/supervise"
 )
 
 // What the `aml` command line and web view read of a workspace: they observe,

@@ -20,9 +20,9 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
 
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun/supervise"
 	"github.com/openaml/terraform-provider-aml/internal/engine/env"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
-	"github.com/openaml/terraform-provider-aml/internal/engine/supervise"
 	"github.com/openaml/terraform-provider-aml/internal/testutil"
 	dockertest "github.com/openaml/terraform-provider-aml/internal/testutil/docker"
 	"github.com/openaml/terraform-provider-aml/internal/testutil/sshd"

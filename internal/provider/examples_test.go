@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/openaml/terraform-provider-aml/internal/engine/supervise"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun/supervise"
 	"github.com/openaml/terraform-provider-aml/internal/testutil"
 )
 

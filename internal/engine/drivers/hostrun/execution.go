@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun/supervise"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
-	"github.com/openaml/terraform-provider-aml/internal/engine/supervise"
 )
 
 // handle is the serialized reference to a run supervised on this host.

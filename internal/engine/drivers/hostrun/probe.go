@@ -10,8 +10,8 @@ import (
 	"sync"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun/supervise"
 	"github.com/openaml/terraform-provider-aml/internal/engine/env"
-	"github.com/openaml/terraform-provider-aml/internal/engine/supervise"
 )
 
 // ProbeHost describes this machine: OS, cores, memory, GPUs, python3.

@@ -11,10 +11,10 @@ import (
 	"syscall"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun/supervise"
 	"github.com/openaml/terraform-provider-aml/internal/engine/env"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
-	"github.com/openaml/terraform-provider-aml/internal/engine/supervise"
 )
 
 // StageRequest is everything a host needs to prepare one run directory. It is

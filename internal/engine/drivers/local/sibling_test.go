@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun/supervise"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
-	"github.com/openaml/terraform-provider-aml/internal/engine/supervise"
 	"github.com/openaml/terraform-provider-aml/internal/testutil"
 )
 

@@ -13,11 +13,11 @@ import (
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun/supervise"
 	"github.com/openaml/terraform-provider-aml/internal/engine/env"
 	"github.com/openaml/terraform-provider-aml/internal/engine/field"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/store"
-	"github.com/openaml/terraform-provider-aml/internal/engine/supervise"
 )
 
 // Driver sends runs to a managed pool: it stages one run directory per rank,

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun/supervise"
 	"github.com/openaml/terraform-provider-aml/internal/engine/store"
-	"github.com/openaml/terraform-provider-aml/internal/engine/supervise"
 )
 
 func init() { drivers.Register(kind{}) }

@@ -15,9 +15,9 @@ import (
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun/supervise"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/store"
-	"github.com/openaml/terraform-provider-aml/internal/engine/supervise"
 )
 
 // tick is how often a node looks for work; maintenance (reaping dead nodes,

@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun/supervise"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/store"
-	"github.com/openaml/terraform-provider-aml/internal/engine/supervise"
 )
 
 // Wait learns a rank's end from the status write itself: with the periodic

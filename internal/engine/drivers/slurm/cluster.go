@@ -15,9 +15,9 @@ import (
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun/supervise"
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/sshhost"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
-	"github.com/openaml/terraform-provider-aml/internal/engine/supervise"
 )
 
 // cluster is where Slurm commands run and run directories are staged: this

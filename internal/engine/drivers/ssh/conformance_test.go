@@ -6,11 +6,11 @@ import (
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/driverstest"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun/supervise"
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/sshhost"
 	"github.com/openaml/terraform-provider-aml/internal/engine/env"
 	"github.com/openaml/terraform-provider-aml/internal/engine/remote"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
-	"github.com/openaml/terraform-provider-aml/internal/engine/supervise"
 	"github.com/openaml/terraform-provider-aml/internal/testutil"
 	dockertest "github.com/openaml/terraform-provider-aml/internal/testutil/docker"
 	"github.com/openaml/terraform-provider-aml/internal/testutil/sshd"

@@ -24,11 +24,11 @@ import (
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun"
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun/hostagent"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun/supervise"
 	"github.com/openaml/terraform-provider-aml/internal/engine/env"
 	"github.com/openaml/terraform-provider-aml/internal/engine/field"
 	"github.com/openaml/terraform-provider-aml/internal/engine/remote"
 	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
-	"github.com/openaml/terraform-provider-aml/internal/engine/supervise"
 )
 
 // Driver runs on one attached host.
