@@ -142,8 +142,8 @@ func TestAttachRemoteRootNotWritable(t *testing.T) {
 		Name: "host", Address: "127.0.0.1", Port: srv.Port, Username: srv.User, HostKey: srv.HostKey, RemoteRoot: forbidden,
 	}, engine.Credentials{PrivateKey: string(srv.KeyPEM)})
 	var fe *engine.FieldError
-	if !errors.As(err, &fe) || fe.Attr != "remote_root" || !strings.Contains(err.Error(), forbidden) {
-		t.Fatalf("attach with an unwritable remote_root: %v; want a remote_root error naming %s", err, forbidden)
+	if !errors.As(err, &fe) || fe.Attr != "remote_root" || !strings.Contains(err.Error(), forbidden) || !strings.Contains(err.Error(), "Permission denied") {
+		t.Fatalf("attach with an unwritable remote_root: %v; want a remote_root error naming %s and saying why (mkdir's Permission denied)", err, forbidden)
 	}
 	if _, err := te.e.ReadTarget(context.Background(), engine.TargetID(te.ws, "host")); !engine.IsNotFound(err) {
 		t.Fatalf("a failed attach recorded the target: %v", err)
@@ -353,5 +353,43 @@ func TestRemoteAdoptOrphanedRun(t *testing.T) {
 	r, err := te.e.WaitRun(ctx, adopted.ID)
 	if err != nil || r.Status != run.Completed || r.Metrics["acc"] != 0.7 {
 		t.Fatalf("adopted run: %+v %v", r, err)
+	}
+}
+
+// A host of another architecture (here a uname that says riscv64) is refused on
+// address before anything is written there: no remote_root is created.
+func TestAttachForeignArchitecture(t *testing.T) {
+	dir, err := os.MkdirTemp("", "aml-foreign-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	bin := filepath.Join(dir, "bin")
+	if err := os.Mkdir(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tool := range []string{"sh", "mkdir", "test", "printf", "cat"} {
+		if p, err := exec.LookPath(tool); err == nil {
+			_ = os.Symlink(p, filepath.Join(bin, tool))
+		}
+	}
+	if err := os.WriteFile(filepath.Join(bin, "uname"), []byte("#!/bin/sh\necho Linux riscv64\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	srv := sshd.Start(t, sshd.Options{SessionPath: bin})
+	te := setup(t, nil)
+	root := filepath.Join(srv.Home, "aml-foreign")
+	_, err = te.e.AttachRemote(context.Background(), te.ws, engine.RemoteSpec{
+		Name: "host", Address: "127.0.0.1", Port: srv.Port, Username: srv.User, HostKey: srv.HostKey, RemoteRoot: root,
+	}, engine.Credentials{PrivateKey: string(srv.KeyPEM)})
+	var fe *engine.FieldError
+	if !errors.As(err, &fe) || fe.Attr != "address" || !strings.Contains(err.Error(), "riscv64") {
+		t.Fatalf("attach to a riscv64 host: %v; want an address error naming the architecture", err)
+	}
+	if _, err := os.Stat(root); !os.IsNotExist(err) {
+		t.Errorf("the refused attach created remote_root %s on the host: %v", root, err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path"
 	"runtime"
+	"slices"
 	"strings"
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/drivers"
@@ -94,29 +95,46 @@ func Connect(ctx context.Context, w *drivers.Workspace, spec *Spec, creds Creden
 			st.BastionKey = bc.HostKey()
 		}
 	}
-	// The agent is this binary: the host must be able to run it.
-	out, err := c.Output(ctx, "uname -s -m; printf '%s\\n' \"$HOME\"")
+	// The agent is this binary: the host must be able to run it. One session
+	// (each costs round trips on a slow link) reports the host's system,
+	// architecture and $HOME and, on a host of ours, creates remote_root and
+	// checks that it is writable; the answer is judged here.
+	root := `case "$HOME" in /*) ;; *) exit 0;; esac; r="$HOME/.aml"`
+	if spec.RemoteRoot != "" {
+		root = "r=" + remote.ShellQuote(spec.RemoteRoot)
+	}
+	out, err := c.Output(ctx, `u=$(uname -s -m); printf '%s\n' "$u" "$HOME"; `+
+		`case "$u" in `+unamePattern()+`) ;; *) exit 0;; esac; `+root+`; `+
+		`if m=$(mkdir -p "$r" 2>&1) && test -w "$r"; then echo writable; else printf 'not writable: %s\n' "$m"; fi`)
 	if err != nil {
 		return State{}, nil, fmt.Errorf("probing %s: %w", ep.Key(), err)
 	}
-	lines := strings.Fields(string(out))
-	if len(lines) < 2 {
+	lines := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
+	sys := strings.Fields(lines[0])
+	if len(sys) < 2 {
 		return State{}, nil, fmt.Errorf("probing %s: unexpected answer %q", ep.Key(), string(out))
 	}
-	goos, goarch := strings.ToLower(lines[0]), unameArch(lines[1])
+	goos, goarch := strings.ToLower(sys[0]), unameArch(sys[1])
 	if goos != runtime.GOOS || goarch != runtime.GOARCH {
 		return State{}, nil, field.Errorf("address", "%s is %s/%s; this provider can drive only %s/%s hosts (it runs its own binary there as the agent)", ep.Key(), goos, goarch, runtime.GOOS, runtime.GOARCH)
 	}
+	home := ""
+	if len(lines) > 1 {
+		home = lines[1]
+	}
 	st.RemoteRoot = spec.RemoteRoot
 	if st.RemoteRoot == "" {
-		if len(lines) < 3 || !path.IsAbs(lines[2]) {
+		if !path.IsAbs(home) {
 			return State{}, nil, field.Errorf("remote_root", "the host reports no absolute $HOME; set remote_root")
 		}
-		st.RemoteRoot = path.Join(lines[2], ".aml")
+		st.RemoteRoot = path.Join(home, ".aml")
 	}
-	probe := "mkdir -p " + remote.ShellQuote(st.RemoteRoot) + " && test -w " + remote.ShellQuote(st.RemoteRoot)
-	if _, err := c.Output(ctx, probe); err != nil {
-		return State{}, nil, field.Errorf("remote_root", "%s is not writable by %s on %s: %v", st.RemoteRoot, spec.Username, ep.Key(), err)
+	if verdict := strings.Join(lines[min(2, len(lines)):], "\n"); verdict != "writable" {
+		why := strings.TrimSpace(strings.TrimPrefix(verdict, "not writable:"))
+		if why == "" {
+			why = "mkdir -p and test -w failed"
+		}
+		return State{}, nil, field.Errorf("remote_root", "%s is not writable by %s on %s: %s", st.RemoteRoot, spec.Username, ep.Key(), truncate(why, 500))
 	}
 	drv := &Driver{Pool: w.SSH, Endpoint: ep, Root: st.RemoteRoot, AgentPath: w.AgentPath()}
 	if st.Facts, err = drv.Probe(ctx); err != nil {
@@ -156,6 +174,19 @@ func attachError(err error) error {
 		return field.Errorf("address", "%v", err)
 	}
 	return err
+}
+
+// unamePattern is the shell case pattern of `uname -s -m` on a host whose
+// system and architecture are this program's (unameArch's inverse).
+func unamePattern() string {
+	sys := strings.ToUpper(runtime.GOOS[:1]) + runtime.GOOS[1:]
+	var alts []string
+	for _, m := range []string{"x86_64", "amd64", "aarch64", "arm64", runtime.GOARCH} {
+		if unameArch(m) == runtime.GOARCH && !slices.Contains(alts, `"`+sys+" "+m+`"`) {
+			alts = append(alts, `"`+sys+" "+m+`"`)
+		}
+	}
+	return strings.Join(alts, "|")
 }
 
 func unameArch(m string) string {
