@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -391,5 +392,34 @@ func TestAttachForeignArchitecture(t *testing.T) {
 	}
 	if _, err := os.Stat(root); !os.IsNotExist(err) {
 		t.Errorf("the refused attach created remote_root %s on the host: %v", root, err)
+	}
+}
+
+// Attaching a host whose agent is already staged takes one SSH session (the
+// system, $HOME and remote_root checks and the agent's probe), and describes
+// the host as the first attach, which staged the agent, did.
+func TestAttachStagedHostInOneSession(t *testing.T) {
+	te, srv := attach(t, "")
+	ctx := context.Background()
+	sessions := func() int { return strings.Count(srv.Log(), "Starting session:") }
+	before := sessions()
+	if _, err := te.e.AttachRemote(ctx, te.ws, engine.RemoteSpec{
+		Name: "again", Address: "127.0.0.1", Port: srv.Port, Username: srv.User, HostKey: srv.HostKey,
+	}, engine.Credentials{PrivateKey: string(srv.KeyPEM)}); err != nil {
+		t.Fatal(err)
+	}
+	if n := sessions() - before; n != 1 {
+		t.Errorf("the second attach took %d SSH sessions, want 1\n%s", n, srv.LogTail())
+	}
+	first, err := te.e.ReadTarget(ctx, engine.TargetID(te.ws, "host"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := te.e.ReadTarget(ctx, engine.TargetID(te.ws, "again"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(again.Facts.PythonVersions) == 0 || !reflect.DeepEqual(first.Facts, again.Facts) {
+		t.Errorf("facts of the one-session attach %+v differ from the first attach's %+v", again.Facts, first.Facts)
 	}
 }

@@ -1,6 +1,7 @@
 package sshhost
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -85,6 +86,11 @@ func Connect(ctx context.Context, w *drivers.Workspace, spec *Spec, creds Creden
 		return State{}, nil, field.Errorf("remote_root", "%q must be an absolute path on the host", spec.RemoteRoot)
 	}
 	ep := Endpoint(*spec, creds, spec.HostKey)
+	sum := make(chan string, 1)
+	go func() { // hash the agent binary while connecting
+		s, _ := agentSum(w.AgentPath())
+		sum <- s
+	}()
 	c, err := w.SSH.Get(ctx, ep)
 	if err != nil {
 		return State{}, nil, attachError(err)
@@ -97,15 +103,29 @@ func Connect(ctx context.Context, w *drivers.Workspace, spec *Spec, creds Creden
 	}
 	// The agent is this binary: the host must be able to run it. One session
 	// (each costs round trips on a slow link) reports the host's system,
-	// architecture and $HOME and, on a host of ours, creates remote_root and
-	// checks that it is writable; the answer is judged here.
+	// architecture and $HOME and, on a host of ours, creates remote_root,
+	// checks that it is writable and runs the staged agent's probe; the answer
+	// is judged here. When the probe does not answer (no agent staged yet, or
+	// anything else), the driver's Probe runs it again, staging the agent.
+	probe := ""
+	if s := <-sum; len(s) >= 16 {
+		probe = `; exec "$r"/bin/` + s[:16] + `/terraform-provider-aml agent probe`
+	}
 	root := `case "$HOME" in /*) ;; *) exit 0;; esac; r="$HOME/.aml"`
 	if spec.RemoteRoot != "" {
 		root = "r=" + remote.ShellQuote(spec.RemoteRoot)
 	}
-	out, err := c.Output(ctx, `u=$(uname -s -m); printf '%s\n' "$u" "$HOME"; `+
+	// sh -c: the script is POSIX sh whatever the user's login shell.
+	out, err := c.Output(ctx, "sh -c "+remote.ShellQuote(`u=$(uname -s -m); printf '%s\n' "$u" "$HOME"; `+
 		`case "$u" in `+unamePattern()+`) ;; *) exit 0;; esac; `+root+`; `+
-		`if m=$(mkdir -p "$r" 2>&1) && test -w "$r"; then echo writable; else printf 'not writable: %s\n' "$m"; fi`)
+		`if m=$(mkdir -p "$r" 2>&1) && test -w "$r"; then echo writable`+probe+`; else printf 'not writable: %s\n' "$m"; fi`))
+	var answer []byte // the agent's probe, after the third line
+	if i := nthLine(out, 3); i >= 0 && bytes.Equal(bytes.TrimSpace(out[nthLine(out, 2):i]), []byte("writable")) {
+		out, answer = out[:i], out[i:]
+		if err != nil || len(bytes.TrimSpace(answer)) == 0 {
+			err, answer = nil, nil
+		}
+	}
 	if err != nil {
 		return State{}, nil, fmt.Errorf("probing %s: %w", ep.Key(), err)
 	}
@@ -137,8 +157,10 @@ func Connect(ctx context.Context, w *drivers.Workspace, spec *Spec, creds Creden
 		return State{}, nil, field.Errorf("remote_root", "%s is not writable by %s on %s: %s", st.RemoteRoot, spec.Username, ep.Key(), truncate(why, 500))
 	}
 	drv := &Driver{Pool: w.SSH, Endpoint: ep, Root: st.RemoteRoot, AgentPath: w.AgentPath()}
-	if st.Facts, err = drv.Probe(ctx); err != nil {
-		return State{}, nil, fmt.Errorf("probing %s: %w", ep.Key(), err)
+	if answer == nil || json.Unmarshal(answer, &st.Facts) != nil {
+		if st.Facts, err = drv.Probe(ctx); err != nil {
+			return State{}, nil, fmt.Errorf("probing %s: %w", ep.Key(), err)
+		}
 	}
 	if len(st.Facts.PythonVersions) == 0 {
 		return State{}, nil, field.Errorf("address", "no python3 found on %s (PATH=%s); install Python 3 on the host", ep.Key(), st.Facts.PathEnv)
@@ -174,6 +196,19 @@ func attachError(err error) error {
 		return field.Errorf("address", "%v", err)
 	}
 	return err
+}
+
+// nthLine is the offset just past the n-th newline of b (n >= 1), or -1.
+func nthLine(b []byte, n int) int {
+	off := 0
+	for ; n > 0; n-- {
+		i := bytes.IndexByte(b[off:], '\n')
+		if i < 0 {
+			return -1
+		}
+		off += i + 1
+	}
+	return off
 }
 
 // unamePattern is the shell case pattern of `uname -s -m` on a host whose
