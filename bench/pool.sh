@@ -72,9 +72,12 @@ load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 say() { printf '==> [%3ss] %s\n' "$(($(date +%s) - started))" "$*" >&2; }
 
 say "pool benchmark: scratch dir $tmp, N=$N, $RUNS warm runs, $COLD_RUNS cold, $SERIAL_RUNS one at a time"
-say "building the provider (its agent subcommand runs the node agents) and bench/poolbench"
+say "building the provider (its agent subcommand runs the node agents), aml-supervisor and bench/poolbench"
 mkdir -p "$tmp/bin"
 TMPDIR=$tmp go build -o "$BIN" .
+# The run supervisor beside it, as `make install` and a release archive place it (the node
+# agents start it for each run; without it they would start the provider binary).
+TMPDIR=$tmp CGO_ENABLED=0 go build -o "$tmp/bin/aml-supervisor" ./cmd/aml-supervisor
 TMPDIR=$tmp go build -o "$tmp/bin/poolbench" ./bench/poolbench
 
 # Reference for the per-run overhead: the interpreter's own start-up and exit.
