@@ -70,7 +70,7 @@ func buildProvider(t *testing.T, bin string) {
 	if out, err := exec.Command("go", "build", "-o", bin, "../..").CombinedOutput(); err != nil {
 		t.Fatalf("building the provider: %v\n%s", err, out)
 	}
-	sup := filepath.Join(filepath.Dir(bin), supervise.BinaryPrefix+strings.TrimPrefix(filepath.Base(bin), "terraform-provider-aml"))
+	sup := supervise.BinaryBeside(bin)
 	build := exec.Command("go", "build", "-o", sup, "../../cmd/aml-supervisor")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {

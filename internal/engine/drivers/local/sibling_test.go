@@ -24,7 +24,11 @@ func TestRunSupervisedBySiblingBinary(t *testing.T) {
 		t.Skip("go is not on PATH: cannot build cmd/aml-supervisor")
 	}
 	dir := t.TempDir()
-	sibling := filepath.Join(dir, supervise.BinaryPrefix+"_v9.9.9")
+	provider := filepath.Join(dir, "terraform-provider-aml_v9.9.9")
+	sibling := supervise.BinaryBeside(provider)
+	if sibling != filepath.Join(dir, "aml-supervisor_v9.9.9") {
+		t.Fatalf("BinaryBeside(%s) = %s, want aml-supervisor_v9.9.9 beside it", provider, sibling)
+	}
 	build := exec.Command(goBin, "build", "-o", sibling, "../../../../cmd/aml-supervisor")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
@@ -32,7 +36,6 @@ func TestRunSupervisedBySiblingBinary(t *testing.T) {
 	}
 	// The "provider": this test binary under a provider's name (it serves `agent
 	// ...` too, so a run it supervised itself would also complete).
-	provider := filepath.Join(dir, "terraform-provider-aml_v9.9.9")
 	copyExecutable(t, agentCommand(t)[0], provider)
 
 	f := newFixture(t, map[string]string{"train.sh": `readlink /proc/$PPID/exe > "$AML_OUTPUTS_DIR/supervisor.txt"
@@ -64,7 +67,7 @@ echo '{"name":"acc","value":0.9}' >> "$AML_METRICS_FILE"
 	// path shows it.
 	alone := filepath.Join(t.TempDir(), "terraform-provider-aml_v9.9.9")
 	copyExecutable(t, provider, alone)
-	if err := os.WriteFile(filepath.Join(filepath.Dir(alone), supervise.BinaryPrefix+"_v9.9.9"), []byte("not a program"), 0o644); err != nil {
+	if err := os.WriteFile(supervise.BinaryBeside(alone), []byte("not a program"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if got := supervise.Command([]string{alone, "agent"}); got[0] != alone {

@@ -349,7 +349,13 @@ func (d *Driver) agentBin() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return path.Join(d.Root, "bin", sum[:16], "terraform-provider-aml"), nil
+	return path.Join(d.Root, agentRel(sum)), nil
+}
+
+// agentRel is the agent's path under remote_root for the binary whose hash is
+// sum: content-addressed, so each build has its own.
+func agentRel(sum string) string {
+	return path.Join("bin", sum[:16], "terraform-provider-aml")
 }
 
 // stageAgent uploads the agent binary to bin unless it is there already.

@@ -109,7 +109,7 @@ func Connect(ctx context.Context, w *drivers.Workspace, spec *Spec, creds Creden
 	// anything else), the driver's Probe runs it again, staging the agent.
 	probe := ""
 	if s := <-sum; len(s) >= 16 {
-		probe = `; exec "$r"/bin/` + s[:16] + `/terraform-provider-aml agent probe`
+		probe = `; exec "$r"/` + agentRel(s) + ` agent probe`
 	}
 	root := `case "$HOME" in /*) ;; *) exit 0;; esac; r="$HOME/.aml"`
 	if spec.RemoteRoot != "" {

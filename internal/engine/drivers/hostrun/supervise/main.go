@@ -84,15 +84,23 @@ func Command(agentCommand []string) []string {
 	return agentCommand
 }
 
-// sibling is the supervisor binary beside the provider binary exe ("" when
-// exe is not a provider binary or has none): the same name with
-// terraform-provider-aml replaced by BinaryPrefix, a regular executable file.
-func sibling(exe string) string {
+// BinaryBeside is where the supervisor binary of the provider binary exe
+// goes: the same directory and name with terraform-provider-aml replaced by
+// BinaryPrefix ("" when exe is not named as a provider binary).
+func BinaryBeside(exe string) string {
 	base := filepath.Base(exe)
 	if !strings.HasPrefix(base, providerPrefix) {
 		return ""
 	}
-	p := filepath.Join(filepath.Dir(exe), BinaryPrefix+strings.TrimPrefix(base, providerPrefix))
+	return filepath.Join(filepath.Dir(exe), BinaryPrefix+strings.TrimPrefix(base, providerPrefix))
+}
+
+// sibling is BinaryBeside(exe) when that is a regular executable file, else "".
+func sibling(exe string) string {
+	p := BinaryBeside(exe)
+	if p == "" {
+		return ""
+	}
 	fi, err := os.Stat(p)
 	if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
 		return ""
