@@ -1,9 +1,12 @@
 package supervise
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -52,4 +55,54 @@ func syscallKill(pid int) error {
 		return err
 	}
 	return p.Kill()
+}
+
+// At a run's end the supervisor looks for what the script left behind only
+// when it has a child left: a script that left nothing costs no /proc lookup
+// (entries made under our own /proc/<pid> make our parent's reaping of us
+// slow), and one whose background process left its group is still found and
+// stopped. Run in a child process of the test, which becomes a subreaper as the
+// supervisor does.
+func TestKillDescendantsLooksOnlyWhenAChildIsLeft(t *testing.T) {
+	if os.Getenv("AML_TEST_KILL_DESCENDANTS") == "1" {
+		killDescendantsHelper()
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestKillDescendantsLooksOnlyWhenAChildIsLeft$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "AML_TEST_KILL_DESCENDANTS=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("helper: %v\n%s", err, out)
+	}
+	for _, want := range []string{"clean: walks=0 killed=0\n", "left: walks=1 killed=1 alive=false\n"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("helper output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func killDescendantsHelper() {
+	if err := becomeSubreaper(); err != nil {
+		fmt.Println("subreaper:", err)
+		os.Exit(2)
+	}
+	// A script that exited and was waited for, leaving nothing.
+	_ = exec.Command("/bin/sh", "-c", "true").Run()
+	w := treeWalks.Load()
+	k := killDescendants()
+	fmt.Printf("clean: walks=%d killed=%d\n", treeWalks.Load()-w, k)
+	// A script whose background process left its group and outlives it: it is
+	// reparented to us.
+	b, err := exec.Command("/bin/sh", "-c", "setsid sleep 300 >/dev/null 2>&1 & echo $!").Output()
+	pid, perr := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || perr != nil {
+		fmt.Println("starting the background process:", err, perr)
+		os.Exit(2)
+	}
+	w = treeWalks.Load()
+	k = killDescendants()
+	fmt.Printf("left: walks=%d killed=%d alive=%v\n", treeWalks.Load()-w, k, live(pid))
+	if live(pid) {
+		_ = syscallKill(pid)
+	}
 }
