@@ -51,6 +51,7 @@ with open(os.path.join(os.environ["AML_OUTPUTS_DIR"], "model.txt"), "w") as f:
 func TestAccExperimentRunResource(t *testing.T) {
 	testAccPreCheck(t)
 	var fastPlans0, fastReads0, fastUpgrades0, fastValidations0 int64
+	fastCreates0 := provider.FastCreatePlans()
 	wsDir := filepath.Join(t.TempDir(), "ws")
 	files := map[string]string{
 		"train.py":    envTrainScript("0.93"),
@@ -188,8 +189,15 @@ resource "aml_experiment_run" "train" {
 			},
 			{
 				// Nothing changed: nothing to do, and no re-run.
-				PreConfig: func() { fastPlans0, fastReads0, fastUpgrades0, fastValidations0 = provider.FastPathHits() },
-				Config:    config("alice", "v1"),
+				PreConfig: func() {
+					// The new run of the step before was planned by the fast
+					// path (createRunPlan), at plan and again at apply.
+					if n := provider.FastCreatePlans() - fastCreates0; n < 2 {
+						t.Fatalf("new run: the fast path answered %d create plans, want 2 (plan and apply)", n)
+					}
+					fastPlans0, fastReads0, fastUpgrades0, fastValidations0 = provider.FastPathHits()
+				},
+				Config: config("alice", "v1"),
 				ConfigPlanChecks: resource.ConfigPlanChecks{
 					PreApply: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()},
 				},

@@ -6,3 +6,7 @@ package provider
 func FastPathHits() (plans, reads, upgrades, validations int64) {
 	return fastPlans.Load(), fastReads.Load(), fastUpgrades.Load(), fastValidations.Load()
 }
+
+// FastCreatePlans is how many plans of new runs fastServer has answered in
+// this process.
+func FastCreatePlans() int64 { return fastCreates.Load() }

@@ -9,8 +9,11 @@ import (
 	"sync/atomic"
 
 	"github.com/hashicorp/terraform-plugin-framework/datasource"
+	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/providerserver"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
+	"github.com/hashicorp/terraform-plugin-framework/tfsdk"
 	"github.com/hashicorp/terraform-plugin-go/tfprotov6"
 	"github.com/hashicorp/terraform-plugin-go/tftypes"
 
@@ -48,17 +51,23 @@ type fastServer struct {
 	p *AmlProvider
 }
 
-// fastPlans, fastReads, fastUpgrades and fastValidations count the requests
-// the fast path answered (for the tests).
-var fastPlans, fastReads, fastUpgrades, fastValidations atomic.Int64
+// fastPlans, fastCreates, fastReads, fastUpgrades and fastValidations count
+// the requests the fast path answered (for the tests).
+var fastPlans, fastCreates, fastReads, fastUpgrades, fastValidations atomic.Int64
 
 // runSchema is aml_experiment_run's state type, for decoding raw states, and
 // its schema version.
 var runSchema = sync.OnceValues(func() (tftypes.Type, int64) {
 	ctx := context.Background()
+	s := runResourceSchema()
+	return s.Type().TerraformType(ctx), s.Version
+})
+
+// runResourceSchema is aml_experiment_run's schema, built once.
+var runResourceSchema = sync.OnceValue(func() schema.Schema {
 	var resp resource.SchemaResponse
-	(&ExperimentRunResource{}).Schema(ctx, resource.SchemaRequest{}, &resp)
-	return resp.Schema.Type().TerraformType(ctx), resp.Schema.Version
+	(&ExperimentRunResource{}).Schema(context.Background(), resource.SchemaRequest{}, &resp)
+	return resp.Schema
 })
 
 func runStateType() tftypes.Type {
@@ -70,15 +79,106 @@ const experimentRunType = "aml_experiment_run"
 
 func (s *fastServer) PlanResourceChange(ctx context.Context, req *tfprotov6.PlanResourceChangeRequest) (*tfprotov6.PlanResourceChangeResponse, error) {
 	if req.TypeName == experimentRunType {
-		if eng := s.p.eng.Load(); eng != nil && unchangedRunPlan(ctx, eng, req) {
-			fastPlans.Add(1)
-			return &tfprotov6.PlanResourceChangeResponse{
-				PlannedState:   req.PriorState,
-				PlannedPrivate: req.PriorPrivate,
-			}, nil
+		if eng := s.p.eng.Load(); eng != nil {
+			if unchangedRunPlan(ctx, eng, req) {
+				fastPlans.Add(1)
+				return &tfprotov6.PlanResourceChangeResponse{
+					PlannedState:   req.PriorState,
+					PlannedPrivate: req.PriorPrivate,
+				}, nil
+			}
+			if resp, ok := createRunPlan(ctx, eng, req); ok {
+				fastCreates.Add(1)
+				return resp, nil
+			}
 		}
 	}
 	return s.ProviderServer.PlanResourceChange(ctx, req)
+}
+
+// createRunPlan plans a new aml_experiment_run (no prior state) with the
+// framework's own steps, in two parts whose cost grows with the schema's size
+// rather than its square:
+//
+//   - the settable attributes (and blocks) are planned by the framework against
+//     settableRunResource's schema (runSettableServer): their defaults, plan
+//     modifiers and unknowns, exactly as the full schema would plan them;
+//   - each computed-only attribute is unknown, as the framework's
+//     MarkComputedNilsAsUnknown makes it for a create (their only plan
+//     modifier, UseStateForUnknown, keeps nothing when there is no state);
+//   - then the resource's own ModifyPlan runs on the whole plan, as the
+//     framework calls it, and sets the snapshot's attributes.
+//
+// A plan that is not plain (a diagnostic from either part, a replacement, a
+// deferral, private state) is left to the framework, which plans it again and
+// words what it has to say. TestFastCreatePlanMatchesFramework holds the two
+// paths to the same answers.
+func createRunPlan(ctx context.Context, eng *engine.Engine, req *tfprotov6.PlanResourceChangeRequest) (*tfprotov6.PlanResourceChangeResponse, bool) {
+	if req.PriorState == nil || req.ProposedNewState == nil || req.Config == nil || len(req.PriorPrivate) != 0 {
+		return nil, false
+	}
+	full := runStateType().(tftypes.Object)
+	prior, err := req.PriorState.Unmarshal(full)
+	if err != nil || !prior.IsNull() {
+		return nil, false
+	}
+	config, err := req.Config.Unmarshal(full)
+	if err != nil {
+		return nil, false
+	}
+	sProposed, ok := settableOnly(req.ProposedNewState)
+	if !ok {
+		return nil, false
+	}
+	sConfig, ok := settableOnly(req.Config)
+	if !ok {
+		return nil, false
+	}
+	sType, left := runConfigSchema()
+	sPrior, err := tfprotov6.NewDynamicValue(sType, tftypes.NewValue(sType, nil))
+	if err != nil {
+		return nil, false
+	}
+	sResp, err := runSettableServer().PlanResourceChange(ctx, &tfprotov6.PlanResourceChangeRequest{
+		TypeName: req.TypeName, PriorState: &sPrior, ProposedNewState: sProposed, Config: sConfig,
+		ProviderMeta: req.ProviderMeta, ClientCapabilities: req.ClientCapabilities,
+	})
+	if err != nil || len(sResp.Diagnostics) != 0 || len(sResp.RequiresReplace) != 0 || sResp.Deferred != nil ||
+		sResp.PlannedState == nil || len(sResp.PlannedPrivate) != 0 {
+		return nil, false
+	}
+	sPlanned, err := sResp.PlannedState.Unmarshal(sType)
+	var attrs map[string]tftypes.Value
+	if err != nil || sPlanned.As(&attrs) != nil || attrs == nil {
+		return nil, false
+	}
+	planned := make(map[string]tftypes.Value, len(full.AttributeTypes))
+	for name, v := range attrs {
+		planned[name] = v
+	}
+	for name := range left {
+		planned[name] = tftypes.NewValue(full.AttributeTypes[name], tftypes.UnknownValue)
+	}
+	if tftypes.ValidateValue(full, planned) != nil {
+		return nil, false
+	}
+	schema := runResourceSchema()
+	mReq := resource.ModifyPlanRequest{
+		ClientCapabilities: resource.ModifyPlanClientCapabilities{DeferralAllowed: req.ClientCapabilities != nil && req.ClientCapabilities.DeferralAllowed},
+		Config:             tfsdk.Config{Schema: schema, Raw: config},
+		Plan:               tfsdk.Plan{Schema: schema, Raw: tftypes.NewValue(full, planned)},
+		State:              tfsdk.State{Schema: schema, Raw: prior},
+	}
+	mResp := resource.ModifyPlanResponse{Plan: mReq.Plan, RequiresReplace: path.Paths{}}
+	(&ExperimentRunResource{eng: eng}).ModifyPlan(ctx, mReq, &mResp)
+	if len(mResp.Diagnostics) != 0 || len(mResp.RequiresReplace) != 0 || mResp.Deferred != nil {
+		return nil, false
+	}
+	dv, err := tfprotov6.NewDynamicValue(full, mResp.Plan.Raw)
+	if err != nil {
+		return nil, false
+	}
+	return &tfprotov6.PlanResourceChangeResponse{PlannedState: &dv}, true
 }
 
 // UpgradeResourceState of an aml_experiment_run state already at the schema's
@@ -253,7 +353,7 @@ func (s *fastServer) ValidateResourceConfig(ctx context.Context, req *tfprotov6.
 	if req.TypeName == experimentRunType && req.Config != nil {
 		if cfg, ok := settableOnly(req.Config); ok {
 			fastValidations.Add(1)
-			return runValidationServer().ValidateResourceConfig(ctx, &tfprotov6.ValidateResourceConfigRequest{
+			return runSettableServer().ValidateResourceConfig(ctx, &tfprotov6.ValidateResourceConfigRequest{
 				TypeName: req.TypeName, Config: cfg, ClientCapabilities: req.ClientCapabilities,
 			})
 		}
@@ -262,8 +362,13 @@ func (s *fastServer) ValidateResourceConfig(ctx context.Context, req *tfprotov6.
 }
 
 // settableRunResource is aml_experiment_run with its computed-only attributes
-// left out of the schema, for validating configurations.
+// left out of the schema, for validating configurations and planning the
+// settable part of a create (createRunPlan). Its ModifyPlan does nothing: the
+// resource's own runs on the whole plan afterwards.
 type settableRunResource struct{ ExperimentRunResource }
+
+func (r *settableRunResource) ModifyPlan(context.Context, resource.ModifyPlanRequest, *resource.ModifyPlanResponse) {
+}
 
 func (r *settableRunResource) Schema(ctx context.Context, req resource.SchemaRequest, resp *resource.SchemaResponse) {
 	r.ExperimentRunResource.Schema(ctx, req, resp)
@@ -284,7 +389,7 @@ func (p *validationProvider) Resources(context.Context) []func() resource.Resour
 
 func (p *validationProvider) DataSources(context.Context) []func() datasource.DataSource { return nil }
 
-var runValidationServer = sync.OnceValue(func() tfprotov6.ProviderServer {
+var runSettableServer = sync.OnceValue(func() tfprotov6.ProviderServer {
 	return providerserver.NewProtocol6(&validationProvider{})()
 })
 

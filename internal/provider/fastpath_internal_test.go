@@ -3,8 +3,11 @@ package provider
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/terraform-plugin-framework/attr"
@@ -15,6 +18,9 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"github.com/hashicorp/terraform-plugin-go/tfprotov6"
 	"github.com/hashicorp/terraform-plugin-go/tftypes"
+
+	"github.com/openaml/terraform-provider-aml/internal/engine"
+	"github.com/openaml/terraform-provider-aml/internal/engine/env"
 )
 
 // TestFastUpgradeMatchesFramework: the fast path's upgrade of a run state at
@@ -255,4 +261,201 @@ func TestSetRootAttrsMatchesSetAttribute(t *testing.T) {
 	if !bad.HasError() {
 		t.Fatal("a string for snapshot_files: no diagnostic")
 	}
+}
+
+// TestFastCreatePlanMatchesFramework: the plan of a new run from the fast path
+// (the settable attributes planned by the framework on the settable schema,
+// the results unknown, then the resource's ModifyPlan) is byte for byte the
+// framework's plan on the full schema: planned state, private state,
+// replacements and diagnostics, for plain, full, unknown and failing
+// configurations. Those that have something to say (a missing script or
+// source directory) are left to the framework.
+func TestFastCreatePlanMatchesFramework(t *testing.T) {
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	t.Chdir(t.TempDir())
+	ctx := context.Background()
+	srv := NewProtocol6Server("test")().(*fastServer)
+	schemas, err := srv.GetProviderSchema(ctx, &tfprotov6.GetProviderSchemaRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The provider's configuration: an object whose attributes are all null.
+	pty := schemas.Provider.ValueType()
+	pcfg, err := tfprotov6.NewDynamicValue(pty, nullObject(pty.(tftypes.Object)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := srv.ConfigureProvider(ctx, &tfprotov6.ConfigureProviderRequest{Config: &pcfg}); err != nil || len(resp.Diagnostics) > 0 {
+		t.Fatalf("configure: %v %v", err, resp.Diagnostics)
+	}
+	eng := srv.p.eng.Load()
+	if eng == nil {
+		t.Fatal("the provider has no engine after ConfigureProvider")
+	}
+	ws, err := eng.CreateWorkspace(ctx, engine.WorkspaceSpec{Name: "fast", StoragePath: filepath.Join(t.TempDir(), "ws")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := eng.PutRunConfig(ctx, ws.ID, engine.RunConfigSpec{Name: "py", Framework: "Python",
+		Environment: env.Environment{Python: &env.Python{UserManagedDependencies: true, InterpreterPath: "python3"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := t.TempDir()
+	for name, body := range map[string]string{"train.py": "print(1)\n", "lib/util.py": "X = 1\n"} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(src, name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(src, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	full := runStateType().(tftypes.Object)
+	str := func(s string) tftypes.Value { return tftypes.NewValue(tftypes.String, s) }
+	strs := func(ss ...string) tftypes.Value {
+		vs := make([]tftypes.Value, len(ss))
+		for i, s := range ss {
+			vs[i] = str(s)
+		}
+		return tftypes.NewValue(tftypes.List{ElementType: tftypes.String}, vs)
+	}
+	strMap := func(kv ...string) tftypes.Value {
+		m := map[string]tftypes.Value{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = str(kv[i+1])
+		}
+		return tftypes.NewValue(tftypes.Map{ElementType: tftypes.String}, m)
+	}
+	unknown := func(name string) tftypes.Value {
+		return tftypes.NewValue(full.AttributeTypes[name], tftypes.UnknownValue)
+	}
+	object := func(ty tftypes.Object, set map[string]tftypes.Value) tftypes.Value {
+		vals := map[string]tftypes.Value{}
+		for name, aty := range ty.AttributeTypes {
+			if v, ok := set[name]; ok {
+				vals[name] = v
+			} else {
+				vals[name] = tftypes.NewValue(aty, nil)
+			}
+		}
+		return tftypes.NewValue(ty, vals)
+	}
+	rbc := full.AttributeTypes["run_based_compute"].(tftypes.Object)
+	tmo := full.AttributeTypes["timeouts"].(tftypes.Object)
+	base := map[string]tftypes.Value{
+		"workspace_id": str(ws.ID), "experiment_name": str("iris"), "source_directory": str(src),
+		"script": str("train.py"), "run_configuration_id": str(rc.ID),
+	}
+	unset := tftypes.Value{}
+	with := func(changes map[string]tftypes.Value) tftypes.Value {
+		set := map[string]tftypes.Value{}
+		for k, v := range base {
+			set[k] = v
+		}
+		for k, v := range changes {
+			if v.Type() == nil {
+				delete(set, k)
+			} else {
+				set[k] = v
+			}
+		}
+		return object(full, set)
+	}
+	cases := []struct {
+		name string
+		cfg  tftypes.Value
+		fast bool
+	}{
+		{"script", with(nil), true},
+		{"sweep member", with(map[string]tftypes.Value{"arguments": strs("--i", "7")}), true},
+		{"command", with(map[string]tftypes.Value{"script": unset, "command": strs("python3", "train.py", "--lr", "0.1")}), true},
+		{"everything set", with(map[string]tftypes.Value{
+			"arguments": strs("--epochs", "3"), "environment_variables": strMap("A", "1", "B", "two"),
+			"triggers": strMap("data", "v2"), "tags": strMap("team", "ml"), "compute_target": str("local"),
+			"wait_for_completion": tftypes.NewValue(tftypes.Bool, false), "allow_failure": tftypes.NewValue(tftypes.Bool, true),
+			"timeouts": object(tmo, map[string]tftypes.Value{"create": str("1h"), "delete": str("2m")}),
+		}), true},
+		{"source_directory unknown", with(map[string]tftypes.Value{"source_directory": unknown("source_directory")}), true},
+		{"arguments unknown", with(map[string]tftypes.Value{"arguments": unknown("arguments")}), true},
+		{"workspace unknown", with(map[string]tftypes.Value{"workspace_id": unknown("workspace_id")}), true},
+		{"script missing", with(map[string]tftypes.Value{"script": str("nope.py")}), false},
+		{"source_directory missing", with(map[string]tftypes.Value{"source_directory": str(filepath.Join(src, "gone"))}), false},
+		// Checked when the run is submitted, not in its plan: both paths plan it.
+		{"no such run configuration", with(map[string]tftypes.Value{"run_configuration_id": str(ws.ID + "/runconfigs/nope")}), true},
+		{"run-based pool", with(map[string]tftypes.Value{"compute_target": str("amlcompute"),
+			"run_based_compute": object(rbc, map[string]tftypes.Value{"vm_size": str("STANDARD_D1_V2")})}), true},
+	}
+	nullPrior, err := tfprotov6.NewDynamicValue(full, tftypes.NewValue(full, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type answer struct {
+		state, private, replace string
+		diags                   []string
+	}
+	plan := func(s tfprotov6.ProviderServer, cfg tftypes.Value) answer {
+		t.Helper()
+		dv, err := tfprotov6.NewDynamicValue(full, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// For a create, terraform proposes the configuration itself.
+		proposed := dv
+		prior := nullPrior
+		resp, err := s.PlanResourceChange(ctx, &tfprotov6.PlanResourceChangeRequest{
+			TypeName: experimentRunType, PriorState: &prior, ProposedNewState: &proposed, Config: &dv,
+			ClientCapabilities: &tfprotov6.PlanResourceChangeClientCapabilities{},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := answer{private: string(resp.PlannedPrivate), replace: fmt.Sprint(resp.RequiresReplace)}
+		if resp.PlannedState != nil {
+			// Compared as text: it tells unknown from null from a value (Equal
+			// does not), and sorts map keys (msgpack follows Go's map order).
+			st, err := resp.PlannedState.Unmarshal(full)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a.state = st.String()
+		}
+		for _, d := range resp.Diagnostics {
+			a.diags = append(a.diags, fmt.Sprintf("%v %s: %s | %s", d.Severity, d.Attribute, d.Summary, d.Detail))
+		}
+		sort.Strings(a.diags)
+		return a
+	}
+	knownHash := 0
+	for _, c := range cases {
+		before := fastCreates.Load()
+		fast := plan(srv, c.cfg)
+		tookFast := fastCreates.Load() != before
+		framework := plan(srv.ProviderServer, c.cfg)
+		if !reflect.DeepEqual(fast, framework) {
+			t.Errorf("%s: plans differ\nfast:      %s\n  private %q replace %s diags %q\nframework: %s\n  private %q replace %s diags %q",
+				c.name, fast.state, fast.private, fast.replace, fast.diags, framework.state, framework.private, framework.replace, framework.diags)
+		}
+		if tookFast != c.fast {
+			t.Errorf("%s: fast path taken = %v, want %v (framework diagnostics %q)", c.name, tookFast, c.fast, framework.diags)
+		}
+		if c.fast != (len(framework.diags) == 0) {
+			t.Errorf("%s: framework diagnostics %q", c.name, framework.diags)
+		}
+		if strings.Contains(framework.state, `"snapshot_hash":tftypes.String<"sha256:`) {
+			knownHash++
+		}
+	}
+	if knownHash < 4 {
+		t.Errorf("only %d plans hashed the snapshot: ModifyPlan did not run in them", knownHash)
+	}
+}
+
+// nullObject is an object of type ty whose attributes are all null.
+func nullObject(ty tftypes.Object) tftypes.Value {
+	vals := map[string]tftypes.Value{}
+	for name, aty := range ty.AttributeTypes {
+		vals[name] = tftypes.NewValue(aty, nil)
+	}
+	return tftypes.NewValue(ty, vals)
 }
