@@ -108,12 +108,12 @@ func Stage(ctx context.Context, req StageRequest) (err error) {
 	if err != nil {
 		return fmt.Errorf("staging snapshot: %w", err)
 	}
-	for _, dir := range []string{l.Outputs(), l.Logs(), l.HelperLib()} {
+	for _, dir := range []string{l.Outputs(), l.Logs(), l.Control()} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return fmt.Errorf("staging run directory: %w", err)
 		}
 	}
-	if err := supervise.WriteHelpers(l.HelperLib()); err != nil {
+	if err := WriteHelpers(l.HelperLib()); err != nil {
 		return fmt.Errorf("staging run directory: %w", err)
 	}
 	// The control directory holds the run's spec: the owner's alone.

@@ -1,6 +1,7 @@
 package local_test
 
 import (
+	"archive/zip"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -196,11 +197,17 @@ echo "$PYTHONPATH" > "$AML_LOGS_DIR/pythonpath.txt"
 		t.Errorf("snapshot not materialized in the run dir: %v", err)
 	}
 	pp, _ := os.ReadFile(filepath.Join(runDir, supervise.LogsDir, "pythonpath.txt"))
-	if !strings.HasPrefix(string(pp), filepath.Join(runDir, supervise.ControlDir, "lib")) {
-		t.Errorf("PYTHONPATH = %q, want the helper lib first", pp)
+	lib := filepath.Join(runDir, supervise.ControlDir, "lib.zip")
+	if first, _, _ := strings.Cut(strings.TrimSpace(string(pp)), string(os.PathListSeparator)); first != lib {
+		t.Errorf("PYTHONPATH = %q, want the helper lib %s first", pp, lib)
 	}
-	if _, err := os.Stat(filepath.Join(runDir, supervise.ControlDir, "lib", "aml_run.py")); err != nil {
-		t.Errorf("aml_run helper missing: %v", err)
+	if zr, err := zip.OpenReader(lib); err != nil {
+		t.Errorf("helper lib: %v", err)
+	} else {
+		if _, err := zr.Open("aml_run.py"); err != nil {
+			t.Errorf("aml_run helper missing from %s: %v", lib, err)
+		}
+		zr.Close()
 	}
 
 	// Logs are resumable from an offset.

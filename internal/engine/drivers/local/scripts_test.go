@@ -64,7 +64,7 @@ func TestAzuremlV1Script(t *testing.T) {
 	}
 	id := filepath.Base(runDir)
 	for _, want := range []string{"run id " + id + " experiment iris", "workspace: azureml.core.Workspace is not available",
-		"azureml.core from " + filepath.Join(runDir, ".aml", "lib", "azureml", "core", "__init__.py")} {
+		"azureml.core from " + filepath.Join(runDir, ".aml", "lib.zip", "azureml", "core", "__init__.py")} {
 		if !strings.Contains(col.LogTail, want) {
 			t.Errorf("log lacks %q:\n%s", want, col.LogTail)
 		}

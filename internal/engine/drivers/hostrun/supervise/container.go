@@ -420,8 +420,7 @@ func (s *supervisor) containerExited(logf *os.File, werr error, stopping run.Sta
 	case code != 0:
 		return s.finish(run.Failed, run.ReasonNonzeroExit, &code, "", fmt.Sprintf("exit code %d", code))
 	default:
-		s.st.Status = run.Finalizing
-		s.save()
+		s.stamp(run.Finalizing) // as exited: both in the timeline, one write
 		return s.finish(run.Completed, "", &code, "", "")
 	}
 }

@@ -15,15 +15,17 @@ import (
 
 	"github.com/openaml/terraform-provider-aml/internal/engine/env"
 	"github.com/openaml/terraform-provider-aml/internal/engine/run"
-	"github.com/openaml/terraform-provider-aml/internal/engine/snapshot"
 )
 
 // Paths inside a run directory. The run's working directory is the run directory
 // itself (the materialized snapshot), as in Azure ML.
 const (
-	OutputsDir  = "outputs"
-	LogsDir     = "logs"
-	ControlDir  = snapshot.ReservedDir // engine files; never part of a snapshot
+	OutputsDir = "outputs"
+	LogsDir    = "logs"
+	// ControlDir holds the engine's files: snapshot.ReservedDir, which no
+	// snapshot contains (a test holds the two equal; the supervisor does not
+	// link the snapshot package, whose initialisation every run would pay).
+	ControlDir  = ".aml"
 	StdLogFile  = "std_log.txt"
 	metricsFile = "metrics.jsonl"
 	tagsFile    = "tags.jsonl"
@@ -31,7 +33,7 @@ const (
 	specFile    = "spec.json"
 	statusFile  = "status.json"
 	cancelFile  = "cancel.json"
-	helperDir   = "lib"
+	helperFile  = "lib.zip"
 )
 
 // Layout names the files of one run directory. Rank is a rank of a
@@ -69,7 +71,7 @@ func (l Layout) rankDir() string {
 	}
 	return filepath.Join(l.Dir, ControlDir)
 }
-func (l Layout) HelperLib() string   { return filepath.Join(l.Dir, ControlDir, helperDir) }
+func (l Layout) HelperLib() string   { return filepath.Join(l.Dir, ControlDir, helperFile) }
 func (l Layout) EnvBuildLog() string { return filepath.Join(l.Dir, LogsDir, "environment_build.log") }
 func (l Layout) SupervisorLog() string {
 	if l.Rank > 0 {

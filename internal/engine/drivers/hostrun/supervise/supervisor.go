@@ -94,14 +94,19 @@ func merged(a, b map[string]string) map[string]string {
 
 func (s *supervisor) save() {
 	// Each status is stamped when it is first written: the run's timeline.
-	if _, ok := s.st.Phases[s.st.Status]; !ok && s.st.Status != "" {
+	s.stamp(s.st.Status)
+	if err := WriteJSONAtomic(s.l.Status(), s.st); err != nil {
+		s.log.Printf("writing status: %v", err)
+	}
+}
+
+// stamp records when the run first reached status, for its timeline.
+func (s *supervisor) stamp(status run.Status) {
+	if _, ok := s.st.Phases[status]; !ok && status != "" {
 		if s.st.Phases == nil {
 			s.st.Phases = map[run.Status]time.Time{}
 		}
-		s.st.Phases[s.st.Status] = time.Now().UTC()
-	}
-	if err := WriteJSONAtomic(s.l.Status(), s.st); err != nil {
-		s.log.Printf("writing status: %v", err)
+		s.st.Phases[status] = time.Now().UTC()
 	}
 }
 
@@ -399,8 +404,9 @@ func (s *supervisor) exited(werr error, stopping run.Status, stopReason string) 
 	case code != 0:
 		return s.finish(run.Failed, run.ReasonNonzeroExit, codep, "", fmt.Sprintf("exit code %d", code))
 	default:
-		s.st.Status = run.Finalizing
-		s.save()
+		// Nothing is left to do on this host between Finalizing and
+		// Completed: the timeline gets both, the status file one write.
+		s.stamp(run.Finalizing)
 		return s.finish(run.Completed, "", codep, "", "")
 	}
 }
