@@ -78,6 +78,9 @@ if [ -n "${AML_BEFORE_BIN:-}" ]; then
   [ -x "$AML_BEFORE_BIN" ] || die "AML_BEFORE_BIN=$AML_BEFORE_BIN is not an executable"
   mkdir -p "$tmp/mirror-before/registry.terraform.io/openaml/aml/0.1.0/$os_arch"
   cp "$AML_BEFORE_BIN" "$tmp/mirror-before/registry.terraform.io/openaml/aml/0.1.0/$os_arch/terraform-provider-aml_v0.1.0"
+  # Its supervisor too, when that build has one beside it (as for the aml contender).
+  before_sup=$(dirname "$AML_BEFORE_BIN")/aml-supervisor$(basename "$AML_BEFORE_BIN" | sed 's/^terraform-provider-aml//')
+  [ ! -x "$before_sup" ] || cp "$before_sup" "$tmp/mirror-before/registry.terraform.io/openaml/aml/0.1.0/$os_arch/aml-supervisor_v0.1.0"
   sed "s|$tmp/mirror|$tmp/mirror-before|" "$tmp/tf.rc" >"$tmp/tf-before.rc"
   contenders="before aml floor data wide"
 fi
