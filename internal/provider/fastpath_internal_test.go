@@ -126,45 +126,14 @@ func TestFastValidationMatchesFramework(t *testing.T) {
 	ctx := context.Background()
 	srv := NewProtocol6Server("test")().(*fastServer)
 	full := runStateType().(tftypes.Object)
-	str := func(s string) tftypes.Value { return tftypes.NewValue(tftypes.String, s) }
-	strs := func(ss ...string) tftypes.Value {
-		vs := make([]tftypes.Value, len(ss))
-		for i, s := range ss {
-			vs[i] = str(s)
-		}
-		return tftypes.NewValue(tftypes.List{ElementType: tftypes.String}, vs)
-	}
-	object := func(ty tftypes.Object, set map[string]tftypes.Value) tftypes.Value {
-		vals := map[string]tftypes.Value{}
-		for name, aty := range ty.AttributeTypes {
-			if v, ok := set[name]; ok {
-				vals[name] = v
-			} else {
-				vals[name] = tftypes.NewValue(aty, nil)
-			}
-		}
-		return tftypes.NewValue(ty, vals)
-	}
+	str, strs, object := tfString, tfStrings, tfObject
 	rbc := full.AttributeTypes["run_based_compute"].(tftypes.Object)
 	tmo := full.AttributeTypes["timeouts"].(tftypes.Object)
 	base := map[string]tftypes.Value{
 		"workspace_id": str("0f8fad5b-d9cb-469f-a165-70867728950e"), "experiment_name": str("iris"),
 		"source_directory": str("src"), "script": str("train.py"), "run_configuration_id": str("0f8fad5b-d9cb-469f-a165-70867728950e/runconfigs/py"),
 	}
-	with := func(changes map[string]tftypes.Value) tftypes.Value {
-		set := map[string]tftypes.Value{}
-		for k, v := range base {
-			set[k] = v
-		}
-		for k, v := range changes {
-			if v.Type() == nil {
-				delete(set, k)
-			} else {
-				set[k] = v
-			}
-		}
-		return object(full, set)
-	}
+	with := func(changes map[string]tftypes.Value) tftypes.Value { return runConfigWith(full, base, changes) }
 	unset := tftypes.Value{}
 	cases := map[string]tftypes.Value{
 		"valid":                       with(nil),
@@ -281,7 +250,7 @@ func TestFastCreatePlanMatchesFramework(t *testing.T) {
 	}
 	// The provider's configuration: an object whose attributes are all null.
 	pty := schemas.Provider.ValueType()
-	pcfg, err := tfprotov6.NewDynamicValue(pty, nullObject(pty.(tftypes.Object)))
+	pcfg, err := tfprotov6.NewDynamicValue(pty, tfObject(pty.(tftypes.Object), nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,14 +281,7 @@ func TestFastCreatePlanMatchesFramework(t *testing.T) {
 	}
 
 	full := runStateType().(tftypes.Object)
-	str := func(s string) tftypes.Value { return tftypes.NewValue(tftypes.String, s) }
-	strs := func(ss ...string) tftypes.Value {
-		vs := make([]tftypes.Value, len(ss))
-		for i, s := range ss {
-			vs[i] = str(s)
-		}
-		return tftypes.NewValue(tftypes.List{ElementType: tftypes.String}, vs)
-	}
+	str, strs, object := tfString, tfStrings, tfObject
 	strMap := func(kv ...string) tftypes.Value {
 		m := map[string]tftypes.Value{}
 		for i := 0; i+1 < len(kv); i += 2 {
@@ -330,17 +292,6 @@ func TestFastCreatePlanMatchesFramework(t *testing.T) {
 	unknown := func(name string) tftypes.Value {
 		return tftypes.NewValue(full.AttributeTypes[name], tftypes.UnknownValue)
 	}
-	object := func(ty tftypes.Object, set map[string]tftypes.Value) tftypes.Value {
-		vals := map[string]tftypes.Value{}
-		for name, aty := range ty.AttributeTypes {
-			if v, ok := set[name]; ok {
-				vals[name] = v
-			} else {
-				vals[name] = tftypes.NewValue(aty, nil)
-			}
-		}
-		return tftypes.NewValue(ty, vals)
-	}
 	rbc := full.AttributeTypes["run_based_compute"].(tftypes.Object)
 	tmo := full.AttributeTypes["timeouts"].(tftypes.Object)
 	base := map[string]tftypes.Value{
@@ -348,20 +299,7 @@ func TestFastCreatePlanMatchesFramework(t *testing.T) {
 		"script": str("train.py"), "run_configuration_id": str(rc.ID),
 	}
 	unset := tftypes.Value{}
-	with := func(changes map[string]tftypes.Value) tftypes.Value {
-		set := map[string]tftypes.Value{}
-		for k, v := range base {
-			set[k] = v
-		}
-		for k, v := range changes {
-			if v.Type() == nil {
-				delete(set, k)
-			} else {
-				set[k] = v
-			}
-		}
-		return object(full, set)
-	}
+	with := func(changes map[string]tftypes.Value) tftypes.Value { return runConfigWith(full, base, changes) }
 	cases := []struct {
 		name string
 		cfg  tftypes.Value
@@ -451,11 +389,42 @@ func TestFastCreatePlanMatchesFramework(t *testing.T) {
 	}
 }
 
-// nullObject is an object of type ty whose attributes are all null.
-func nullObject(ty tftypes.Object) tftypes.Value {
+func tfString(s string) tftypes.Value { return tftypes.NewValue(tftypes.String, s) }
+
+func tfStrings(ss ...string) tftypes.Value {
+	vs := make([]tftypes.Value, len(ss))
+	for i, s := range ss {
+		vs[i] = tfString(s)
+	}
+	return tftypes.NewValue(tftypes.List{ElementType: tftypes.String}, vs)
+}
+
+// tfObject is an object of type ty with set's attributes, every other one null.
+func tfObject(ty tftypes.Object, set map[string]tftypes.Value) tftypes.Value {
 	vals := map[string]tftypes.Value{}
 	for name, aty := range ty.AttributeTypes {
-		vals[name] = tftypes.NewValue(aty, nil)
+		if v, ok := set[name]; ok {
+			vals[name] = v
+		} else {
+			vals[name] = tftypes.NewValue(aty, nil)
+		}
 	}
 	return tftypes.NewValue(ty, vals)
+}
+
+// runConfigWith is a run configuration of type ty: base with changes, where a
+// zero tftypes.Value removes the attribute.
+func runConfigWith(ty tftypes.Object, base, changes map[string]tftypes.Value) tftypes.Value {
+	set := map[string]tftypes.Value{}
+	for k, v := range base {
+		set[k] = v
+	}
+	for k, v := range changes {
+		if v.Type() == nil {
+			delete(set, k)
+		} else {
+			set[k] = v
+		}
+	}
+	return tfObject(ty, set)
 }
