@@ -130,7 +130,7 @@ func createRunPlan(ctx context.Context, eng *engine.Engine, req *tfprotov6.PlanR
 	if !ok {
 		return nil, false
 	}
-	sConfig, ok := settableOnly(req.Config)
+	sConfig, ok := settableValue(config)
 	if !ok {
 		return nil, false
 	}
@@ -411,9 +411,17 @@ var runConfigSchema = sync.OnceValues(func() (tftypes.Object, map[string]bool) {
 // settableOnly re-encodes a run's configuration with runConfigSchema's type;
 // false when it sets a computed-only attribute or does not decode.
 func settableOnly(config *tfprotov6.DynamicValue) (*tfprotov6.DynamicValue, bool) {
-	ty, left := runConfigSchema()
 	val, err := config.Unmarshal(runStateType())
-	if err != nil || !val.IsKnown() || val.IsNull() {
+	if err != nil {
+		return nil, false
+	}
+	return settableValue(val)
+}
+
+// settableValue is settableOnly of a decoded value.
+func settableValue(val tftypes.Value) (*tfprotov6.DynamicValue, bool) {
+	ty, left := runConfigSchema()
+	if !val.IsKnown() || val.IsNull() {
 		return nil, false
 	}
 	var attrs map[string]tftypes.Value
