@@ -5,14 +5,17 @@ import (
 	"context"
 	"encoding/json"
 	"math/big"
+	"reflect"
 	"sync"
 	"sync/atomic"
 
+	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/datasource"
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/providerserver"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/defaults"
 	"github.com/hashicorp/terraform-plugin-framework/tfsdk"
 	"github.com/hashicorp/terraform-plugin-go/tfprotov6"
 	"github.com/hashicorp/terraform-plugin-go/tftypes"
@@ -97,24 +100,29 @@ func (s *fastServer) PlanResourceChange(ctx context.Context, req *tfprotov6.Plan
 }
 
 // createRunPlan plans a new aml_experiment_run (no prior state) with the
-// framework's own steps, in two parts whose cost grows with the schema's size
-// rather than its square:
+// framework's own steps for a create, at a cost that grows with the schema's
+// size rather than its square:
 //
-//   - the settable attributes (and blocks) are planned by the framework against
-//     settableRunResource's schema (runSettableServer): their defaults, plan
-//     modifiers and unknowns, exactly as the full schema would plan them;
-//   - each computed-only attribute is unknown, as the framework's
-//     MarkComputedNilsAsUnknown makes it for a create (their only plan
-//     modifier, UseStateForUnknown, keeps nothing when there is no state);
+//   - each attribute the configuration sets keeps Terraform's proposed value;
+//   - each one it leaves null becomes its Default, or unknown when it is
+//     computed without one (the framework's TransformDefaults and
+//     MarkComputedNilsAsUnknown), or stays null (runCreateRules);
+//   - the attributes' plan modifiers are left out: on a create they do
+//     nothing (RequiresReplace asks nothing without state; UseStateForUnknown
+//     keeps nothing without state);
 //   - then the resource's own ModifyPlan runs on the whole plan, as the
 //     framework calls it, and sets the snapshot's attributes.
 //
-// A plan that is not plain (a diagnostic from either part, a replacement, a
-// deferral, private state) is left to the framework, which plans it again and
-// words what it has to say. TestFastCreatePlanMatchesFramework holds the two
-// paths to the same answers.
+// A plan that is not plain (a diagnostic, a replacement, a deferral, private
+// state) is left to the framework, which plans it again and words what it has
+// to say. TestFastCreatePlanMatchesFramework holds the two paths to the same
+// answers.
 func createRunPlan(ctx context.Context, eng *engine.Engine, req *tfprotov6.PlanResourceChangeRequest) (*tfprotov6.PlanResourceChangeResponse, bool) {
 	if req.PriorState == nil || req.ProposedNewState == nil || req.Config == nil || len(req.PriorPrivate) != 0 {
+		return nil, false
+	}
+	rules, ok := runCreateRules()
+	if !ok {
 		return nil, false
 	}
 	full := runStateType().(tftypes.Object)
@@ -126,38 +134,29 @@ func createRunPlan(ctx context.Context, eng *engine.Engine, req *tfprotov6.PlanR
 	if err != nil {
 		return nil, false
 	}
-	sProposed, ok := settableOnly(req.ProposedNewState)
-	if !ok {
-		return nil, false
-	}
-	sConfig, ok := settableValue(config)
-	if !ok {
-		return nil, false
-	}
-	sType, left := runConfigSchema()
-	sPrior, err := tfprotov6.NewDynamicValue(sType, tftypes.NewValue(sType, nil))
+	proposed, err := req.ProposedNewState.Unmarshal(full)
 	if err != nil {
 		return nil, false
 	}
-	sResp, err := runSettableServer().PlanResourceChange(ctx, &tfprotov6.PlanResourceChangeRequest{
-		TypeName: req.TypeName, PriorState: &sPrior, ProposedNewState: sProposed, Config: sConfig,
-		ProviderMeta: req.ProviderMeta, ClientCapabilities: req.ClientCapabilities,
-	})
-	if err != nil || len(sResp.Diagnostics) != 0 || len(sResp.RequiresReplace) != 0 || sResp.Deferred != nil ||
-		sResp.PlannedState == nil || len(sResp.PlannedPrivate) != 0 {
-		return nil, false
-	}
-	sPlanned, err := sResp.PlannedState.Unmarshal(sType)
-	var attrs map[string]tftypes.Value
-	if err != nil || sPlanned.As(&attrs) != nil || attrs == nil {
+	var cAttrs, pAttrs map[string]tftypes.Value
+	if config.As(&cAttrs) != nil || proposed.As(&pAttrs) != nil || cAttrs == nil || pAttrs == nil {
 		return nil, false
 	}
 	planned := make(map[string]tftypes.Value, len(full.AttributeTypes))
-	for name, v := range attrs {
-		planned[name] = v
-	}
-	for name := range left {
-		planned[name] = tftypes.NewValue(full.AttributeTypes[name], tftypes.UnknownValue)
+	for name, ty := range full.AttributeTypes {
+		r, c := rules[name], cAttrs[name]
+		switch {
+		case !c.IsNull() && r.computedOnly:
+			return nil, false // terraform refuses such a configuration; the framework words it
+		case !c.IsNull():
+			planned[name] = pAttrs[name]
+		case r.def != nil:
+			planned[name] = *r.def
+		case r.computed:
+			planned[name] = tftypes.NewValue(ty, tftypes.UnknownValue)
+		default:
+			planned[name] = pAttrs[name]
+		}
 	}
 	if tftypes.ValidateValue(full, planned) != nil {
 		return nil, false
@@ -179,6 +178,110 @@ func createRunPlan(ctx context.Context, eng *engine.Engine, req *tfprotov6.PlanR
 		return nil, false
 	}
 	return &tfprotov6.PlanResourceChangeResponse{PlannedState: &dv}, true
+}
+
+// createRule is what a create plan makes of a top-level attribute that the
+// configuration leaves null: its default (def), unknown (computed without a
+// default), or null. computedOnly: the configuration cannot set it.
+type createRule struct {
+	def                    *tftypes.Value
+	computed, computedOnly bool
+}
+
+// runCreateRules reads aml_experiment_run's schema once for createRunPlan.
+// False (every create plan goes to the framework) when the schema has
+// something createRunPlan does not model: a default that is not a static
+// value, a write-only attribute, or a nested attribute or block with a
+// computed attribute inside (the framework would default or unknown it
+// within a configured object).
+var runCreateRules = sync.OnceValues(func() (map[string]createRule, bool) {
+	ctx := context.Background()
+	s := runResourceSchema()
+	rules := make(map[string]createRule, len(s.Attributes))
+	for name, a := range s.Attributes {
+		if a.IsWriteOnly() || !plainNested(a) {
+			return nil, false
+		}
+		r := createRule{computed: a.IsComputed(), computedOnly: a.IsComputed() && !a.IsOptional() && !a.IsRequired()}
+		var dv attr.Value
+		switch a := a.(type) {
+		case schema.StringAttribute:
+			if a.Default != nil {
+				var resp defaults.StringResponse
+				a.Default.DefaultString(ctx, defaults.StringRequest{}, &resp)
+				if resp.Diagnostics.HasError() {
+					return nil, false
+				}
+				dv = resp.PlanValue
+			}
+		case schema.BoolAttribute:
+			if a.Default != nil {
+				var resp defaults.BoolResponse
+				a.Default.DefaultBool(ctx, defaults.BoolRequest{}, &resp)
+				if resp.Diagnostics.HasError() {
+					return nil, false
+				}
+				dv = resp.PlanValue
+			}
+		default:
+			// Any other kind with a Default field set is not modelled.
+			if f := reflect.ValueOf(a).FieldByName("Default"); f.IsValid() && !f.IsNil() {
+				return nil, false
+			}
+		}
+		if dv != nil {
+			tv, err := dv.ToTerraformValue(ctx)
+			if err != nil {
+				return nil, false
+			}
+			r.def = &tv
+		}
+		rules[name] = r
+	}
+	for _, b := range s.Blocks {
+		if !plainNested(b) {
+			return nil, false
+		}
+	}
+	return rules, true
+})
+
+// plainNested reports whether an attribute or block has no computed attribute
+// nested inside it (so nothing in it gets a default or an unknown).
+func plainNested(x any) bool {
+	var attrs map[string]schema.Attribute
+	var blocks map[string]schema.Block
+	switch x := x.(type) {
+	case schema.SingleNestedAttribute:
+		attrs = x.Attributes
+	case schema.ListNestedAttribute:
+		attrs = x.NestedObject.Attributes
+	case schema.SetNestedAttribute:
+		attrs = x.NestedObject.Attributes
+	case schema.MapNestedAttribute:
+		attrs = x.NestedObject.Attributes
+	case schema.SingleNestedBlock:
+		attrs, blocks = x.Attributes, x.Blocks
+	case schema.ListNestedBlock:
+		attrs, blocks = x.NestedObject.Attributes, x.NestedObject.Blocks
+	case schema.SetNestedBlock:
+		attrs, blocks = x.NestedObject.Attributes, x.NestedObject.Blocks
+	case schema.Attribute:
+		return true // not nested
+	default:
+		return false
+	}
+	for _, a := range attrs {
+		if a.IsComputed() || a.IsWriteOnly() || !plainNested(a) {
+			return false
+		}
+	}
+	for _, b := range blocks {
+		if !plainNested(b) {
+			return false
+		}
+	}
+	return true
 }
 
 // UpgradeResourceState of an aml_experiment_run state already at the schema's

@@ -15,6 +15,8 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringdefault"
 	"github.com/hashicorp/terraform-plugin-framework/tfsdk"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"github.com/hashicorp/terraform-plugin-go/tfprotov6"
@@ -323,6 +325,10 @@ func TestFastCreatePlanMatchesFramework(t *testing.T) {
 		{"source_directory unknown", with(map[string]tftypes.Value{"source_directory": unknown("source_directory")}), true},
 		{"arguments unknown", with(map[string]tftypes.Value{"arguments": unknown("arguments")}), true},
 		{"workspace unknown", with(map[string]tftypes.Value{"workspace_id": unknown("workspace_id")}), true},
+		// Optional and computed with a default: an unknown stays unknown.
+		{"compute_target unknown", with(map[string]tftypes.Value{"compute_target": unknown("compute_target"),
+			"wait_for_completion": unknown("wait_for_completion")}), true},
+		{"timeouts unknown", with(map[string]tftypes.Value{"timeouts": unknown("timeouts")}), true},
 		{"script missing", with(map[string]tftypes.Value{"script": str("nope.py")}), false},
 		{"source_directory missing", with(map[string]tftypes.Value{"source_directory": str(filepath.Join(src, "gone"))}), false},
 		// Checked when the run is submitted, not in its plan: both paths plan it.
@@ -392,6 +398,47 @@ func TestFastCreatePlanMatchesFramework(t *testing.T) {
 	}
 	if knownHash < 4 {
 		t.Errorf("only %d plans hashed the snapshot: ModifyPlan did not run in them", knownHash)
+	}
+}
+
+// TestRunCreateRules: the schema facts createRunPlan's create plan rests on,
+// and the nested schemas it refuses to model.
+func TestRunCreateRules(t *testing.T) {
+	rules, ok := runCreateRules()
+	if !ok {
+		t.Fatal("runCreateRules refuses aml_experiment_run's schema: every create plan would go to the framework")
+	}
+	for name, want := range map[string]string{
+		"compute_target": `tftypes.String<"local">`, "wait_for_completion": `tftypes.Bool<"true">`, "allow_failure": `tftypes.Bool<"false">`,
+	} {
+		if r := rules[name]; r.def == nil || r.def.String() != want || r.computedOnly {
+			t.Errorf("%s: rule %+v, want default %s", name, r, want)
+		}
+	}
+	for name, want := range map[string]createRule{
+		"status": {computed: true, computedOnly: true}, "id": {computed: true, computedOnly: true},
+		"script": {}, "timeouts": {}, "workspace_id": {},
+	} {
+		if r := rules[name]; r != want {
+			t.Errorf("%s: rule %+v, want %+v", name, r, want)
+		}
+	}
+	if len(rules) != len(runResourceSchema().Attributes) {
+		t.Errorf("%d rules for %d attributes", len(rules), len(runResourceSchema().Attributes))
+	}
+	plain := schema.SingleNestedAttribute{Optional: true, Attributes: map[string]schema.Attribute{"a": schema.StringAttribute{Optional: true}}}
+	computedInside := schema.SingleNestedBlock{Attributes: map[string]schema.Attribute{
+		"a": schema.StringAttribute{Optional: true, Computed: true, Default: stringdefault.StaticString("x")}}}
+	deeper := schema.ListNestedBlock{NestedObject: schema.NestedBlockObject{Blocks: map[string]schema.Block{"inner": computedInside}}}
+	for _, c := range []struct {
+		name string
+		x    any
+		want bool
+	}{{"plain nested attribute", plain, true}, {"computed inside a block", computedInside, false},
+		{"computed two levels down", deeper, false}, {"flat attribute", schema.StringAttribute{Computed: true}, true}} {
+		if got := plainNested(c.x); got != c.want {
+			t.Errorf("plainNested(%s) = %v, want %v", c.name, got, c.want)
+		}
 	}
 }
 
