@@ -147,10 +147,14 @@ func (e *Engine) open(ctx context.Context, id string) (*store.Store, error) {
 	e.mu.Lock()
 	dir, ok := e.where[id]
 	e.mu.Unlock()
-	var looked []string
 	if ok {
-		looked = append(looked, dir)
+		// Where this process found it last: no pointer read, no scan (a
+		// run's create opens its workspace a dozen times).
+		if s, err := e.openDir(ctx, dir); err == nil && s.UID == id {
+			return s, nil
+		}
 	}
+	var looked []string
 	if p, err := e.readPointer(id); err == nil {
 		looked = append(looked, e.abs(p))
 	}

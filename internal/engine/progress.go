@@ -96,7 +96,7 @@ func (e *Engine) WaitRunProgress(ctx context.Context, id string, fn ProgressFunc
 			stop = watch(ctx, ex, base, rec.Status, fn)
 		}
 	}
-	r, werr := e.WaitRun(ctx, id)
+	r, werr := e.waitRun(ctx, s, rec)
 	if stop != nil {
 		stop()
 	}

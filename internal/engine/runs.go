@@ -914,6 +914,12 @@ func (e *Engine) WaitRun(ctx context.Context, id string) (*Run, error) {
 	if err != nil {
 		return nil, err
 	}
+	return e.waitRun(ctx, s, rec)
+}
+
+// waitRun is WaitRun of a record just loaded from s.
+func (e *Engine) waitRun(ctx context.Context, s *store.Store, rec *run.Record) (*Run, error) {
+	var err error
 	if rec.Status.Active() && elsewhere(s, rec) != "" {
 		// Another machine follows it: wait for what it records.
 		if rec, err = waitRecorded(ctx, s, rec.ID); err != nil {
@@ -945,15 +951,18 @@ func (e *Engine) WaitRun(ctx context.Context, id string) (*Run, error) {
 			}
 			return r, fmt.Errorf("%s %s; it was canceled: %w", why, rec.ID, &RunFailedError{Run: r})
 		}
-		if _, err := e.record(ctx, s, rec.ID, ex, st); err != nil {
-			return nil, err
-		}
-		rec, err = s.GetRun(ctx, rec.ID)
+		// What record stored, as the store returned it.
+		r, err := e.record(ctx, s, rec.ID, ex, st)
 		if err != nil {
 			return nil, err
 		}
+		return completed(r)
 	}
-	r := e.toRun(s, rec)
+	return completed(e.toRun(s, rec))
+}
+
+// completed is r, with *RunFailedError when it did not complete.
+func completed(r *Run) (*Run, error) {
 	if r.Status != run.Completed {
 		return r, &RunFailedError{Run: r}
 	}
@@ -1002,11 +1011,15 @@ func (e *Engine) cancel(ctx context.Context, s *store.Store, runID, reason strin
 
 // AcknowledgeRun records that Terraform now tracks the run (no adoption after this).
 func (e *Engine) AcknowledgeRun(ctx context.Context, id string) error {
-	s, rec, err := e.load(ctx, id)
+	wsID, runID, err := ParseRunID(id)
 	if err != nil {
 		return err
 	}
-	return s.MarkReturned(ctx, rec.ID)
+	s, err := e.open(ctx, wsID)
+	if err != nil {
+		return err
+	}
+	return s.MarkReturned(ctx, runID)
 }
 
 // ReleaseRun is destroy: cancel if active, keep the record as history.

@@ -243,8 +243,14 @@ func (s *Store) ClaimOrphan(ctx context.Context, submitKey, newOwner string, ali
 // MarkReturned records that Terraform has been told about the run, so it is no
 // longer a candidate for adoption.
 func (s *Store) MarkReturned(ctx context.Context, id string) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE runs SET returned = 1, owner = '' WHERE id = ?`, id)
-	return err
+	res, err := s.db.ExecContext(ctx, `UPDATE runs SET returned = 1, owner = '' WHERE id = ?`, id)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err == nil && n == 0 {
+		return fmt.Errorf("run %q: %w", id, ErrNotFound)
+	}
+	return nil
 }
 
 // MarkReleased records that the run's Terraform resource was destroyed; the run

@@ -153,6 +153,12 @@ func testRunInsertGetUpdate(t *testing.T, b backend) {
 	if _, err := s.UpdateRun(ctx, "nope", func(*run.Record) error { return nil }); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("update of unknown run: %v", err)
 	}
+	if err := s.MarkReturned(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("MarkReturned of an unknown run: %v, want ErrNotFound", err)
+	}
+	if err := s.MarkReturned(ctx, "r1"); err != nil {
+		t.Errorf("MarkReturned: %v", err)
+	}
 	if n, _ := s.CountRuns(ctx); n != 1 {
 		t.Errorf("CountRuns = %d", n)
 	}
