@@ -631,6 +631,17 @@ func optMap(ctx context.Context, v map[string]string, diags *diag.Diagnostics) t
 }
 
 func (r *ExperimentRunResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
+	r.create(ctx, req, resp, resp.Private)
+}
+
+// privateSetter is where create keeps the run's fingerprint: the response's
+// private state, or the apply fast path's (createRunApply).
+type privateSetter interface {
+	SetKey(context.Context, string, []byte) diag.Diagnostics
+}
+
+// create is Create, with the private state it writes to given apart.
+func (r *ExperimentRunResource) create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse, private privateSetter) {
 	var plan ExperimentRunResourceModel
 	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
 	if resp.Diagnostics.HasError() {
@@ -701,7 +712,7 @@ func (r *ExperimentRunResource) Create(ctx context.Context, req resource.CreateR
 		again := plan
 		again.fillComputed(ctx, fresh, &diag.Diagnostics{})
 		if reflect.DeepEqual(again, plan) {
-			setRunFingerprint(ctx, resp.Private, runFingerprint(fresh), &resp.Diagnostics)
+			setRunFingerprint(ctx, private, runFingerprint(fresh), &resp.Diagnostics)
 		}
 	}
 }
@@ -762,9 +773,7 @@ func runFingerprint(run *engine.Run) []byte {
 
 // setRunFingerprint records fp beside the state just written (nothing when fp
 // is nil: the next refresh then takes the full path).
-func setRunFingerprint(ctx context.Context, private interface {
-	SetKey(context.Context, string, []byte) diag.Diagnostics
-}, fp []byte, diags *diag.Diagnostics) {
+func setRunFingerprint(ctx context.Context, private privateSetter, fp []byte, diags *diag.Diagnostics) {
 	if fp == nil || private == nil {
 		return
 	}

@@ -51,7 +51,7 @@ with open(os.path.join(os.environ["AML_OUTPUTS_DIR"], "model.txt"), "w") as f:
 func TestAccExperimentRunResource(t *testing.T) {
 	testAccPreCheck(t)
 	var fastPlans0, fastReads0, fastUpgrades0, fastValidations0 int64
-	fastCreates0 := provider.FastCreatePlans()
+	fastCreates0, fastApplies0 := provider.FastCreatePlans(), provider.FastCreateApplies()
 	wsDir := filepath.Join(t.TempDir(), "ws")
 	files := map[string]string{
 		"train.py":    envTrainScript("0.93"),
@@ -194,6 +194,10 @@ resource "aml_experiment_run" "train" {
 					// path (createRunPlan), at plan and again at apply.
 					if n := provider.FastCreatePlans() - fastCreates0; n < 2 {
 						t.Fatalf("new run: the fast path answered %d create plans, want 2 (plan and apply)", n)
+					}
+					// ... and created by it (createRunApply).
+					if n := provider.FastCreateApplies() - fastApplies0; n < 1 {
+						t.Fatalf("new run: the fast path answered %d creates, want 1", n)
 					}
 					fastPlans0, fastReads0, fastUpgrades0, fastValidations0 = provider.FastPathHits()
 				},

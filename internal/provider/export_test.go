@@ -10,3 +10,7 @@ func FastPathHits() (plans, reads, upgrades, validations int64) {
 // FastCreatePlans is how many plans of new runs fastServer has answered in
 // this process.
 func FastCreatePlans() int64 { return fastCreates.Load() }
+
+// FastCreateApplies is how many creates of runs fastServer has answered in
+// this process.
+func FastCreateApplies() int64 { return fastApplies.Load() }

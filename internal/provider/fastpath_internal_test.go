@@ -242,7 +242,18 @@ func TestSetRootAttrsMatchesSetAttribute(t *testing.T) {
 // replacements and diagnostics, for plain, full, unknown and failing
 // configurations. Those that have something to say (a missing script or
 // source directory) are left to the framework.
-func TestFastCreatePlanMatchesFramework(t *testing.T) {
+// fastFixture is a configured provider server with a workspace, a Python
+// run configuration and a source directory, for comparing the fast paths with
+// the framework's.
+type fastFixture struct {
+	srv    *fastServer
+	eng    *engine.Engine
+	ws, rc string // ids
+	src    string
+}
+
+func newFastFixture(t *testing.T) fastFixture {
+	t.Helper()
 	// The plan checks that the run configuration's interpreter exists.
 	py, err := exec.LookPath("python3")
 	if err != nil {
@@ -279,7 +290,12 @@ func TestFastCreatePlanMatchesFramework(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := t.TempDir()
-	for name, body := range map[string]string{"train.py": "print(1)\n", "lib/util.py": "X = 1\n"} {
+	for name, body := range map[string]string{
+		"train.py":    "print(1)\n",
+		"lib/util.py": "X = 1\n",
+		"metrics.py":  "from azureml.core import Run\nrun = Run.get_context()\nrun.log('acc', 0.9)\nprint('done')\n",
+		"fail.py":     "import sys\nprint('bad input', file=sys.stderr)\nsys.exit(3)\n",
+	} {
 		if err := os.MkdirAll(filepath.Dir(filepath.Join(src, name)), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -287,6 +303,13 @@ func TestFastCreatePlanMatchesFramework(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	return fastFixture{srv: srv, eng: eng, ws: ws.ID, rc: rc.ID, src: src}
+}
+
+func TestFastCreatePlanMatchesFramework(t *testing.T) {
+	f := newFastFixture(t)
+	ctx := context.Background()
+	srv, src := f.srv, f.src
 
 	full := runStateType().(tftypes.Object)
 	str, strs, object := tfString, tfStrings, tfObject
@@ -303,8 +326,8 @@ func TestFastCreatePlanMatchesFramework(t *testing.T) {
 	rbc := full.AttributeTypes["run_based_compute"].(tftypes.Object)
 	tmo := full.AttributeTypes["timeouts"].(tftypes.Object)
 	base := map[string]tftypes.Value{
-		"workspace_id": str(ws.ID), "experiment_name": str("iris"), "source_directory": str(src),
-		"script": str("train.py"), "run_configuration_id": str(rc.ID),
+		"workspace_id": str(f.ws), "experiment_name": str("iris"), "source_directory": str(src),
+		"script": str("train.py"), "run_configuration_id": str(f.rc),
 	}
 	unset := tftypes.Value{}
 	with := func(changes map[string]tftypes.Value) tftypes.Value { return runConfigWith(full, base, changes) }
@@ -332,7 +355,7 @@ func TestFastCreatePlanMatchesFramework(t *testing.T) {
 		{"script missing", with(map[string]tftypes.Value{"script": str("nope.py")}), false},
 		{"source_directory missing", with(map[string]tftypes.Value{"source_directory": str(filepath.Join(src, "gone"))}), false},
 		// Checked when the run is submitted, not in its plan: both paths plan it.
-		{"no such run configuration", with(map[string]tftypes.Value{"run_configuration_id": str(ws.ID + "/runconfigs/nope")}), true},
+		{"no such run configuration", with(map[string]tftypes.Value{"run_configuration_id": str(f.ws + "/runconfigs/nope")}), true},
 		{"run-based pool", with(map[string]tftypes.Value{"compute_target": str("amlcompute"),
 			"run_based_compute": object(rbc, map[string]tftypes.Value{"vm_size": str("STANDARD_D1_V2")})}), true},
 	}
