@@ -49,6 +49,10 @@ type RunRequest struct {
 	RunBased *RunBasedCompute
 	// PlannedSnapshotHash, when set, must equal the hash at submit time.
 	PlannedSnapshotHash string
+	// Waited says the caller waits for the run next (WaitRun): SubmitRun
+	// then returns it as started, without the one observation it makes for
+	// a run nobody waits for. Not part of the submission.
+	Waited bool
 }
 
 // Run is a run as reported to users.
@@ -699,8 +703,10 @@ func (e *Engine) start(ctx context.Context, sub *submission, rec *run.Record, re
 	rec = started
 	// One observation at once: a run that is not waited for still shows where
 	// it is (Queued with the scheduler's reason, a batch job's id).
-	if r, err := e.refresh(ctx, s, rec); err == nil {
-		return r, nil
+	if !req.Waited {
+		if r, err := e.refresh(ctx, s, rec); err == nil {
+			return r, nil
+		}
 	}
 	return e.toRun(s, rec), nil
 }

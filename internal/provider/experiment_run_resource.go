@@ -334,7 +334,7 @@ func (r *ExperimentRunResource) ModifyPlan(ctx context.Context, req resource.Mod
 		return
 	}
 	var plan ExperimentRunResourceModel
-	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	resp.Diagnostics.Append(getRunModel(ctx, req.Plan.Raw, req.Plan.Get, &plan)...)
 	if resp.Diagnostics.HasError() {
 		return
 	}
@@ -377,7 +377,7 @@ func (r *ExperimentRunResource) ModifyPlan(ctx context.Context, req resource.Mod
 	}
 	if !req.State.Raw.IsNull() {
 		var state ExperimentRunResourceModel
-		resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+		resp.Diagnostics.Append(getRunModel(ctx, req.State.Raw, req.State.Get, &state)...)
 		if resp.Diagnostics.HasError() {
 			setRootAttrs(ctx, &resp.Plan, sets, &resp.Diagnostics)
 			return
@@ -643,7 +643,7 @@ type privateSetter interface {
 // create is Create, with the private state it writes to given apart.
 func (r *ExperimentRunResource) create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse, private privateSetter) {
 	var plan ExperimentRunResourceModel
-	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	resp.Diagnostics.Append(getRunModel(ctx, req.Plan.Raw, req.Plan.Get, &plan)...)
 	if resp.Diagnostics.HasError() {
 		return
 	}
@@ -656,6 +656,7 @@ func (r *ExperimentRunResource) create(ctx context.Context, req resource.CreateR
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
+	runReq.Waited = plan.WaitForCompletion.ValueBool()
 	run, err := r.eng.SubmitRun(ctx, runReq)
 	if err != nil && run == nil {
 		addEngineError(&resp.Diagnostics, "Cannot submit run", err)
@@ -667,14 +668,18 @@ func (r *ExperimentRunResource) create(ctx context.Context, req resource.CreateR
 			fmt.Sprintf("Run %s was submitted by an earlier apply that was interrupted before Terraform saved it; this apply adopted it instead of submitting the same run twice.", run.RunID))
 	}
 	if err == nil && plan.WaitForCompletion.ValueBool() {
-		tflog.Debug(ctx, "waiting for run", map[string]any{"run_id": run.RunID, "timeout": timeout.String()})
 		var waited *engine.Run
 		// TF_LOG_PROVIDER=INFO shows a run's progress: each status, the last
-		// log line every few seconds, and where the full log is.
+		// log line every few seconds, and where the full log is. (Terraform
+		// reads every line a provider logs, whatever TF_LOG says, so the wait
+		// adds none of its own: the first line gives its timeout.)
 		waited, err = r.eng.WaitRunProgress(ctx, run.ID, func(p engine.Progress) {
 			fields := map[string]any{"run_id": p.RunID, "status": string(p.Status)}
 			if p.LogPath != "" {
 				fields["log_path"] = p.LogPath
+			}
+			if p.First {
+				fields["timeout"] = timeout.String()
 			}
 			tflog.Info(ctx, p.Message(), fields)
 		})
@@ -702,7 +707,7 @@ func (r *ExperimentRunResource) create(ctx context.Context, req resource.CreateR
 		// Saving state with an error taints the resource: the next apply replaces it.
 		resp.Diagnostics.AddError(fmt.Sprintf("Run %s did not complete", run.RunID), err.Error())
 	}
-	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+	resp.Diagnostics.Append(setRunModel(ctx, &resp.State, &plan)...)
 	if ackErr := r.eng.AcknowledgeRun(context.WithoutCancel(ctx), run.ID); ackErr != nil {
 		resp.Diagnostics.AddWarning("Could not mark run as tracked", ackErr.Error())
 	}
@@ -733,7 +738,7 @@ func (r *ExperimentRunResource) Read(ctx context.Context, req resource.ReadReque
 		return
 	}
 	var state ExperimentRunResourceModel
-	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	resp.Diagnostics.Append(getRunModel(ctx, req.State.Raw, req.State.Get, &state)...)
 	if resp.Diagnostics.HasError() {
 		return
 	}
@@ -750,7 +755,7 @@ func (r *ExperimentRunResource) Read(ctx context.Context, req resource.ReadReque
 	if state.SnapshotChanges.IsNull() {
 		state.SnapshotChanges = listValue(ctx, []string{}, &resp.Diagnostics) // imported, or kept by an earlier version
 	}
-	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
+	resp.Diagnostics.Append(setRunModel(ctx, &resp.State, &state)...)
 	// The next refresh keeps this state as it is while the record stays the
 	// same (fastServer.ReadResource).
 	setRunFingerprint(ctx, resp.Private, runFingerprint(run), &resp.Diagnostics)
@@ -784,8 +789,8 @@ func setRunFingerprint(ctx context.Context, private privateSetter, fp []byte, di
 // allow_failure and timeouts. Results stay as they were planned.
 func (r *ExperimentRunResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
 	var plan, state ExperimentRunResourceModel
-	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
-	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	resp.Diagnostics.Append(getRunModel(ctx, req.Plan.Raw, req.Plan.Get, &plan)...)
+	resp.Diagnostics.Append(getRunModel(ctx, req.State.Raw, req.State.Get, &state)...)
 	if resp.Diagnostics.HasError() {
 		return
 	}
@@ -798,7 +803,7 @@ func (r *ExperimentRunResource) Update(ctx context.Context, req resource.UpdateR
 	state.WaitForCompletion = plan.WaitForCompletion
 	state.AllowFailure = plan.AllowFailure
 	state.Timeouts = plan.Timeouts
-	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
+	resp.Diagnostics.Append(setRunModel(ctx, &resp.State, &state)...)
 }
 
 // Delete cancels a running run; the record stays in the workspace as history.
