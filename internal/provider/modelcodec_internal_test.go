@@ -23,7 +23,9 @@ func TestRunModelCodecMatchesFramework(t *testing.T) {
 	s := runResourceSchema()
 	full := runStateType().(tftypes.Object)
 	num := func(f float64) tftypes.Value { return tftypes.NewValue(tftypes.Number, f) }
-	unknown := func(name string) tftypes.Value { return tftypes.NewValue(full.AttributeTypes[name], tftypes.UnknownValue) }
+	unknown := func(name string) tftypes.Value {
+		return tftypes.NewValue(full.AttributeTypes[name], tftypes.UnknownValue)
+	}
 	nums := func(kv map[string]float64) tftypes.Value {
 		m := map[string]tftypes.Value{}
 		for k, v := range kv {
