@@ -160,7 +160,15 @@ func getRunModel(ctx context.Context, raw tftypes.Value, get func(context.Contex
 
 // setRunModel is state.Set(ctx, m) through the codec when it can.
 func setRunModel(ctx context.Context, state *tfsdk.State, m *ExperimentRunResourceModel) diag.Diagnostics {
-	if v, ok := runCodec().encode(ctx, m); ok {
+	c := runCodec()
+	if v, ok := c.encode(ctx, m); ok {
+		// Set of a raw value only checks its type, which is the codec's, the
+		// schema's own when the schema has as many attributes (building the
+		// schema's type again for the check cost more than the encoding).
+		if state.Schema != nil && len(state.Schema.GetAttributes())+len(state.Schema.GetBlocks()) == len(c.obj.AttributeTypes) {
+			state.Raw = v
+			return nil
+		}
 		return state.Set(ctx, v)
 	}
 	return state.Set(ctx, m)

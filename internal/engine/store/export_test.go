@@ -15,3 +15,10 @@ func SetSchemaVersion(ctx context.Context, s *Store, v int) error {
 	_, err := s.db.sql.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", v))
 	return err
 }
+
+// PreparedStatements is how many statements s's handle keeps prepared.
+func PreparedStatements(s *Store) int {
+	s.db.stmtMu.Lock()
+	defer s.db.stmtMu.Unlock()
+	return len(s.db.stmts)
+}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openaml/terraform-provider-aml/internal/engine/run"
 	"github.com/openaml/terraform-provider-aml/internal/engine/store"
 )
 
@@ -305,4 +306,41 @@ func TestOpenErrors(t *testing.T) {
 			t.Error("the garbage file was modified")
 		}
 	})
+}
+
+// TestStatementsPreparedOnce: the embedded store prepares each of its
+// queries once and reuses it, inside transactions too, and a bad query
+// still reports its own error.
+func TestStatementsPreparedOnce(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	cycle := func(id string) {
+		t.Helper()
+		if err := s.InsertRun(ctx, newRecord(id, "k-"+id), "me"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.GetRun(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.UpdateRun(ctx, id, func(r *run.Record) error { r.Status = run.Starting; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.MarkReturned(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cycle("r1")
+	n := store.PreparedStatements(s)
+	if n == 0 {
+		t.Fatal("no statement was prepared")
+	}
+	for _, id := range []string{"r2", "r3"} {
+		cycle(id)
+	}
+	if m := store.PreparedStatements(s); m != n {
+		t.Errorf("%d prepared statements after the same work again, %d before: a statement was prepared again", m, n)
+	}
+	if got, err := s.GetRun(ctx, "r3"); err != nil || got.Status != run.Starting {
+		t.Errorf("r3 = %+v, %v", got, err)
+	}
 }
