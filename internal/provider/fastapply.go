@@ -237,34 +237,23 @@ var runApplyRules = sync.OnceValues(func() (map[string]bool, bool) {
 // createRunApply (no write-only attribute, no list or set block), and whether
 // a type inside it has semantic equality.
 func applyShape(x any) (plain, semantic bool) {
-	ctx := context.Background()
-	var attrs map[string]schema.Attribute
-	var blocks map[string]schema.Block
-	switch x := x.(type) {
-	case schema.SingleNestedBlock:
-		attrs, blocks = x.Attributes, x.Blocks
-	case schema.Block:
-		return false, false // a list or set block
-	case schema.Attribute:
-		if x.IsWriteOnly() {
+	switch x.(type) {
+	case schema.ListNestedBlock, schema.SetNestedBlock:
+		return false, false
+	}
+	if a, ok := x.(schema.Attribute); ok {
+		if a.IsWriteOnly() {
 			return false, false
 		}
-		t := x.GetType()
+		ctx := context.Background()
+		t := a.GetType()
 		semantic = hasSemanticEquality(t.ValueType(ctx))
 		if et, ok := t.(attr.TypeWithElementType); ok && hasSemanticEquality(et.ElementType().ValueType(ctx)) {
 			semantic = true
 		}
-		switch n := x.(type) {
-		case schema.SingleNestedAttribute:
-			attrs = n.Attributes
-		case schema.ListNestedAttribute:
-			attrs = n.NestedObject.Attributes
-		case schema.SetNestedAttribute:
-			attrs = n.NestedObject.Attributes
-		case schema.MapNestedAttribute:
-			attrs = n.NestedObject.Attributes
-		}
-	default:
+	}
+	attrs, blocks, ok := schemaChildren(x)
+	if !ok {
 		return false, false
 	}
 	for _, a := range attrs {

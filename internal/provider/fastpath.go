@@ -249,26 +249,8 @@ var runCreateRules = sync.OnceValues(func() (map[string]createRule, bool) {
 // plainNested reports whether an attribute or block has no computed attribute
 // nested inside it (so nothing in it gets a default or an unknown).
 func plainNested(x any) bool {
-	var attrs map[string]schema.Attribute
-	var blocks map[string]schema.Block
-	switch x := x.(type) {
-	case schema.SingleNestedAttribute:
-		attrs = x.Attributes
-	case schema.ListNestedAttribute:
-		attrs = x.NestedObject.Attributes
-	case schema.SetNestedAttribute:
-		attrs = x.NestedObject.Attributes
-	case schema.MapNestedAttribute:
-		attrs = x.NestedObject.Attributes
-	case schema.SingleNestedBlock:
-		attrs, blocks = x.Attributes, x.Blocks
-	case schema.ListNestedBlock:
-		attrs, blocks = x.NestedObject.Attributes, x.NestedObject.Blocks
-	case schema.SetNestedBlock:
-		attrs, blocks = x.NestedObject.Attributes, x.NestedObject.Blocks
-	case schema.Attribute:
-		return true // not nested
-	default:
+	attrs, blocks, ok := schemaChildren(x)
+	if !ok {
 		return false
 	}
 	for _, a := range attrs {
@@ -282,6 +264,31 @@ func plainNested(x any) bool {
 		}
 	}
 	return true
+}
+
+// schemaChildren is what is nested in an attribute or block of a resource
+// schema: the attributes and blocks of its object (none for a flat
+// attribute); false for a kind it does not know.
+func schemaChildren(x any) (map[string]schema.Attribute, map[string]schema.Block, bool) {
+	switch x := x.(type) {
+	case schema.SingleNestedAttribute:
+		return x.Attributes, nil, true
+	case schema.ListNestedAttribute:
+		return x.NestedObject.Attributes, nil, true
+	case schema.SetNestedAttribute:
+		return x.NestedObject.Attributes, nil, true
+	case schema.MapNestedAttribute:
+		return x.NestedObject.Attributes, nil, true
+	case schema.SingleNestedBlock:
+		return x.Attributes, x.Blocks, true
+	case schema.ListNestedBlock:
+		return x.NestedObject.Attributes, x.NestedObject.Blocks, true
+	case schema.SetNestedBlock:
+		return x.NestedObject.Attributes, x.NestedObject.Blocks, true
+	case schema.Attribute:
+		return nil, nil, true // not nested
+	}
+	return nil, nil, false
 }
 
 // UpgradeResourceState of an aml_experiment_run state already at the schema's
