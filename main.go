@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-go/tfprotov6/tf6server"
 
 	"github.com/openaml/terraform-provider-aml/internal/agent"
+	"github.com/openaml/terraform-provider-aml/internal/engine/drivers/hostrun/supervise"
 	"github.com/openaml/terraform-provider-aml/internal/provider"
 )
 
@@ -87,23 +88,23 @@ func startCPUProfile(prefix string) (stop func()) {
 	}
 }
 
-// sdkLogVars are the variables terraform-plugin-go and -framework read their log
-// levels from (at every RPC); logVars are those that make terraform keep a
-// provider's logs at all (it drops them otherwise).
+// sdkLogVars are the variables terraform-plugin-go, -framework and the
+// provider's own logger (tflog) read their log levels from (at every RPC);
+// logVars are those that make terraform keep a provider's logs at all (it drops
+// them otherwise).
 var (
-	sdkLogVars = []string{"TF_LOG_SDK", "TF_LOG_SDK_PROTO", "TF_LOG_SDK_FRAMEWORK"}
-	logVars    = append([]string{"TF_LOG", "TF_LOG_PROVIDER", "TF_LOG_PROVIDER_AML"}, sdkLogVars...)
+	sdkLogVars = supervise.QuietLogVars
+	logVars    = append([]string{"TF_LOG", "TF_LOG_PROVIDER"}, sdkLogVars...)
 )
 
-// quietDefaulted marks, for the agents this process starts, that quietSDKLogs
-// set sdkLogVars (so they are not the user's).
-const quietDefaulted = "AML_SDK_LOG_DEFAULTED"
-
-// quietSDKLogs turns the SDK's own logs off when terraform would drop them. With
-// no level set the SDK logs at TRACE (a few lines per schema attribute per call),
-// formats every line as JSON and terraform parses each one to throw it away: on
-// a plan of 100 runs that was about 40% of the CPU of both processes. With
-// TF_LOG, TF_LOG_PROVIDER or any SDK level set, nothing changes.
+// quietSDKLogs turns the SDK's logs and the provider's own off when terraform
+// would drop them. With no level set they log at TRACE (the SDK a few lines per
+// schema attribute per call, the provider a few per run), format every line as
+// JSON and terraform parses each one to throw it away: on a plan of 100 runs
+// the SDK's were about 40% of the CPU of both processes. With TF_LOG,
+// TF_LOG_PROVIDER or any of these levels set, nothing changes. The marker
+// (supervise.QuietLogMarker) tells the agents this process starts, and the
+// runs' supervisors, that these values are not the user's.
 func quietSDKLogs() {
 	for _, k := range logVars {
 		if _, ok := os.LookupEnv(k); ok {
@@ -113,17 +114,17 @@ func quietSDKLogs() {
 	for _, k := range sdkLogVars {
 		_ = os.Setenv(k, "off")
 	}
-	_ = os.Setenv(quietDefaulted, "1")
+	_ = os.Setenv(supervise.QuietLogMarker, "1")
 }
 
 // restoreSDKLogEnv gives an agent (and the scripts it runs) the environment the
 // user gave terraform: without the variables quietSDKLogs set.
 func restoreSDKLogEnv() {
-	if os.Getenv(quietDefaulted) != "1" {
+	if os.Getenv(supervise.QuietLogMarker) != "1" {
 		return
 	}
 	for _, k := range sdkLogVars {
 		_ = os.Unsetenv(k)
 	}
-	_ = os.Unsetenv(quietDefaulted)
+	_ = os.Unsetenv(supervise.QuietLogMarker)
 }

@@ -70,9 +70,15 @@ func withDefaults(m, defaults map[string]string) {
 // set (see withDefaults).
 func RunEnvironment(base []string, user, engine, defaults map[string]string, helperLib string) []string {
 	m := map[string]string{}
+	quieted := false
+	for _, kv := range base {
+		if kv == QuietLogMarker+"=1" {
+			quieted = true
+		}
+	}
 	for _, kv := range base {
 		k, v, ok := strings.Cut(kv, "=")
-		if !ok || isPluginVar(k) {
+		if !ok || isPluginVar(k) || (quieted && isQuietLogVar(k)) {
 			continue
 		}
 		m[k] = v
@@ -96,6 +102,29 @@ func RunEnvironment(base []string, user, engine, defaults map[string]string, hel
 		out = append(out, k+"="+m[k])
 	}
 	return out
+}
+
+// QuietLogMarker is "1" in the provider's environment when the provider set
+// QuietLogVars itself (to "off": Terraform drops a provider's logs when no log
+// level is set for it, so producing them is wasted). A run's environment leaves
+// the marker and those variables out, so the script sees the environment the
+// user gave Terraform.
+const QuietLogMarker = "AML_SDK_LOG_DEFAULTED"
+
+// QuietLogVars are the log levels the provider sets to "off" (see QuietLogMarker):
+// terraform-plugin-go's and -framework's own, and the provider's (tflog).
+var QuietLogVars = []string{"TF_LOG_SDK", "TF_LOG_SDK_PROTO", "TF_LOG_SDK_FRAMEWORK", "TF_LOG_PROVIDER_AML"}
+
+func isQuietLogVar(k string) bool {
+	if k == QuietLogMarker {
+		return true
+	}
+	for _, q := range QuietLogVars {
+		if k == q {
+			return true
+		}
+	}
+	return false
 }
 
 func isPluginVar(k string) bool {
