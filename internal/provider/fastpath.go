@@ -472,13 +472,9 @@ func (s *fastServer) ValidateResourceConfig(ctx context.Context, req *tfprotov6.
 }
 
 // settableRunResource is aml_experiment_run with its computed-only attributes
-// left out of the schema, for validating configurations and planning the
-// settable part of a create (createRunPlan). Its ModifyPlan does nothing: the
-// resource's own runs on the whole plan afterwards.
+// left out of the schema, for validating configurations (its server is never
+// asked to plan or apply).
 type settableRunResource struct{ ExperimentRunResource }
-
-func (r *settableRunResource) ModifyPlan(context.Context, resource.ModifyPlanRequest, *resource.ModifyPlanResponse) {
-}
 
 func (r *settableRunResource) Schema(ctx context.Context, req resource.SchemaRequest, resp *resource.SchemaResponse) {
 	r.ExperimentRunResource.Schema(ctx, req, resp)
@@ -522,18 +518,10 @@ var runConfigSchema = sync.OnceValues(func() (tftypes.Object, map[string]bool) {
 // false when it sets a computed-only attribute or does not decode.
 func settableOnly(config *tfprotov6.DynamicValue) (*tfprotov6.DynamicValue, bool) {
 	val, err := config.Unmarshal(runStateType())
-	if err != nil {
+	if err != nil || !val.IsKnown() || val.IsNull() {
 		return nil, false
 	}
-	return settableValue(val)
-}
-
-// settableValue is settableOnly of a decoded value.
-func settableValue(val tftypes.Value) (*tfprotov6.DynamicValue, bool) {
 	ty, left := runConfigSchema()
-	if !val.IsKnown() || val.IsNull() {
-		return nil, false
-	}
 	var attrs map[string]tftypes.Value
 	if err := val.As(&attrs); err != nil {
 		return nil, false
